@@ -1,0 +1,273 @@
+"""All typed configuration objects of ltxv, with JSON-safe to_dict/from_dict and `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+# --------------------------------------------------------------------------------------------------------------
+# Video-VAE: the official "block language" (LTX-Video `encoder_blocks` / `decoder_blocks`), made typed.
+# --------------------------------------------------------------------------------------------------------------
+
+ENCODER_BLOCK_KINDS = (
+    "res_x",  # num_layers residual blocks at constant width
+    "res_x_y",  # one residual block that multiplies the width by `multiplier`
+    "compress_time",  # bare causal conv, stride (2,1,1)
+    "compress_space",  # bare causal conv, stride (1,2,2)
+    "compress_all",  # bare causal conv, stride (2,2,2)                       (0.9.0/0.9.1)
+    "compress_all_x_y",  # bare causal conv, stride (2,2,2), width x multiplier
+    "compress_time_res",  # space-to-depth residual downsample, stride (2,1,1)  (0.9.5+)
+    "compress_space_res",  # space-to-depth residual downsample, stride (1,2,2)
+    "compress_all_res",  # space-to-depth residual downsample, stride (2,2,2)
+)
+DECODER_BLOCK_KINDS = (
+    "res_x",  # num_layers residual blocks (timestep-conditioned when the VAE is), optional noise injection
+    "res_x_y",  # one residual block that divides the width by `multiplier`
+    "compress_time",  # depth-to-space upsample, stride (2,1,1)
+    "compress_space",  # depth-to-space upsample, stride (1,2,2)
+    "compress_all",  # depth-to-space upsample, stride (2,2,2), width / multiplier, optional residual
+)
+# Official defaults of `multiplier` per block kind (LTX-Video causal_video_autoencoder.py); encoder/decoder differ.
+_ENCODER_MULTIPLIER = {"res_x_y": 2, "compress_all_x_y": 2, "compress_time_res": 2, "compress_space_res": 2,
+                       "compress_all_res": 2}
+_DECODER_MULTIPLIER = {"res_x_y": 2}
+
+STRIDES = {"time": (2, 1, 1), "space": (1, 2, 2), "all": (2, 2, 2)}
+
+
+def block_stride(kind: str) -> tuple[int, int, int]:
+    """Stride (t, h, w) of a compress* block kind, (1, 1, 1) for residual blocks."""
+    if not kind.startswith("compress_"):
+        return (1, 1, 1)
+    return STRIDES[kind.split("_")[1]]
+
+
+@dataclass(frozen=True)
+class VAEBlock:
+    """One entry of the encoder or decoder block list, in the official order (high resolution first)."""
+
+    kind: str
+    num_layers: int = 1
+    multiplier: int = 0  # 0 = the official default for this kind (2 for *_x_y and *_res blocks, else 1)
+    inject_noise: bool = False  # decoder res_x / res_x_y only (0.9.1 StyleGAN-style noise)
+    residual: bool = False  # decoder compress_* only (0.9.1+ residual depth-to-space)
+
+    def resolved(self, decoder: bool) -> VAEBlock:
+        if self.multiplier:
+            return self
+        table = _DECODER_MULTIPLIER if decoder else _ENCODER_MULTIPLIER
+        return dataclasses.replace(self, multiplier=table.get(self.kind, 1))
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Causal Video-VAE (LTX-Video `CausalVideoAutoencoder`); defaults are the 0.9.5+ architecture."""
+
+    encoder_blocks: tuple[VAEBlock, ...] = (
+        VAEBlock("res_x", 4), VAEBlock("compress_space_res"), VAEBlock("res_x", 6),
+        VAEBlock("compress_time_res"), VAEBlock("res_x", 6), VAEBlock("compress_all_res"),
+        VAEBlock("res_x", 2), VAEBlock("compress_all_res"), VAEBlock("res_x", 2),
+    )  # fmt: skip
+    decoder_blocks: tuple[VAEBlock, ...] = (
+        VAEBlock("res_x", 5), VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5), VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5), VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5),
+    )  # fmt: skip
+    in_channels: int = 3
+    latent_channels: int = 128
+    patch_size: int = 4
+    encoder_base_channels: int = 128
+    decoder_base_channels: int = 128
+    timestep_conditioning: bool = True
+    spatial_padding_mode: str = "zeros"
+    causal_decoder: bool = False
+    latent_log_var: str = "uniform"  # "uniform" (one shared log-variance channel) or "per_channel"
+    norm_eps: float = 1e-6  # LayerNorm of the channel-changing shortcut
+
+    def __post_init__(self) -> None:
+        enc = tuple(b.resolved(decoder=False) for b in self.encoder_blocks)
+        dec = tuple(b.resolved(decoder=True) for b in self.decoder_blocks)
+        object.__setattr__(self, "encoder_blocks", enc)
+        object.__setattr__(self, "decoder_blocks", dec)
+        for blocks, kinds, side in ((enc, ENCODER_BLOCK_KINDS, "encoder"), (dec, DECODER_BLOCK_KINDS, "decoder")):
+            for b in blocks:
+                if b.kind not in kinds:
+                    raise ValueError(f"unknown {side} block kind {b.kind!r}; choose from {', '.join(kinds)}")
+                if b.num_layers < 1 or b.multiplier < 1:
+                    raise ValueError(f"{side} block {b} needs num_layers >= 1 and multiplier >= 1")
+        if self.spatial_padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"spatial_padding_mode {self.spatial_padding_mode!r} is not a Conv3d padding mode")
+        if self.latent_log_var not in ("uniform", "per_channel"):
+            raise ValueError(f"latent_log_var {self.latent_log_var!r}: use 'uniform' or 'per_channel'")
+        if self.temporal_compression != _product(block_stride(b.kind)[0] for b in dec):
+            raise ValueError("encoder and decoder must compress time by the same factor")
+        if self.spatial_compression != self.patch_size * _product(block_stride(b.kind)[1] for b in dec):
+            raise ValueError("encoder and decoder must compress space by the same factor")
+
+    @property
+    def decoder_width(self) -> int:
+        """Width of the decoder's conv_in: base x every width-dividing block on the way up (official rule)."""
+        return self.decoder_base_channels * _product(b.multiplier for b in self.decoder_blocks if b.kind != "res_x")
+
+    @property
+    def temporal_compression(self) -> int:
+        return _product(block_stride(b.kind)[0] for b in self.encoder_blocks)
+
+    @property
+    def spatial_compression(self) -> int:
+        return self.patch_size * _product(block_stride(b.kind)[1] for b in self.encoder_blocks)
+
+
+def _product(values: Any) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Diffusion transformer
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """LTX-Video `Transformer3DModel`; defaults are the 2B model."""
+
+    in_channels: int = 128
+    out_channels: int = 128
+    num_layers: int = 28
+    num_heads: int = 32
+    head_dim: int = 64
+    caption_channels: int = 4096  # T5-XXL hidden size
+    norm_eps: float = 1e-6  # block RMSNorms and the final LayerNorm
+    qk_norm_eps: float = 1e-5  # RMSNorm over all heads of q and k
+    attention_bias: bool = True
+    attention_out_bias: bool = True
+    timestep_scale_multiplier: float = 1000.0  # t in [0,1] -> [0,1000] before the sinusoid
+    rope_theta: float = 10000.0
+    rope_max_pos: tuple[float, float, float] = (20.0, 2048.0, 2048.0)  # seconds, pixels, pixels
+    latent_scale: tuple[int, int, int] = (8, 32, 32)  # pixels per latent voxel (t, h, w) of the paired VAE
+    causal_temporal_positioning: bool = False  # first latent frame sits at pixel frame 0 (0.9.5+ metadata)
+
+    def __post_init__(self) -> None:
+        if min(self.num_layers, self.num_heads, self.head_dim, self.in_channels, self.out_channels) < 1:
+            raise ValueError(f"DiTConfig sizes must be positive: {self}")
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inference schedule stored with a checkpoint, and the full model spec
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How the checkpoint wants its timesteps: "sd3" (resolution shift + terminal) or "linear_quadratic"."""
+
+    kind: str = "linear_quadratic"
+    shift_terminal: float | None = 0.1  # "sd3" only: the last timestep is stretched to this value
+    stochastic: bool = False  # 0.9.6-distilled: re-noise x0 at every step
+    timesteps: tuple[float, ...] = ()  # explicit list (distilled models); overrides `kind` when non-empty
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sd3", "linear_quadratic"):
+            raise ValueError(f"scheduler kind {self.kind!r}: use 'sd3' or 'linear_quadratic'")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build a full model: what our checkpoints embed in their metadata."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    version: str = ""  # e.g. "0.9.5", for display and defaults (text tokens, guidance)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Generic (de)serialisation: dataclass <-> JSON-safe dict, strict about unknown keys
+# --------------------------------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain dicts/lists (JSON-safe)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """Plain dict -> dataclass `cls`; unknown keys raise, missing keys take the declared defaults."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; known keys: {sorted(names)}")
+    return cls(**{k: _coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()})
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            raise ValueError(f"{where}: expected {len(item_types)} values, got {value!r}")
+        return tuple(_coerce(t, v, where) for t, v in zip(item_types, value, strict=True))
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp in (int, float, str):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def apply_overrides(obj: T, overrides: list[str]) -> T:
+    """Return a copy of dataclass `obj` with dotted `key=value` overrides applied (values parsed as JSON if they can be)."""
+    data = to_dict(obj)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. dit.num_layers=4")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for p in parents:
+            if not isinstance(node, dict) or p not in node:
+                raise ValueError(f"override {item!r}: no config section {p!r}")
+            node = node[p]
+        if not isinstance(node, dict) or leaf not in node:
+            known = sorted(node) if isinstance(node, dict) else []
+            raise ValueError(f"override {item!r}: unknown key {leaf!r}; known: {known}")
+        try:
+            node[leaf] = json.loads(raw)
+        except json.JSONDecodeError:
+            node[leaf] = raw
+    return from_dict(type(obj), data)

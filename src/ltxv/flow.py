@@ -1,0 +1,134 @@
+"""Rectified-flow training math: interpolation, velocity target, timestep sampling, masked loss."""
+
+import math
+
+import torch
+from torch import Tensor
+
+SAMPLE_T_MODES = ("shifted_logit_normal", "logit_normal", "uniform")
+_T_EPS = 1e-5  # sampled t stays strictly inside (0, 1)
+
+
+def broadcast_t(t: float | Tensor, x: Tensor) -> Tensor:
+    """Right-pad t with singleton dims so it broadcasts against x.
+
+    t may be a scalar, (B,) for any x, or per-token (B, N) for tokens x (B, N, C). A python float becomes
+    float64 for float64 x and float32 otherwise (never bf16: 0.9937 would round to 0.9922); a float tensor
+    keeps its dtype. Callers cast their result back to x.dtype.
+    """
+    if not isinstance(t, Tensor):
+        t = torch.tensor(t, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    elif not t.is_floating_point():
+        t = t.float()
+    t = t.to(x.device)
+    if t.ndim > x.ndim or any(n not in (1, m) for n, m in zip(t.shape, x.shape, strict=False)):
+        raise ValueError(
+            f"t of shape {tuple(t.shape)} cannot broadcast against x of shape {tuple(x.shape)}; "
+            f"pass a scalar, (B,) = ({x.shape[0]},), or per-token t matching x's leading dims."
+        )
+    return t.reshape(*t.shape, *([1] * (x.ndim - t.ndim)))
+
+
+def interpolate(x0: Tensor, noise: Tensor, t: float | Tensor) -> Tensor:
+    """x_t = (1 − t)·x0 + t·ε (spec §5.1; t=1 is pure noise, t=0 is data)."""
+    tb = broadcast_t(t, x0)
+    return ((1 - tb) * x0 + tb * noise).to(x0.dtype)
+
+
+def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
+    """Training target v = ε − x0 = dx_t/dt (spec §5.1, [TRAIN] `targets = noise - target_latents`)."""
+    return noise - x0
+
+
+def x0_from_velocity(xt: Tensor, velocity: Tensor, t: float | Tensor) -> Tensor:
+    """Clean estimate x0 = x_t − t·v, the inverse of `interpolate` given the true velocity (spec §5.1)."""
+    return (xt - broadcast_t(t, xt) * velocity).to(xt.dtype)
+
+
+def shift_mu(
+    num_tokens: int,
+    base_tokens: int = 1024,
+    max_tokens: int = 4096,
+    base_shift: float = 0.95,
+    max_shift: float = 2.05,
+) -> float:
+    """Resolution-dependent shift μ(N), linear in the token count and extrapolated (spec §5.2, §5.4a).
+
+    μ = base_shift + (max_shift − base_shift)·(N − base_tokens)/(max_tokens − base_tokens). The LTX values
+    (1024/4096/0.95/2.05) differ from diffusers' `calculate_shift` defaults (spec §9.16).
+    """
+    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+    return base_shift + slope * (num_tokens - base_tokens)
+
+
+def time_shift(mu: float, t: float | Tensor, sigma: float = 1.0) -> float | Tensor:
+    """SD3 resolution shift (Esser et al. 2024) in flux's form: e^μ / (e^μ + (1/t − 1)^σ), t in (0, 1].
+
+    Spec §5.4a uses σ = 1; μ = 0 is the identity and μ > 0 moves t toward noise.
+    """
+    return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
+
+
+def sample_t(
+    batch_size: int,
+    num_tokens: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    mode: str = "shifted_logit_normal",
+    std: float = 1.0,
+) -> Tensor:
+    """Training timesteps t (B,) in (0, 1) ([TRAIN] `ShiftedLogitNormalTimestepSampler`, spec §5.2).
+
+    "shifted_logit_normal": t = sigmoid(μ(N) + std·n), n ~ N(0, 1), μ from `shift_mu(num_tokens)`;
+    "logit_normal": the same with μ = 0; "uniform": t ~ U(0, 1). Clamped to [1e-5, 1 − 1e-5].
+    """
+    if mode not in SAMPLE_T_MODES:
+        raise ValueError(f"unknown timestep sampling mode {mode!r}; choose one of {SAMPLE_T_MODES}.")
+    if mode == "uniform":
+        t = torch.rand(batch_size, generator=generator, device=device)
+    else:
+        mu = shift_mu(num_tokens) if mode == "shifted_logit_normal" else 0.0
+        t = torch.sigmoid(mu + std * torch.randn(batch_size, generator=generator, device=device))
+    return t.clamp(_T_EPS, 1 - _T_EPS)
+
+
+def _token_loss(velocity: Tensor, target: Tensor) -> Tensor:
+    """Squared error averaged over the channel dim, in float32: (B, N, C) -> (B, N)."""
+    return (velocity.float() - target.float()).square().mean(-1)
+
+
+def flow_loss(velocity: Tensor, target: Tensor, loss_mask: Tensor | None = None) -> Tensor:
+    """MSE between predicted and target velocity (spec §5.1), a float32 scalar.
+
+    With a per-token mask (B, N) (1 = counts) on tokens (B, N, C), the mean over counted tokens:
+    sum(mean_C((v − target)²)·mask) / max(sum(mask), 1). The official trainer masks out the clean
+    first-frame conditioning tokens this way (`loss * mask / mean(mask)`, which is the same quantity).
+    """
+    if loss_mask is None:
+        return (velocity.float() - target.float()).square().mean()
+    mask = loss_mask.float()  # (B, N)
+    return (_token_loss(velocity, target) * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def loss_per_t_bin(
+    velocity: Tensor, target: Tensor, t: Tensor, num_bins: int = 4, loss_mask: Tensor | None = None
+) -> dict[str, float]:
+    """Mean per-sample loss grouped by t range, for logging (minRF `rf.py` style).
+
+    t is (B,); keys look like "loss_t0.00-0.25". Bins with no sample are left out. With a (B, N) mask on
+    tokens (B, N, C), each sample's loss averages only its counted tokens, as in `flow_loss`.
+    """
+    if t.ndim != 1 or t.shape[0] != velocity.shape[0]:
+        raise ValueError(f"t must be per-sample with shape ({velocity.shape[0]},), got {tuple(t.shape)}.")
+    if loss_mask is None:
+        per_sample = (velocity.float() - target.float()).square().flatten(1).mean(1)  # (B,)
+    else:
+        mask = loss_mask.float()  # (B, N)
+        per_sample = (_token_loss(velocity, target) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    bins = (t.float() * num_bins).long().clamp(0, num_bins - 1).cpu()  # (B,)
+    per_sample = per_sample.detach().cpu()
+    losses = {}
+    for b in bins.unique().tolist():
+        key = f"loss_t{b / num_bins:.2f}-{(b + 1) / num_bins:.2f}"
+        losses[key] = per_sample[bins == b].mean().item()
+    return losses

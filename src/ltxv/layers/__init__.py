@@ -1,0 +1,1 @@
+"""Model-agnostic building blocks: attention, RoPE, norms, embeddings (no diffusion knowledge)."""

@@ -1,0 +1,107 @@
+"""Tests for ltxv.flow: interpolation endpoints, inverses, timestep sampling and the masked loss."""
+
+import pytest
+import torch
+
+from ltxv.flow import (
+    broadcast_t,
+    flow_loss,
+    interpolate,
+    loss_per_t_bin,
+    sample_t,
+    shift_mu,
+    time_shift,
+    velocity_target,
+    x0_from_velocity,
+)
+
+
+def _pair(*shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(
+        *shape, generator=g, dtype=torch.float64
+    )
+
+
+def test_interpolate_endpoints_are_data_and_noise():
+    x0, noise = _pair(2, 4, 3, 5, 5)  # latents (B, C, F, H, W)
+    torch.testing.assert_close(interpolate(x0, noise, 0.0), x0)
+    torch.testing.assert_close(interpolate(x0, noise, 1.0), noise)
+    torch.testing.assert_close(
+        interpolate(x0, noise, torch.tensor([0.0, 1.0])), torch.stack([x0[0], noise[1]])
+    )
+
+
+def test_interpolate_per_token_t_broadcasts_over_channels():
+    x0, noise = _pair(2, 6, 8)  # tokens (B, N, C)
+    t = torch.rand(2, 6, dtype=torch.float64)
+    xt = interpolate(x0, noise, t)
+    for b in range(2):
+        for n in range(6):
+            torch.testing.assert_close(xt[b, n], (1 - t[b, n]) * x0[b, n] + t[b, n] * noise[b, n])
+
+
+def test_broadcast_t_rejects_mismatched_shape():
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        broadcast_t(torch.rand(3), torch.zeros(2, 6, 8))
+
+
+def test_x0_from_velocity_inverts_interpolate():
+    x0, noise = _pair(3, 10, 4)
+    t = torch.tensor([0.1, 0.5, 0.97], dtype=torch.float64)
+    xt = interpolate(x0, noise, t)
+    v = velocity_target(x0, noise)
+    torch.testing.assert_close(v, noise - x0)
+    torch.testing.assert_close(x0_from_velocity(xt, v, t), x0)
+
+
+def test_shift_mu_hits_anchors_and_extrapolates():
+    assert shift_mu(1024) == pytest.approx(0.95)
+    assert shift_mu(4096) == pytest.approx(2.05)
+    assert shift_mu(6144) == pytest.approx(2.7833, abs=1e-4)  # spec §5.4a example
+    assert time_shift(0.0, 0.3) == pytest.approx(0.3)  # μ = 0 is the identity
+    assert time_shift(1.0, 0.3) > 0.3
+
+
+def test_sample_t_is_inside_unit_interval_and_shifts_with_tokens():
+    for mode in ("shifted_logit_normal", "logit_normal", "uniform"):
+        t = sample_t(4096, 1024, generator=torch.Generator().manual_seed(0), mode=mode)
+        assert t.shape == (4096,)
+        assert bool(((t > 0) & (t < 1)).all()), mode
+    saturated = sample_t(4096, 1024, generator=torch.Generator().manual_seed(0), std=100.0)
+    assert bool(((saturated >= 1e-5) & (saturated <= 1 - 1e-5)).all())  # clamped, never exactly 0 or 1
+    small = sample_t(4096, 256, generator=torch.Generator().manual_seed(0))
+    large = sample_t(4096, 8192, generator=torch.Generator().manual_seed(0))
+    assert large.median() > small.median() + 0.2
+    centred = sample_t(4096, 8192, generator=torch.Generator().manual_seed(0), mode="logit_normal")
+    assert abs(centred.median().item() - 0.5) < 0.05
+
+
+def test_sample_t_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="uniform"):
+        sample_t(2, 1024, mode="lognormal")
+
+
+def test_flow_loss_mask_ignores_masked_tokens():
+    v, target = _pair(2, 5, 3)
+    mask = torch.tensor([[0, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    loss = flow_loss(v, target, mask)
+    v_changed = v.clone()
+    v_changed[mask == 0] += 100.0
+    torch.testing.assert_close(flow_loss(v_changed, target, mask), loss)
+    assert flow_loss(v_changed, target) > loss + 1.0  # unmasked loss does see the change
+    expected = ((v - target) ** 2).mean(-1)[mask == 1].mean().float()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_flow_loss_all_masked_is_zero_not_nan():
+    v, target = _pair(1, 4, 3)
+    assert flow_loss(v, target, torch.zeros(1, 4)).item() == 0.0
+
+
+def test_loss_per_t_bin_groups_samples():
+    v = torch.zeros(4, 3, 2)
+    target = torch.arange(4, dtype=torch.float32).reshape(4, 1, 1).expand(4, 3, 2)  # sample loss = i²
+    t = torch.tensor([0.1, 0.2, 0.6, 0.99])
+    bins = loss_per_t_bin(v, target, t, num_bins=4)
+    assert bins == pytest.approx({"loss_t0.00-0.25": 0.5, "loss_t0.50-0.75": 4.0, "loss_t0.75-1.00": 9.0})
