@@ -7,12 +7,13 @@ official blocks into down/up blocks) and a fixed table for the transformer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from torch import Tensor
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from .config import DiTConfig, SchedulerConfig, VAEBlock, VAEConfig, block_stride
+
+
+V = TypeVar("V")  # state-dict values: tensors, or foreign key names when only the mapping is wanted
 
 
 class ConversionError(ValueError):
@@ -155,7 +156,7 @@ def scheduler_to_native(cfg: SchedulerConfig) -> dict[str, Any]:
             "base_resolution": None, "target_shift_terminal": None, "sampler": "LinearQuadratic"}  # fmt: skip
 
 
-def native_to_ltxv(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def native_to_ltxv(sd: dict[str, V]) -> tuple[dict[str, V], dict[str, V]]:
     """Official single-file state dict -> (vae, dit) state dicts in our names. Unused statistics are dropped;
     any other key outside the two prefixes is an error."""
     vae, dit, stray = {}, {}, []
@@ -180,7 +181,7 @@ def native_to_ltxv(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, 
     return vae, dit
 
 
-def ltxv_to_native(vae: dict[str, Tensor] | None, dit: dict[str, Tensor] | None) -> dict[str, Tensor]:
+def ltxv_to_native(vae: dict[str, V] | None, dit: dict[str, V] | None) -> dict[str, V]:
     out = {}
     for key, value in (vae or {}).items():
         out[NATIVE_VAE_PREFIX + NATIVE_STATS.get(key, key)] = value
@@ -211,11 +212,11 @@ DIT_DIFFUSERS_RENAMES = (("patchify_proj", "proj_in"), ("adaln_single", "time_em
                          ("k_norm", "norm_k"))  # fmt: skip
 
 
-def dit_keys_to_diffusers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+def dit_keys_to_diffusers(sd: dict[str, V]) -> dict[str, V]:
     return {_replace_all(k, DIT_DIFFUSERS_RENAMES): v for k, v in sd.items()}
 
 
-def dit_keys_from_diffusers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+def dit_keys_from_diffusers(sd: dict[str, V]) -> dict[str, V]:
     return {_replace_all(k, tuple((b, a) for a, b in DIT_DIFFUSERS_RENAMES)): v for k, v in sd.items()}
 
 
@@ -237,7 +238,8 @@ def dit_config_from_diffusers(d: dict[str, Any]) -> DiTConfig:
     )
     if d.get("cross_attention_dim", 2048) != cfg.hidden_dim:
         raise ConversionError(f"cross_attention_dim {d.get('cross_attention_dim')} must equal hidden size {cfg.hidden_dim}")
-    return cfg
+    # not in diffusers' schema; diffusers ignores it, we write and read it to keep round trips lossless
+    return replace(cfg, causal_temporal_positioning=bool(d.get("causal_temporal_positioning", False)))
 
 
 def dit_config_to_diffusers(cfg: DiTConfig) -> dict[str, Any]:
@@ -249,8 +251,22 @@ def dit_config_to_diffusers(cfg: DiTConfig) -> dict[str, Any]:
         "cross_attention_dim": cfg.hidden_dim, "num_layers": cfg.num_layers, "activation_fn": "gelu-approximate",
         "qk_norm": "rms_norm_across_heads", "norm_elementwise_affine": False, "norm_eps": cfg.norm_eps,
         "caption_channels": cfg.caption_channels, "attention_bias": cfg.attention_bias,
-        "attention_out_bias": cfg.attention_out_bias,
+        "attention_out_bias": cfg.attention_out_bias, "causal_temporal_positioning": cfg.causal_temporal_positioning,
     }  # fmt: skip
+
+
+def scheduler_from_diffusers(d: dict[str, Any] | None) -> SchedulerConfig:
+    """FlowMatchEulerDiscreteScheduler with dynamic shifting = the SD3-style schedule; otherwise linear-quadratic."""
+    if d and d.get("use_dynamic_shifting"):
+        return SchedulerConfig(kind="sd3", shift_terminal=d.get("shift_terminal"))
+    return SchedulerConfig(kind="linear_quadratic", shift_terminal=None)
+
+
+def scheduler_to_diffusers(cfg: SchedulerConfig) -> dict[str, Any]:
+    sd3 = cfg.kind == "sd3"
+    return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
+            "use_dynamic_shifting": sd3, "base_shift": 0.95, "max_shift": 2.05, "base_image_seq_len": 1024,
+            "max_image_seq_len": 4096, "shift_terminal": cfg.shift_terminal if sd3 else None}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -469,7 +485,7 @@ def _prefix_map(key: str, table: dict[str, str], inner: tuple[tuple[str, str], .
     return table[best] + _replace_all(key[len(best) :], inner)
 
 
-def vae_keys_to_diffusers(sd: dict[str, Tensor], layout: DiffusersVAELayout) -> dict[str, Tensor]:
+def vae_keys_to_diffusers(sd: dict[str, V], layout: DiffusersVAELayout) -> dict[str, V]:
     out = {}
     for key, value in sd.items():
         top = next((p for p in VAE_TOP_RENAMES if key.startswith(p)), None)
@@ -478,7 +494,7 @@ def vae_keys_to_diffusers(sd: dict[str, Tensor], layout: DiffusersVAELayout) -> 
     return out
 
 
-def vae_keys_from_diffusers(sd: dict[str, Tensor], layout: DiffusersVAELayout) -> dict[str, Tensor]:
+def vae_keys_from_diffusers(sd: dict[str, V], layout: DiffusersVAELayout) -> dict[str, V]:
     inverse = {v: k for k, v in layout.prefixes.items()}
     inner = tuple((b, a) for a, b in VAE_INNER_RENAMES)
     top_inv = {v: k for k, v in VAE_TOP_RENAMES.items()}

@@ -1,0 +1,390 @@
+"""Load and save checkpoints (official single file, diffusers folders, ours): strict, safetensors only,
+models built on the meta device and filled with `assign=True` so peak memory is about one copy of the weights."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from . import convert
+from .config import DiTConfig, ModelSpec, VAEConfig, from_dict, to_dict
+from .dit.model import VideoDiT
+from .presets import PRESETS
+from .vae.model import VideoVAE
+
+FORMATS = ("ltxv", "native", "diffusers")
+LTXV_FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not match the model (message is one line, names the problem)."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """Where one model's tensors live: our key -> (file, key in that file), plus its config."""
+
+    config: VAEConfig | DiTConfig
+    tensors: dict[str, tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a path holds, read from headers only (no tensor data)."""
+
+    path: str
+    format: str
+    version: str
+    spec: ModelSpec
+    vae: Component | None = None
+    dit: Component | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading headers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _header(path: str) -> tuple[list[str], dict[str, str]]:
+    """Tensor names and metadata of a safetensors file, with one-line errors for anything unreadable."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys()), dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types for bad headers / truncation
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable JSON ({err})") from None
+
+
+def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Identify the format of `path` (file or folder) and map every tensor to our names."""
+    p = Path(path)
+    if p.is_dir():
+        return _open_diffusers(p)
+    keys, meta = _header(str(p))
+    if meta.get("format") == "ltxv":
+        return _open_ltxv(str(p), keys, meta)
+    return _open_native(str(p), keys, meta)
+
+
+def _open_ltxv(path: str, keys: list[str], meta: dict[str, str]) -> Checkpoint:
+    if meta.get("format_version") != LTXV_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: ltxv format version {meta.get('format_version')!r} is not supported")
+    try:
+        spec = from_dict(ModelSpec, json.loads(meta["spec"]))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{path}: bad ltxv metadata ({err})") from None
+    parts = {c: {k[len(c) + 1 :]: (path, k) for k in keys if k.startswith(c + ".")} for c in ("vae", "dit")}
+    vae = Component(spec.vae, parts["vae"]) if parts["vae"] else None
+    dit = Component(spec.dit, parts["dit"]) if parts["dit"] else None
+    return Checkpoint(path, "ltxv", spec.version or guess_version(vae, dit), spec, vae, dit)
+
+
+def _open_native(path: str, keys: list[str], meta: dict[str, str]) -> Checkpoint:
+    if not any(k.startswith((convert.NATIVE_VAE_PREFIX, convert.NATIVE_DIT_PREFIX)) for k in keys):
+        kind = "LTX latent upsampler" if "initial_conv.weight" in keys else "model"
+        raise CheckpointError(f"{path}: not an LTX-Video VAE/transformer checkpoint (looks like another {kind})")
+    try:
+        vae_map, dit_map = convert.native_to_ltxv({k: k for k in keys})
+    except convert.ConversionError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    version = convert.guess_native_version(set(keys))
+    notes: tuple[str, ...] = ()
+    try:
+        config = json.loads(meta["config"]) if "config" in meta else None
+        if config is None:
+            preset = {"0.9.0": "ltxv-2b-0.9", "0.9.1": "ltxv-2b-0.9.1", "0.9.5+": "ltxv-2b-0.9.5"}
+            spec = PRESETS[preset.get(version, "ltxv-13b-0.9.7")]
+            notes = (f"no config in metadata: configs taken from the {version} preset",)
+        else:
+            spec = ModelSpec(
+                vae=convert.vae_config_from_native(config["vae"]) if "vae" in config else ModelSpec().vae,
+                dit=convert.dit_config_from_native(config["transformer"]) if "transformer" in config else ModelSpec().dit,
+                scheduler=convert.scheduler_from_native(config.get("scheduler")),
+            )
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: bad official config metadata ({err})") from None
+    vae = Component(spec.vae, {k: (path, v) for k, v in vae_map.items()}) if vae_map else None
+    dit = Component(spec.dit, {k: (path, v) for k, v in dit_map.items()}) if dit_map else None
+    if config is not None:
+        version = guess_version(vae, dit)
+    return Checkpoint(path, "native", version, replace(spec, version=version), vae, dit, notes)
+
+
+def _diffusers_tensors(folder: Path) -> dict[str, tuple[str, str]]:
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    if index.is_file():
+        weight_map = _json(index).get("weight_map", {})
+        return {k: (str(folder / f), k) for k, f in weight_map.items()}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickles = [f.name for f in folder.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        hint = f" ({', '.join(pickles)} are pickles, which ltxv never loads: convert them to safetensors)" if pickles else ""
+        raise CheckpointError(f"{folder}: no .safetensors weights{hint}")
+    out: dict[str, tuple[str, str]] = {}
+    for f in files:
+        out.update({k: (str(f), k) for k in _header(str(f))[0]})
+    return out
+
+
+def _open_diffusers(root: Path) -> Checkpoint:
+    folders = {"vae": root / "vae", "dit": root / "transformer"}
+    if (root / "config.json").is_file():  # a component folder given directly
+        cls = _json(root / "config.json").get("_class_name")
+        kind = {"AutoencoderKLLTXVideo": "vae", "LTXVideoTransformer3DModel": "dit"}.get(cls)
+        if kind is None:
+            raise CheckpointError(f"{root}: config.json describes {cls!r}, not an LTX-Video VAE or transformer")
+        folders = {kind: root}
+    elif not any(f.is_dir() for f in folders.values()):
+        raise CheckpointError(f"{root}: a folder without config.json, vae/ or transformer/ is not a diffusers model")
+    spec, vae, dit = ModelSpec(), None, None
+    try:
+        if folders.get("vae", Path()).is_dir() and "vae" in folders:
+            cfg = convert.vae_config_from_diffusers(_json(folders["vae"] / "config.json"))
+            layout = convert.vae_to_diffusers_layout(cfg)
+            vae = Component(cfg, convert.vae_keys_from_diffusers(_diffusers_tensors(folders["vae"]), layout))
+            spec = replace(spec, vae=cfg)
+        if folders.get("dit", Path()).is_dir() and "dit" in folders:
+            cfg_d = convert.dit_config_from_diffusers(_json(folders["dit"] / "config.json"))
+            dit = Component(cfg_d, convert.dit_keys_from_diffusers(_diffusers_tensors(folders["dit"])))
+            spec = replace(spec, dit=cfg_d)
+        sched = root / "scheduler" / "scheduler_config.json"
+        spec = replace(spec, scheduler=convert.scheduler_from_diffusers(_json(sched) if sched.is_file() else None))
+    except convert.ConversionError as err:
+        raise CheckpointError(f"{root}: {err}") from None
+    version = guess_version(vae, dit)
+    return Checkpoint(str(root), "diffusers", version, replace(spec, version=version), vae, dit)
+
+
+def guess_version(vae: Component | None, dit: Component | None) -> str:
+    """Release guess from the architecture (sizes other than the official ones are reported as custom)."""
+    parts = []
+    if isinstance(dit and dit.config, DiTConfig):
+        d = dit.config  # type: ignore[union-attr]
+        parts.append({(28, 2048): "2B", (48, 4096): "13B"}.get((d.num_layers, d.hidden_dim), "custom-size"))
+    if vae is not None and isinstance(vae.config, VAEConfig):
+        c = vae.config
+        gen = "0.9.5+" if any(b.kind.endswith("_res") for b in c.encoder_blocks) else (
+            "0.9.1" if c.timestep_conditioning else "0.9.0")  # fmt: skip
+        parts.append(f"{gen}-style VAE")
+    return " ".join(parts) or "unknown"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building models
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _by_file(comp: Component) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for ours, (file, key) in comp.tensors.items():
+        out.setdefault(file, []).append((ours, key))
+    return out
+
+
+def _validate(model: nn.Module, comp: Component, where: str) -> None:
+    """Strict check of names and shapes against `model` (usually on the meta device), from headers only."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file, items in _by_file(comp).items():
+        with safe_open(file, framework="pt") as f:
+            shapes.update({ours: tuple(f.get_slice(key).get_shape()) for ours, key in items})
+    missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
+    bad = [f"{k} {shapes[k]} vs {expected[k]}" for k in sorted(expected.keys() & shapes.keys()) if shapes[k] != expected[k]]
+    if missing or unexpected or bad:
+        problems = [f"{label}: {convert._names(keys)}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", bad)) if keys]
+        raise CheckpointError(f"{where}: state dict does not match the config; " + "; ".join(problems))
+
+
+def _build(
+    model_cls: type[nn.Module], comp: Component, where: str, device: str | torch.device | None, dtype: torch.dtype | None
+) -> nn.Module:
+    with torch.device("meta"):
+        model = model_cls(comp.config)
+    _validate(model, comp, where)
+    sd: dict[str, Tensor] = {}
+    for file, items in _by_file(comp).items():
+        try:
+            with safe_open(file, framework="pt", device=str(torch.device(device or "cpu"))) as f:
+                sd.update({ours: f.get_tensor(key) for ours, key in items})
+        except Exception as err:
+            raise CheckpointError(f"{file}: cannot read tensors ({str(err).splitlines()[0]})") from None
+    target = dtype or _default_dtype(sd)
+    sd = {k: v.to(target) if v.is_floating_point() else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval()
+
+
+def _default_dtype(sd: dict[str, Tensor]) -> torch.dtype:
+    """The file's floating dtype; fp8 storage is computed in bf16."""
+    dtypes = {v.dtype for v in sd.values() if v.is_floating_point()}
+    if dtypes & {torch.float8_e4m3fn, torch.float8_e5m2}:
+        return torch.bfloat16
+    for dt in (torch.float32, torch.bfloat16, torch.float16):
+        if dt in dtypes:
+            return dt
+    return torch.float32
+
+
+def load_vae(
+    path: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> VideoVAE:
+    """Load the Video-VAE from an official file, a diffusers root or vae/ folder, or an ltxv checkpoint."""
+    ckpt = open_checkpoint(path)
+    if ckpt.vae is None:
+        raise CheckpointError(f"{path}: holds no VAE (it has: {'transformer' if ckpt.dit else 'nothing usable'})")
+    return _build(VideoVAE, ckpt.vae, f"{path} (VAE)", device, dtype)  # type: ignore[return-value]
+
+
+def load_transformer(
+    path: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> VideoDiT:
+    """Load the diffusion transformer from an official file, a diffusers root or transformer/ folder, or ours."""
+    ckpt = open_checkpoint(path)
+    if ckpt.dit is None:
+        raise CheckpointError(f"{path}: holds no transformer (it has: {'VAE' if ckpt.vae else 'nothing usable'})")
+    return _build(VideoDiT, ckpt.dit, f"{path} (transformer)", device, dtype)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing (always to a temporary name, then renamed)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    spec: ModelSpec,
+    vae: dict[str, Tensor] | nn.Module | None = None,
+    dit: dict[str, Tensor] | nn.Module | None = None,
+    fmt: str = "ltxv",
+) -> None:
+    """Write models (or state dicts in our names) as `fmt`: ltxv / native (one .safetensors) or diffusers (folder)."""
+    vae_sd = vae.state_dict() if isinstance(vae, nn.Module) else vae
+    dit_sd = dit.state_dict() if isinstance(dit, nn.Module) else dit
+    if vae_sd is None and dit_sd is None:
+        raise ValueError("nothing to save: pass a VAE and/or a transformer")
+    out = Path(path)
+    if fmt == "ltxv":
+        tensors = {f"vae.{k}": v for k, v in (vae_sd or {}).items()} | {f"dit.{k}": v for k, v in (dit_sd or {}).items()}
+        meta = {"format": "ltxv", "format_version": LTXV_FORMAT_VERSION, "spec": json.dumps(to_dict(spec))}
+        _atomic_save(tensors, out, meta)
+    elif fmt == "native":
+        config: dict[str, Any] = {"scheduler": convert.scheduler_to_native(spec.scheduler)}
+        if vae_sd is not None:
+            config["vae"] = convert.vae_config_to_native(spec.vae)
+        if dit_sd is not None:
+            config["transformer"] = convert.dit_config_to_native(spec.dit)
+        _atomic_save(convert.ltxv_to_native(vae_sd, dit_sd), out, {"config": json.dumps(config)})
+    elif fmt == "diffusers":
+        _save_diffusers(out, spec, vae_sd, dit_sd)
+    else:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def _save_diffusers(out: Path, spec: ModelSpec, vae_sd: dict[str, Tensor] | None, dit_sd: dict[str, Tensor] | None):
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; give a new folder name or remove it first")
+    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}."))
+    try:
+        index = {"_class_name": "LTXPipeline", "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+        if vae_sd is not None:
+            layout = convert.vae_to_diffusers_layout(spec.vae)
+            _write_component(tmp / "vae", layout.config, convert.vae_keys_to_diffusers(vae_sd, layout))
+            index["vae"] = ["diffusers", "AutoencoderKLLTXVideo"]
+        if dit_sd is not None:
+            cfg = convert.dit_config_to_diffusers(spec.dit)
+            _write_component(tmp / "transformer", cfg, convert.dit_keys_to_diffusers(dit_sd))
+            index["transformer"] = ["diffusers", "LTXVideoTransformer3DModel"]
+        (tmp / "scheduler").mkdir()
+        (tmp / "scheduler" / "scheduler_config.json").write_text(
+            json.dumps(convert.scheduler_to_diffusers(spec.scheduler), indent=2)
+        )
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _write_component(folder: Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def read_state_dicts(ckpt: Checkpoint) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
+    """All tensors of a checkpoint in our names, unchanged (dtype and bits kept), after a strict name/shape check."""
+
+    def read(comp: Component | None, model_cls: type[nn.Module]) -> dict[str, Tensor] | None:
+        if comp is None:
+            return None
+        with torch.device("meta"):
+            _validate(model_cls(comp.config), comp, ckpt.path)
+        out: dict[str, Tensor] = {}
+        for file, items in _by_file(comp).items():
+            with safe_open(file, framework="pt") as f:
+                out.update({ours: f.get_tensor(key) for ours, key in items})
+        return out
+
+    return read(ckpt.vae, VideoVAE), read(ckpt.dit, VideoDiT)
+
+
+def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str) -> Checkpoint:
+    """Convert between formats without changing any tensor (bit-identical round trips)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown target format {fmt!r}; choose from {', '.join(FORMATS)}")
+    ckpt = open_checkpoint(src)
+    vae_sd, dit_sd = read_state_dicts(ckpt)
+    save_checkpoint(dst, ckpt.spec, vae_sd, dit_sd, fmt)
+    return ckpt
+
+
+def summarize(ckpt: Checkpoint) -> dict[str, Any]:
+    """Parameter counts, dtypes and configs per component, from the safetensors headers (no tensor data read)."""
+    out: dict[str, Any] = {"path": ckpt.path, "format": ckpt.format, "version": ckpt.version, "components": {}}
+    for name, comp in (("vae", ckpt.vae), ("transformer", ckpt.dit)):
+        if comp is None:
+            continue
+        params, dtypes = 0, set()
+        for file, items in _by_file(comp).items():
+            with safe_open(file, framework="pt") as f:
+                for _, key in items:
+                    sl = f.get_slice(key)
+                    params += math.prod(sl.get_shape())
+                    dtypes.add(sl.get_dtype())
+        out["components"][name] = {"params": params, "tensors": len(comp.tensors), "dtypes": ",".join(sorted(dtypes)),
+                                   "config": to_dict(comp.config)}  # fmt: skip
+    return out
