@@ -11,6 +11,7 @@ from ..layers.embed import TimestepEmbedding
 from ..layers.norm import modulate, pixel_norm
 from .blocks import ResBlock, ResStage
 from .conv import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, patchify, unpatchify
+from .tiling import TileConfig, tiled_decode, tiled_encode
 
 
 class Encoder(nn.Module):
@@ -159,3 +160,17 @@ class VideoVAE(nn.Module):
             t = torch.as_tensor(0.0 if timestep is None else timestep, dtype=torch.float32, device=latents.device)
             t = t.expand(latents.shape[0]) if t.ndim == 0 else t
         return self.decoder(self.denormalize(latents), t, generator)
+
+    def encode_tiled(self, video: Tensor, tile: TileConfig | None = None) -> Tensor:
+        """`encode` in overlapping space-time tiles to bound memory (approximate; see `ltxv.vae.tiling`)."""
+        return tiled_encode(self, video, tile)
+
+    def decode_tiled(
+        self,
+        latents: Tensor,
+        timestep: float | Tensor | None = None,
+        tile: TileConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """`decode` in overlapping space-time tiles to bound memory (approximate; see `ltxv.vae.tiling`)."""
+        return tiled_decode(self, latents, tile, timestep, generator)

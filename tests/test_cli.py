@@ -1,0 +1,71 @@
+"""The `ltxv` entry point, run as a subprocess: help, info, convert, and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import randomize_
+
+import ltxv
+from ltxv.presets import PRESETS
+from ltxv.weights import save_checkpoint
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ltxv", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def native_file(tmp_path_factory):
+    spec = PRESETS["tiny"]
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, spec, randomize_(ltxv.VideoVAE(spec.vae)), randomize_(ltxv.VideoDiT(spec.dit)), "native")
+    return path
+
+
+def test_help_lists_subcommands():
+    out = run("--help")
+    assert out.returncode == 0 and "info" in out.stdout and "convert" in out.stdout
+
+
+def test_info_text_and_json(native_file):
+    out = run("info", str(native_file))
+    assert out.returncode == 0, out.stderr
+    assert "format:   native" in out.stdout and "transformer:" in out.stdout and "dtype F32" in out.stdout
+    data = json.loads(run("info", str(native_file), "--json").stdout)
+    n_params = sum(p.numel() for p in ltxv.VideoDiT(PRESETS["tiny"].dit).parameters())
+    assert data["components"]["transformer"]["params"] == n_params
+    assert data["spec"]["dit"]["num_layers"] == 2
+
+
+def test_convert_to_every_format(native_file, tmp_path):
+    for fmt, dst in (("ltxv", tmp_path / "a.safetensors"), ("diffusers", tmp_path / "b"),
+                     ("native", tmp_path / "c.safetensors")):  # fmt: skip
+        out = run("convert", str(native_file), str(dst), "--to", fmt)
+        assert out.returncode == 0, out.stderr
+        assert run("info", str(dst)).returncode == 0
+
+
+@pytest.mark.parametrize("make", ["junk", "missing", "folder"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(make, tmp_path, native_file):
+    src = tmp_path / "src.safetensors"
+    if make == "junk":
+        src.write_text("not a checkpoint")
+    elif make == "folder":
+        src = tmp_path / "empty_folder"
+        src.mkdir()
+    dst = tmp_path / "out.safetensors"
+    for args in (("info", str(src)), ("convert", str(src), str(dst), "--to", "ltxv")):
+        out = run(*args)
+        assert out.returncode == 2, out
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert str(src) in out.stderr
+    assert not dst.exists() and [p.name for p in tmp_path.iterdir()] == ([src.name] if src.exists() else [])
+
+
+def test_unknown_format_is_an_argparse_error(native_file, tmp_path):
+    out = run("convert", str(native_file), str(tmp_path / "x"), "--to", "pickle")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
