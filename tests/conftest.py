@@ -8,34 +8,59 @@ import torch
 # Tiny instances of the three official VAE generations, written in diffusers' AutoencoderKLLTXVideo schema.
 DIFFUSERS_VAE_CONFIGS = {
     "0.9.0": dict(
-        latent_channels=16, block_out_channels=(8, 16, 32, 32), layers_per_block=(1, 1, 2, 1, 1),
-        spatio_temporal_scaling=(True, True, True, False), decoder_block_out_channels=(8, 16, 32, 32),
-        decoder_layers_per_block=(1, 2, 1, 1, 1), decoder_spatio_temporal_scaling=(True, True, True, False),
-        decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4,
+        latent_channels=16,
+        block_out_channels=(8, 16, 32, 32),
+        layers_per_block=(1, 1, 2, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_block_out_channels=(8, 16, 32, 32),
+        decoder_layers_per_block=(1, 2, 1, 1, 1),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
         timestep_conditioning=False,
     ),
     "0.9.1": dict(
-        latent_channels=16, block_out_channels=(8, 16, 32, 32), layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True, False), decoder_block_out_channels=(8, 16, 32),
-        decoder_layers_per_block=(1, 2, 1, 2), decoder_spatio_temporal_scaling=(True, True, True),
-        decoder_inject_noise=(True, True, True, False), upsample_residual=(True, True, True),
-        upsample_factor=(2, 2, 2), timestep_conditioning=True,
+        latent_channels=16,
+        block_out_channels=(8, 16, 32, 32),
+        layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_block_out_channels=(8, 16, 32),
+        decoder_layers_per_block=(1, 2, 1, 2),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(True, True, True, False),
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
     ),
     "0.9.5": dict(
-        latent_channels=16, block_out_channels=(8, 16, 32, 64, 128), layers_per_block=(1, 2, 1, 1, 1),
+        latent_channels=16,
+        block_out_channels=(8, 16, 32, 64, 128),
+        layers_per_block=(1, 2, 1, 1, 1),
         down_block_types=("LTXVideo095DownBlock3D",) * 4,
         downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-        spatio_temporal_scaling=(True,) * 4, decoder_block_out_channels=(8, 16, 32),
-        decoder_layers_per_block=(1, 1, 2, 1), decoder_spatio_temporal_scaling=(True, True, True),
-        decoder_inject_noise=(False,) * 4, upsample_residual=(True, True, True), upsample_factor=(2, 2, 2),
-        timestep_conditioning=True, spatial_compression_ratio=32, temporal_compression_ratio=8,
+        spatio_temporal_scaling=(True,) * 4,
+        decoder_block_out_channels=(8, 16, 32),
+        decoder_layers_per_block=(1, 1, 2, 1),
+        decoder_spatio_temporal_scaling=(True, True, True),
+        decoder_inject_noise=(False,) * 4,
+        upsample_residual=(True, True, True),
+        upsample_factor=(2, 2, 2),
+        timestep_conditioning=True,
+        spatial_compression_ratio=32,
+        temporal_compression_ratio=8,
     ),
-}  # fmt: skip
+}
 
 DIFFUSERS_DIT_CONFIG = dict(
-    in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-    num_layers=2, caption_channels=24,
-)  # fmt: skip
+    in_channels=16,
+    out_channels=16,
+    num_attention_heads=2,
+    attention_head_dim=8,
+    cross_attention_dim=16,
+    num_layers=2,
+    caption_channels=24,
+)
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
@@ -51,8 +76,11 @@ def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> to
             elif name.endswith("timestep_scale_multiplier"):
                 t.fill_(900.0)
             else:
-                t.copy_(torch.randn(t.shape, generator=g) * scale / max(1.0, t[0].numel() ** 0.5) if t.ndim > 1
-                        else torch.randn(t.shape, generator=g) * scale)  # fmt: skip
+                t.copy_(
+                    torch.randn(t.shape, generator=g) * scale / max(1.0, t[0].numel() ** 0.5)
+                    if t.ndim > 1
+                    else torch.randn(t.shape, generator=g) * scale
+                )
     return module
 
 

@@ -22,7 +22,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def native_file(tmp_path_factory):
     spec = PRESETS["tiny"]
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, spec, randomize_(ltxv.VideoVAE(spec.vae)), randomize_(ltxv.VideoDiT(spec.dit)), "native")
+    save_checkpoint(
+        path, spec, randomize_(ltxv.VideoVAE(spec.vae)), randomize_(ltxv.VideoDiT(spec.dit)), "native"
+    )
     return path
 
 
@@ -42,8 +44,11 @@ def test_info_text_and_json(native_file):
 
 
 def test_convert_to_every_format(native_file, tmp_path):
-    for fmt, dst in (("ltxv", tmp_path / "a.safetensors"), ("diffusers", tmp_path / "b"),
-                     ("native", tmp_path / "c.safetensors")):  # fmt: skip
+    for fmt, dst in (
+        ("ltxv", tmp_path / "a.safetensors"),
+        ("diffusers", tmp_path / "b"),
+        ("native", tmp_path / "c.safetensors"),
+    ):
         out = run("convert", str(native_file), str(dst), "--to", fmt)
         assert out.returncode == 0, out.stderr
         assert run("info", str(dst)).returncode == 0

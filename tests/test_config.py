@@ -18,40 +18,98 @@ from ltxv.vae.model import VideoVAE
 
 # Official configs as embedded in the single-file checkpoints (ltx_spec.md §2.5, §3.1).
 NATIVE_VAE_090 = {
-    "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128,
-    "blocks": [["res_x", 4], ["compress_all", 1], ["res_x_y", 1], ["res_x", 3], ["compress_all", 1], ["res_x_y", 1],
-               ["res_x", 3], ["compress_all", 1], ["res_x", 3], ["res_x", 4]],
-    "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4, "latent_log_var": "uniform",
-    "use_quant_conv": False, "causal_decoder": False,
-}  # fmt: skip
+    "_class_name": "CausalVideoAutoencoder",
+    "dims": 3,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 128,
+    "blocks": [
+        ["res_x", 4],
+        ["compress_all", 1],
+        ["res_x_y", 1],
+        ["res_x", 3],
+        ["compress_all", 1],
+        ["res_x_y", 1],
+        ["res_x", 3],
+        ["compress_all", 1],
+        ["res_x", 3],
+        ["res_x", 4],
+    ],
+    "scaling_factor": 1.0,
+    "norm_layer": "pixel_norm",
+    "patch_size": 4,
+    "latent_log_var": "uniform",
+    "use_quant_conv": False,
+    "causal_decoder": False,
+}
 NATIVE_VAE_091 = {
-    **NATIVE_VAE_090, "timestep_conditioning": True, "encoder_blocks": NATIVE_VAE_090["blocks"],
-    "decoder_blocks": [["res_x", {"num_layers": 5, "inject_noise": True}], ["compress_all", {"residual": True, "multiplier": 2}],
-                       ["res_x", {"num_layers": 6, "inject_noise": True}], ["compress_all", {"residual": True, "multiplier": 2}],
-                       ["res_x", {"num_layers": 7, "inject_noise": True}], ["compress_all", {"residual": True, "multiplier": 2}],
-                       ["res_x", {"num_layers": 8, "inject_noise": False}]],
-}  # fmt: skip
+    **NATIVE_VAE_090,
+    "timestep_conditioning": True,
+    "encoder_blocks": NATIVE_VAE_090["blocks"],
+    "decoder_blocks": [
+        ["res_x", {"num_layers": 5, "inject_noise": True}],
+        ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 6, "inject_noise": True}],
+        ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 7, "inject_noise": True}],
+        ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 8, "inject_noise": False}],
+    ],
+}
 NATIVE_VAE_095 = {
-    **NATIVE_VAE_090, "timestep_conditioning": True,
-    "encoder_blocks": [["res_x", {"num_layers": 4}], ["compress_space_res", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
-                       ["compress_time_res", {"multiplier": 2}], ["res_x", {"num_layers": 6}],
-                       ["compress_all_res", {"multiplier": 2}], ["res_x", {"num_layers": 2}],
-                       ["compress_all_res", {"multiplier": 2}], ["res_x", {"num_layers": 2}]],
-    "decoder_blocks": [["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
-                       ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
-                       ["res_x", {"num_layers": 5, "inject_noise": False}], ["compress_all", {"residual": True, "multiplier": 2}],
-                       ["res_x", {"num_layers": 5, "inject_noise": False}]],
-}  # fmt: skip
+    **NATIVE_VAE_090,
+    "timestep_conditioning": True,
+    "encoder_blocks": [
+        ["res_x", {"num_layers": 4}],
+        ["compress_space_res", {"multiplier": 2}],
+        ["res_x", {"num_layers": 6}],
+        ["compress_time_res", {"multiplier": 2}],
+        ["res_x", {"num_layers": 6}],
+        ["compress_all_res", {"multiplier": 2}],
+        ["res_x", {"num_layers": 2}],
+        ["compress_all_res", {"multiplier": 2}],
+        ["res_x", {"num_layers": 2}],
+    ],
+    "decoder_blocks": [
+        ["res_x", {"num_layers": 5, "inject_noise": False}],
+        ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 5, "inject_noise": False}],
+        ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 5, "inject_noise": False}],
+        ["compress_all", {"residual": True, "multiplier": 2}],
+        ["res_x", {"num_layers": 5, "inject_noise": False}],
+    ],
+}
 NATIVE_DIT_2B = {
-    "_class_name": "Transformer3DModel", "activation_fn": "gelu-approximate", "attention_bias": True,
-    "attention_head_dim": 64, "attention_type": "default", "caption_channels": 4096, "cross_attention_dim": 2048,
-    "double_self_attention": False, "dropout": 0.0, "in_channels": 128, "norm_elementwise_affine": False,
-    "norm_eps": 1e-06, "norm_num_groups": 32, "num_attention_heads": 32, "num_embeds_ada_norm": 1000, "num_layers": 28,
-    "num_vector_embeds": None, "only_cross_attention": False, "out_channels": 128, "project_to_2d_pos": True,
-    "upcast_attention": False, "use_linear_projection": False, "qk_norm": "rms_norm", "standardization_norm": "rms_norm",
-    "positional_embedding_type": "rope", "positional_embedding_theta": 10000.0,
-    "positional_embedding_max_pos": [20, 2048, 2048], "timestep_scale_multiplier": 1000,
-}  # fmt: skip
+    "_class_name": "Transformer3DModel",
+    "activation_fn": "gelu-approximate",
+    "attention_bias": True,
+    "attention_head_dim": 64,
+    "attention_type": "default",
+    "caption_channels": 4096,
+    "cross_attention_dim": 2048,
+    "double_self_attention": False,
+    "dropout": 0.0,
+    "in_channels": 128,
+    "norm_elementwise_affine": False,
+    "norm_eps": 1e-06,
+    "norm_num_groups": 32,
+    "num_attention_heads": 32,
+    "num_embeds_ada_norm": 1000,
+    "num_layers": 28,
+    "num_vector_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 128,
+    "project_to_2d_pos": True,
+    "upcast_attention": False,
+    "use_linear_projection": False,
+    "qk_norm": "rms_norm",
+    "standardization_norm": "rms_norm",
+    "positional_embedding_type": "rope",
+    "positional_embedding_theta": 10000.0,
+    "positional_embedding_max_pos": [20, 2048, 2048],
+    "timestep_scale_multiplier": 1000,
+}
 
 
 def _params(module_cls, cfg) -> int:
@@ -62,9 +120,12 @@ def _params(module_cls, cfg) -> int:
 
 @pytest.mark.parametrize(
     ("native", "preset", "encoder", "decoder"),
-    [(NATIVE_VAE_090, VAE_090, 180_404_353, 238_789_296), (NATIVE_VAE_091, VAE_091, 180_404_353, 754_572_081),
-     (NATIVE_VAE_095, VAE_095, 694_098_881, 552_814_641)],
-)  # fmt: skip
+    [
+        (NATIVE_VAE_090, VAE_090, 180_404_353, 238_789_296),
+        (NATIVE_VAE_091, VAE_091, 180_404_353, 754_572_081),
+        (NATIVE_VAE_095, VAE_095, 694_098_881, 552_814_641),
+    ],
+)
 def test_official_vae_configs_parse_and_have_the_official_sizes(native, preset, encoder, decoder):
     cfg = vae_config_from_native(native)
     assert cfg == preset
@@ -91,7 +152,10 @@ def test_native_key_shapes_of_the_095_vae():
     assert tuple(sd["encoder.down_blocks.7.conv.conv.weight"].shape) == (256, 1024, 3, 3, 3)
     assert tuple(sd["encoder.conv_out.conv.weight"].shape) == (129, 2048, 3, 3, 3)
     assert tuple(sd["decoder.up_blocks.1.conv.conv.weight"].shape) == (4096, 1024, 3, 3, 3)
-    assert tuple(sd["decoder.up_blocks.0.time_embedder.timestep_embedder.linear_1.weight"].shape) == (4096, 256)
+    assert tuple(sd["decoder.up_blocks.0.time_embedder.timestep_embedder.linear_1.weight"].shape) == (
+        4096,
+        256,
+    )
     assert tuple(sd["decoder.last_scale_shift_table"].shape) == (2, 128)
     assert tuple(sd["decoder.timestep_scale_multiplier"].shape) == ()
 
@@ -103,7 +167,9 @@ def test_presets_round_trip(name):
 
 
 def test_overrides_coerce_and_reject_unknown_keys():
-    spec = apply_overrides(PRESETS["tiny"], ["dit.num_layers=4", "dit.causal_temporal_positioning=true", "version=x"])
+    spec = apply_overrides(
+        PRESETS["tiny"], ["dit.num_layers=4", "dit.causal_temporal_positioning=true", "version=x"]
+    )
     assert spec.dit.num_layers == 4 and spec.dit.causal_temporal_positioning is True and spec.version == "x"
     with pytest.raises(ValueError, match="unknown key 'num_layerz'"):
         apply_overrides(PRESETS["tiny"], ["dit.num_layerz=4"])

@@ -1,4 +1,4 @@
-"""VideoDiT: parity with diffusers (per-sample and per-token t, text masks, shapes), RoPE, STG, coordinates."""
+"""VideoDiT: parity with diffusers (per-sample/per-token t, masks, shapes), RoPE, STG, coordinates."""
 
 from __future__ import annotations
 
@@ -28,8 +28,17 @@ def _reference(ref, latents, t, text, mask, fps):
     b, c, f, h, w = latents.shape
     tokens = latents.flatten(2).transpose(1, 2)  # (B, N, C), frame-major
     t = t if t.ndim == 2 else t[:, None]
-    out = ref(tokens, text, t * 1000, mask, num_frames=f, height=h, width=w,
-              rope_interpolation_scale=(8 / fps, 32, 32), return_dict=False)[0]  # fmt: skip
+    out = ref(
+        tokens,
+        text,
+        t * 1000,
+        mask,
+        num_frames=f,
+        height=h,
+        width=w,
+        rope_interpolation_scale=(8 / fps, 32, 32),
+        return_dict=False,
+    )[0]
     return out.transpose(1, 2).reshape(b, c, f, h, w)
 
 
@@ -100,7 +109,9 @@ def test_rope_follows_the_spec():
         for a in range(3):
             angle = theta ** (k / (n - 1)) * math.pi / 2 * (2 * frac[a] - 1)
             m = 3 * k + a
-            tol = 1e-6 + 1e-6 * abs(angle)  # fp32 angles up to ~1.6e4 rad: float32 rounding of the angle itself
+            tol = 1e-6 + 1e-6 * abs(
+                angle
+            )  # fp32 angles up to ~1.6e4 rad: float32 rounding of the angle itself
             for ch in (pad + 2 * m, pad + 2 * m + 1):
                 assert cos[0, 0, ch].item() == pytest.approx(math.cos(angle), abs=tol)
                 assert sin[0, 0, ch].item() == pytest.approx(math.sin(angle), abs=tol)

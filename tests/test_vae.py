@@ -59,7 +59,7 @@ def test_config_round_trips_through_diffusers_schema(version):
 
 
 def test_encoder_is_causal():
-    """As the official test: frame 0 alone encodes to latent frame 0; the first 9 frames to latent frames 0..1."""
+    """As the official test: frame 0 alone -> latent frame 0; the first 9 frames -> latent frames 0..1."""
     vae = randomize_(VideoVAE(TINY_VAE).eval(), seed=2, scale=0.2)
     video = torch.rand(1, 3, 17, 64, 64) * 2 - 1
     with torch.no_grad():

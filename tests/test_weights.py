@@ -54,7 +54,11 @@ def test_round_trip_native_ltxv_diffusers_native_is_bit_identical(native_file, t
     convert_checkpoint(tmp_path / "a.safetensors", tmp_path / "b", "diffusers")
     convert_checkpoint(tmp_path / "b", tmp_path / "c.safetensors", "native")
     original, back = load_file(path), load_file(tmp_path / "c.safetensors")
-    unused = {k for k in original if k.split(".")[-1] in ("channel", "mean-of-stds", "mean-of-stds_over_std-of-means")}
+    unused = {
+        k
+        for k in original
+        if k.split(".")[-1] in ("channel", "mean-of-stds", "mean-of-stds_over_std-of-means")
+    }
     assert len(unused) == 3  # the three statistics inference never uses are not carried (as diffusers does)
     assert _same({k: v for k, v in original.items() if k not in unused}, back)
     with safe_open(tmp_path / "c.safetensors", framework="pt") as f:
@@ -76,7 +80,9 @@ def test_real_diffusers_folders_load(version, tmp_path):
     # and back: our diffusers export loads in diffusers with every key consumed
     save_checkpoint(tmp_path / "export", open_checkpoint(tmp_path).spec, ours, fmt="diffusers")
     again = diffusers.AutoencoderKLLTXVideo.from_pretrained(tmp_path / "export" / "vae")
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), vae.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(again.state_dict().values(), vae.state_dict().values(), strict=True)
+    )
 
 
 def test_meta_load_with_dtype_and_no_leftover_meta_tensors(native_file):
@@ -155,3 +161,18 @@ def test_saving_is_atomic_and_refuses_to_clobber_folders(native_file, tmp_path):
         convert_checkpoint(path, tmp_path / "exists", "diffusers")
     save_checkpoint(tmp_path / "v.safetensors", SPEC, vae=vae)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") or p.startswith(".")]
+
+
+def test_fp8_files_load_in_bf16(native_file, tmp_path):
+    path, _, dit = native_file
+    tensors = {
+        k: v.to(torch.float8_e4m3fn) if k.endswith("weight") and v.ndim == 2 else v
+        for k, v in load_file(path).items()
+    }
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    save_file(tensors, tmp_path / "fp8.safetensors", metadata=meta)
+    loaded = ltxv.load_transformer(tmp_path / "fp8.safetensors")
+    assert loaded.proj_out.weight.dtype == torch.bfloat16
+    expected = dit.proj_out.weight.to(torch.float8_e4m3fn).to(torch.bfloat16)
+    assert torch.equal(loaded.proj_out.weight, expected)

@@ -4,12 +4,33 @@ from .config import DiTConfig, ModelSpec, SchedulerConfig, VAEBlock, VAEConfig
 from .dit.model import SkipLayers, VideoDiT
 from .presets import PRESETS, get_preset
 from .vae.model import VideoVAE
-from .weights import CheckpointError, convert_checkpoint, load_transformer, load_vae, open_checkpoint, save_checkpoint
+from .weights import (
+    CheckpointError,
+    convert_checkpoint,
+    load_transformer,
+    load_vae,
+    open_checkpoint,
+    save_checkpoint,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "convert_checkpoint", "load_transformer", "load_vae", "open_checkpoint", "save_checkpoint",
-    "DiTConfig", "ModelSpec", "PRESETS", "SchedulerConfig", "SkipLayers", "VAEBlock", "VAEConfig", "VideoDiT",
-    "VideoVAE", "__version__", "get_preset",
-]  # fmt: skip
+    "CheckpointError",
+    "convert_checkpoint",
+    "load_transformer",
+    "load_vae",
+    "open_checkpoint",
+    "save_checkpoint",
+    "DiTConfig",
+    "ModelSpec",
+    "PRESETS",
+    "SchedulerConfig",
+    "SkipLayers",
+    "VAEBlock",
+    "VAEConfig",
+    "VideoDiT",
+    "VideoVAE",
+    "__version__",
+    "get_preset",
+]

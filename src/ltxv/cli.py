@@ -19,11 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("info", help="show what a checkpoint contains", formatter_class=fmt)
-    p.add_argument("path", help="official .safetensors file, diffusers folder (root, vae/ or transformer/), or ltxv file")
+    p.add_argument(
+        "path", help="official .safetensors file, diffusers folder (root, vae/ or transformer/), or ltxv file"
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.set_defaults(handler=cmd_info)
 
-    p = sub.add_parser("convert", help="convert a checkpoint between formats (tensors unchanged)", formatter_class=fmt)
+    p = sub.add_parser(
+        "convert", help="convert a checkpoint between formats (tensors unchanged)", formatter_class=fmt
+    )
     p.add_argument("src", help="checkpoint to read (any supported format)")
     p.add_argument("dst", help="file (ltxv, native) or new folder (diffusers) to write")
     p.add_argument("--to", required=True, choices=("ltxv", "native", "diffusers"), help="target format")
@@ -46,7 +50,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"version:  {ckpt.version}")
     native = {"vae": convert.vae_config_to_native, "transformer": convert.dit_config_to_native}
     for name, comp in summary["components"].items():
-        print(f"{name + ':':9} {comp['params']:,} parameters, {comp['tensors']} tensors, dtype {comp['dtypes']}")
+        print(
+            f"{name + ':':9} {comp['params']:,} parameters, {comp['tensors']} tensors, dtype {comp['dtypes']}"
+        )
         config = native[name](ckpt.vae.config if name == "vae" else ckpt.dit.config)
         print(f"          config (official schema) {json.dumps(config, separators=(',', ':'))}")
     print(f"schedule: {json.dumps(to_dict(ckpt.spec.scheduler))}")

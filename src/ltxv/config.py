@@ -9,9 +9,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-# --------------------------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------------------------------------
 # Video-VAE: the official "block language" (LTX-Video `encoder_blocks` / `decoder_blocks`), made typed.
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 ENCODER_BLOCK_KINDS = (
     "res_x",  # num_layers residual blocks at constant width
@@ -31,9 +31,14 @@ DECODER_BLOCK_KINDS = (
     "compress_space",  # depth-to-space upsample, stride (1,2,2)
     "compress_all",  # depth-to-space upsample, stride (2,2,2), width / multiplier, optional residual
 )
-# Official defaults of `multiplier` per block kind (LTX-Video causal_video_autoencoder.py); encoder/decoder differ.
-_ENCODER_MULTIPLIER = {"res_x_y": 2, "compress_all_x_y": 2, "compress_time_res": 2, "compress_space_res": 2,
-                       "compress_all_res": 2}
+# Official defaults of `multiplier` per block kind (official code); encoder/decoder differ.
+_ENCODER_MULTIPLIER = {
+    "res_x_y": 2,
+    "compress_all_x_y": 2,
+    "compress_time_res": 2,
+    "compress_space_res": 2,
+    "compress_all_res": 2,
+}
 _DECODER_MULTIPLIER = {"res_x_y": 2}
 
 STRIDES = {"time": (2, 1, 1), "space": (1, 2, 2), "all": (2, 2, 2)}
@@ -68,16 +73,25 @@ class VAEConfig:
     """Causal Video-VAE (LTX-Video `CausalVideoAutoencoder`); defaults are the 0.9.5+ architecture."""
 
     encoder_blocks: tuple[VAEBlock, ...] = (
-        VAEBlock("res_x", 4), VAEBlock("compress_space_res"), VAEBlock("res_x", 6),
-        VAEBlock("compress_time_res"), VAEBlock("res_x", 6), VAEBlock("compress_all_res"),
-        VAEBlock("res_x", 2), VAEBlock("compress_all_res"), VAEBlock("res_x", 2),
-    )  # fmt: skip
+        VAEBlock("res_x", 4),
+        VAEBlock("compress_space_res"),
+        VAEBlock("res_x", 6),
+        VAEBlock("compress_time_res"),
+        VAEBlock("res_x", 6),
+        VAEBlock("compress_all_res"),
+        VAEBlock("res_x", 2),
+        VAEBlock("compress_all_res"),
+        VAEBlock("res_x", 2),
+    )
     decoder_blocks: tuple[VAEBlock, ...] = (
-        VAEBlock("res_x", 5), VAEBlock("compress_all", residual=True, multiplier=2),
-        VAEBlock("res_x", 5), VAEBlock("compress_all", residual=True, multiplier=2),
-        VAEBlock("res_x", 5), VAEBlock("compress_all", residual=True, multiplier=2),
         VAEBlock("res_x", 5),
-    )  # fmt: skip
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5),
+    )
     in_channels: int = 3
     latent_channels: int = 128
     patch_size: int = 4
@@ -94,14 +108,19 @@ class VAEConfig:
         dec = tuple(b.resolved(decoder=True) for b in self.decoder_blocks)
         object.__setattr__(self, "encoder_blocks", enc)
         object.__setattr__(self, "decoder_blocks", dec)
-        for blocks, kinds, side in ((enc, ENCODER_BLOCK_KINDS, "encoder"), (dec, DECODER_BLOCK_KINDS, "decoder")):
+        for blocks, kinds, side in (
+            (enc, ENCODER_BLOCK_KINDS, "encoder"),
+            (dec, DECODER_BLOCK_KINDS, "decoder"),
+        ):
             for b in blocks:
                 if b.kind not in kinds:
                     raise ValueError(f"unknown {side} block kind {b.kind!r}; choose from {', '.join(kinds)}")
                 if b.num_layers < 1 or b.multiplier < 1:
                     raise ValueError(f"{side} block {b} needs num_layers >= 1 and multiplier >= 1")
         if self.spatial_padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"spatial_padding_mode {self.spatial_padding_mode!r} is not a Conv3d padding mode")
+            raise ValueError(
+                f"spatial_padding_mode {self.spatial_padding_mode!r} is not a Conv3d padding mode"
+            )
         if self.latent_log_var not in ("uniform", "per_channel"):
             raise ValueError(f"latent_log_var {self.latent_log_var!r}: use 'uniform' or 'per_channel'")
         if self.temporal_compression != _product(block_stride(b.kind)[0] for b in dec):
@@ -112,7 +131,9 @@ class VAEConfig:
     @property
     def decoder_width(self) -> int:
         """Width of the decoder's conv_in: base x every width-dividing block on the way up (official rule)."""
-        return self.decoder_base_channels * _product(b.multiplier for b in self.decoder_blocks if b.kind != "res_x")
+        return self.decoder_base_channels * _product(
+            b.multiplier for b in self.decoder_blocks if b.kind != "res_x"
+        )
 
     @property
     def temporal_compression(self) -> int:
@@ -130,9 +151,9 @@ def _product(values: Any) -> int:
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Diffusion transformer
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -164,9 +185,9 @@ class DiTConfig:
         return self.num_heads * self.head_dim
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Inference schedule stored with a checkpoint, and the full model spec
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -193,9 +214,9 @@ class ModelSpec:
     version: str = ""  # e.g. "0.9.5", for display and defaults (text tokens, guidance)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Generic (de)serialisation: dataclass <-> JSON-safe dict, strict about unknown keys
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 T = TypeVar("T")
 
@@ -251,7 +272,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def apply_overrides(obj: T, overrides: list[str]) -> T:
-    """Return a copy of dataclass `obj` with dotted `key=value` overrides applied (values parsed as JSON if they can be)."""
+    """Copy of dataclass `obj` with dotted `key=value` overrides (values parsed as JSON if possible)."""
     data = to_dict(obj)
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from .config import DiTConfig, SchedulerConfig, VAEBlock, VAEConfig, block_stride
-
+from .config import DiTConfig, SchedulerConfig, VAEBlock, VAEConfig
 
 V = TypeVar("V")  # state-dict values: tensors, or foreign key names when only the mapping is wanted
 
@@ -20,23 +19,28 @@ class ConversionError(ValueError):
     """A config or state dict that cannot be expressed in the requested format."""
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Native (official single-file) configs
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 NATIVE_VAE_PREFIX = "vae."
 NATIVE_DIT_PREFIX = "model.diffusion_model."
 # our buffer <-> native `per_channel_statistics.*` (the other three native statistics are unused by inference)
-NATIVE_STATS = {"latent_mean": "per_channel_statistics.mean-of-means", "latent_std": "per_channel_statistics.std-of-means"}
+NATIVE_STATS = {
+    "latent_mean": "per_channel_statistics.mean-of-means",
+    "latent_std": "per_channel_statistics.std-of-means",
+}
 NATIVE_UNUSED_STATS = ("channel", "mean-of-stds", "mean-of-stds_over_std-of-means")
 
 
 def vae_config_from_native(d: dict[str, Any]) -> VAEConfig:
-    """Official `CausalVideoAutoencoder` JSON -> VAEConfig (block shorthands expanded, defaults as the official code)."""
+    """Official `CausalVideoAutoencoder` JSON -> VAEConfig (shorthands expanded, official defaults)."""
     if d.get("dims", 3) not in (3, [3]):
         raise ConversionError(f"VAE dims={d.get('dims')!r}: only 3-D VAEs are supported")
     if d.get("norm_layer", "group_norm") != "pixel_norm":
-        raise ConversionError(f"VAE norm_layer={d.get('norm_layer')!r}: only 'pixel_norm' (all releases) is supported")
+        raise ConversionError(
+            f"VAE norm_layer={d.get('norm_layer')!r}: only 'pixel_norm' (all releases) is supported"
+        )
     if d.get("use_quant_conv", True) or d.get("normalize_latent_channels", False):
         raise ConversionError("VAE with quant convs or latent BatchNorm is not an LTX-Video release layout")
     log_var = d.get("latent_log_var", "per_channel" if d.get("double_z", True) else "none")
@@ -85,21 +89,35 @@ def _native_blocks(blocks: tuple[VAEBlock, ...]) -> list[list[Any]]:
 
 def vae_config_to_native(cfg: VAEConfig) -> dict[str, Any]:
     return {
-        "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": cfg.in_channels,
-        "out_channels": cfg.in_channels, "latent_channels": cfg.latent_channels,
-        "encoder_blocks": _native_blocks(cfg.encoder_blocks), "decoder_blocks": _native_blocks(cfg.decoder_blocks),
-        "encoder_base_channels": cfg.encoder_base_channels, "decoder_base_channels": cfg.decoder_base_channels,
-        "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": cfg.patch_size,
-        "latent_log_var": cfg.latent_log_var, "use_quant_conv": False, "causal_decoder": cfg.causal_decoder,
-        "timestep_conditioning": cfg.timestep_conditioning, "spatial_padding_mode": cfg.spatial_padding_mode,
-    }  # fmt: skip
+        "_class_name": "CausalVideoAutoencoder",
+        "dims": 3,
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.in_channels,
+        "latent_channels": cfg.latent_channels,
+        "encoder_blocks": _native_blocks(cfg.encoder_blocks),
+        "decoder_blocks": _native_blocks(cfg.decoder_blocks),
+        "encoder_base_channels": cfg.encoder_base_channels,
+        "decoder_base_channels": cfg.decoder_base_channels,
+        "scaling_factor": 1.0,
+        "norm_layer": "pixel_norm",
+        "patch_size": cfg.patch_size,
+        "latent_log_var": cfg.latent_log_var,
+        "use_quant_conv": False,
+        "causal_decoder": cfg.causal_decoder,
+        "timestep_conditioning": cfg.timestep_conditioning,
+        "spatial_padding_mode": cfg.spatial_padding_mode,
+    }
 
 
 # Native transformer keys whose values must match the only architecture LTX-Video ships.
 _NATIVE_DIT_FIXED = {
-    "activation_fn": "gelu-approximate", "qk_norm": "rms_norm", "standardization_norm": "rms_norm",
-    "adaptive_norm": "single_scale_shift", "positional_embedding_type": "rope", "norm_elementwise_affine": False,
-}  # fmt: skip
+    "activation_fn": "gelu-approximate",
+    "qk_norm": "rms_norm",
+    "standardization_norm": "rms_norm",
+    "adaptive_norm": "single_scale_shift",
+    "positional_embedding_type": "rope",
+    "norm_elementwise_affine": False,
+}
 
 
 def dit_config_from_native(d: dict[str, Any]) -> DiTConfig:
@@ -121,22 +139,38 @@ def dit_config_from_native(d: dict[str, Any]) -> DiTConfig:
         causal_temporal_positioning=d.get("causal_temporal_positioning", False),
     )
     if d.get("cross_attention_dim", cfg.hidden_dim) != cfg.hidden_dim:
-        raise ConversionError(f"cross_attention_dim {d['cross_attention_dim']} must equal the hidden size {cfg.hidden_dim}")
+        raise ConversionError(
+            f"cross_attention_dim {d['cross_attention_dim']} must equal the hidden size {cfg.hidden_dim}"
+        )
     return cfg
 
 
 def dit_config_to_native(cfg: DiTConfig) -> dict[str, Any]:
     return {
-        "_class_name": "Transformer3DModel", **_NATIVE_DIT_FIXED, "attention_bias": cfg.attention_bias,
-        "attention_head_dim": cfg.head_dim, "num_attention_heads": cfg.num_heads, "num_layers": cfg.num_layers,
-        "in_channels": cfg.in_channels, "out_channels": cfg.out_channels, "caption_channels": cfg.caption_channels,
-        "cross_attention_dim": cfg.hidden_dim, "norm_eps": cfg.norm_eps, "dropout": 0.0, "attention_type": "default",
-        "num_embeds_ada_norm": 1000, "project_to_2d_pos": True, "use_linear_projection": False,
-        "only_cross_attention": False, "double_self_attention": False, "upcast_attention": False,
-        "positional_embedding_theta": cfg.rope_theta, "positional_embedding_max_pos": list(cfg.rope_max_pos),
+        "_class_name": "Transformer3DModel",
+        **_NATIVE_DIT_FIXED,
+        "attention_bias": cfg.attention_bias,
+        "attention_head_dim": cfg.head_dim,
+        "num_attention_heads": cfg.num_heads,
+        "num_layers": cfg.num_layers,
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "caption_channels": cfg.caption_channels,
+        "cross_attention_dim": cfg.hidden_dim,
+        "norm_eps": cfg.norm_eps,
+        "dropout": 0.0,
+        "attention_type": "default",
+        "num_embeds_ada_norm": 1000,
+        "project_to_2d_pos": True,
+        "use_linear_projection": False,
+        "only_cross_attention": False,
+        "double_self_attention": False,
+        "upcast_attention": False,
+        "positional_embedding_theta": cfg.rope_theta,
+        "positional_embedding_max_pos": list(cfg.rope_max_pos),
         "timestep_scale_multiplier": cfg.timestep_scale_multiplier,
         "causal_temporal_positioning": cfg.causal_temporal_positioning,
-    }  # fmt: skip
+    }
 
 
 def scheduler_from_native(d: dict[str, Any] | None) -> SchedulerConfig:
@@ -150,10 +184,22 @@ def scheduler_from_native(d: dict[str, Any] | None) -> SchedulerConfig:
 
 def scheduler_to_native(cfg: SchedulerConfig) -> dict[str, Any]:
     if cfg.kind == "sd3":
-        return {"_class_name": "RectifiedFlowScheduler", "num_train_timesteps": 1000, "shifting": "SD3",
-                "base_resolution": None, "target_shift_terminal": cfg.shift_terminal, "sampler": "Uniform"}  # fmt: skip
-    return {"_class_name": "RectifiedFlowScheduler", "num_train_timesteps": 1000, "shifting": None,
-            "base_resolution": None, "target_shift_terminal": None, "sampler": "LinearQuadratic"}  # fmt: skip
+        return {
+            "_class_name": "RectifiedFlowScheduler",
+            "num_train_timesteps": 1000,
+            "shifting": "SD3",
+            "base_resolution": None,
+            "target_shift_terminal": cfg.shift_terminal,
+            "sampler": "Uniform",
+        }
+    return {
+        "_class_name": "RectifiedFlowScheduler",
+        "num_train_timesteps": 1000,
+        "shifting": None,
+        "base_resolution": None,
+        "target_shift_terminal": None,
+        "sampler": "LinearQuadratic",
+    }
 
 
 def native_to_ltxv(sd: dict[str, V]) -> tuple[dict[str, V], dict[str, V]]:
@@ -203,13 +249,17 @@ def guess_native_version(keys: set[str]) -> str:
     return "0.9.0"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Diffusers transformer
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 # ours -> diffusers, applied as substring replacements in this order (the inverse reverses pairs)
-DIT_DIFFUSERS_RENAMES = (("patchify_proj", "proj_in"), ("adaln_single", "time_embed"), ("q_norm", "norm_q"),
-                         ("k_norm", "norm_k"))  # fmt: skip
+DIT_DIFFUSERS_RENAMES = (
+    ("patchify_proj", "proj_in"),
+    ("adaln_single", "time_embed"),
+    ("q_norm", "norm_q"),
+    ("k_norm", "norm_k"),
+)
 
 
 def dit_keys_to_diffusers(sd: dict[str, V]) -> dict[str, V]:
@@ -223,8 +273,12 @@ def dit_keys_from_diffusers(sd: dict[str, V]) -> dict[str, V]:
 def dit_config_from_diffusers(d: dict[str, Any]) -> DiTConfig:
     if d.get("patch_size", 1) != 1 or d.get("patch_size_t", 1) != 1:
         raise ConversionError("diffusers transformer with patch_size != 1 is not an LTX-Video layout")
-    if d.get("activation_fn", "gelu-approximate") != "gelu-approximate" or d.get("norm_elementwise_affine", False):
-        raise ConversionError("diffusers transformer: only gelu-approximate and non-affine block norms are supported")
+    if d.get("activation_fn", "gelu-approximate") != "gelu-approximate" or d.get(
+        "norm_elementwise_affine", False
+    ):
+        raise ConversionError(
+            "diffusers transformer: only gelu-approximate and non-affine block norms are supported"
+        )
     cfg = DiTConfig(
         in_channels=d.get("in_channels", 128),
         out_channels=d.get("out_channels") or d.get("in_channels", 128),
@@ -237,26 +291,45 @@ def dit_config_from_diffusers(d: dict[str, Any]) -> DiTConfig:
         attention_out_bias=d.get("attention_out_bias", True),
     )
     if d.get("cross_attention_dim", 2048) != cfg.hidden_dim:
-        raise ConversionError(f"cross_attention_dim {d.get('cross_attention_dim')} must equal hidden size {cfg.hidden_dim}")
+        raise ConversionError(
+            f"cross_attention_dim {d.get('cross_attention_dim')} must equal hidden size {cfg.hidden_dim}"
+        )
     # not in diffusers' schema; diffusers ignores it, we write and read it to keep round trips lossless
     return replace(cfg, causal_temporal_positioning=bool(d.get("causal_temporal_positioning", False)))
 
 
 def dit_config_to_diffusers(cfg: DiTConfig) -> dict[str, Any]:
-    if cfg.rope_theta != 10000.0 or cfg.rope_max_pos != (20.0, 2048.0, 2048.0) or cfg.timestep_scale_multiplier != 1000:
-        raise ConversionError("diffusers' LTX transformer hard-codes RoPE theta/max_pos and the timestep scale")
+    if (
+        cfg.rope_theta != 10000.0
+        or cfg.rope_max_pos != (20.0, 2048.0, 2048.0)
+        or cfg.timestep_scale_multiplier != 1000
+    ):
+        raise ConversionError(
+            "diffusers' LTX transformer hard-codes RoPE theta/max_pos and the timestep scale"
+        )
     return {
-        "_class_name": "LTXVideoTransformer3DModel", "in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
-        "patch_size": 1, "patch_size_t": 1, "num_attention_heads": cfg.num_heads, "attention_head_dim": cfg.head_dim,
-        "cross_attention_dim": cfg.hidden_dim, "num_layers": cfg.num_layers, "activation_fn": "gelu-approximate",
-        "qk_norm": "rms_norm_across_heads", "norm_elementwise_affine": False, "norm_eps": cfg.norm_eps,
-        "caption_channels": cfg.caption_channels, "attention_bias": cfg.attention_bias,
-        "attention_out_bias": cfg.attention_out_bias, "causal_temporal_positioning": cfg.causal_temporal_positioning,
-    }  # fmt: skip
+        "_class_name": "LTXVideoTransformer3DModel",
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "patch_size": 1,
+        "patch_size_t": 1,
+        "num_attention_heads": cfg.num_heads,
+        "attention_head_dim": cfg.head_dim,
+        "cross_attention_dim": cfg.hidden_dim,
+        "num_layers": cfg.num_layers,
+        "activation_fn": "gelu-approximate",
+        "qk_norm": "rms_norm_across_heads",
+        "norm_elementwise_affine": False,
+        "norm_eps": cfg.norm_eps,
+        "caption_channels": cfg.caption_channels,
+        "attention_bias": cfg.attention_bias,
+        "attention_out_bias": cfg.attention_out_bias,
+        "causal_temporal_positioning": cfg.causal_temporal_positioning,
+    }
 
 
 def scheduler_from_diffusers(d: dict[str, Any] | None) -> SchedulerConfig:
-    """FlowMatchEulerDiscreteScheduler with dynamic shifting = the SD3-style schedule; otherwise linear-quadratic."""
+    """FlowMatchEulerDiscreteScheduler + dynamic shift = SD3-style schedule; else linear-quadratic."""
     if d and d.get("use_dynamic_shifting"):
         return SchedulerConfig(kind="sd3", shift_terminal=d.get("shift_terminal"))
     return SchedulerConfig(kind="linear_quadratic", shift_terminal=None)
@@ -264,26 +337,43 @@ def scheduler_from_diffusers(d: dict[str, Any] | None) -> SchedulerConfig:
 
 def scheduler_to_diffusers(cfg: SchedulerConfig) -> dict[str, Any]:
     sd3 = cfg.kind == "sd3"
-    return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
-            "use_dynamic_shifting": sd3, "base_shift": 0.95, "max_shift": 2.05, "base_image_seq_len": 1024,
-            "max_image_seq_len": 4096, "shift_terminal": cfg.shift_terminal if sd3 else None}  # fmt: skip
+    return {
+        "_class_name": "FlowMatchEulerDiscreteScheduler",
+        "num_train_timesteps": 1000,
+        "shift": 1.0,
+        "use_dynamic_shifting": sd3,
+        "base_shift": 0.95,
+        "max_shift": 2.05,
+        "base_image_seq_len": 1024,
+        "max_image_seq_len": 4096,
+        "shift_terminal": cfg.shift_terminal if sd3 else None,
+    }
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Diffusers VAE: diffusers groups the official blocks as
 #   encoder down block = resnets -> downsampler -> conv_out (channel change); last res_x = mid_block
-#   decoder: first res_x = mid_block; up block = conv_in (channel change) -> upsampler -> resnets (+ time_embedder)
-# --------------------------------------------------------------------------------------------------------------
+#   decoder: first res_x = mid_block; up block = conv_in (width change) -> upsampler -> resnets, time_embedder
+# ------------------------------------------------------------------------------------------------------------
 
 # inside a block: ours -> diffusers
-VAE_INNER_RENAMES = (("res_blocks.", "resnets."), ("norm3.norm.", "norm3."), ("conv_shortcut.", "conv_shortcut.conv."))
-VAE_TOP_RENAMES = {"latent_mean": "latents_mean", "latent_std": "latents_std",
-                   "decoder.last_time_embedder.": "decoder.time_embedder.",
-                   "decoder.last_scale_shift_table": "decoder.scale_shift_table"}  # fmt: skip
+VAE_INNER_RENAMES = (
+    ("res_blocks.", "resnets."),
+    ("norm3.norm.", "norm3."),
+    ("conv_shortcut.", "conv_shortcut.conv."),
+)
+VAE_TOP_RENAMES = {
+    "latent_mean": "latents_mean",
+    "latent_std": "latents_std",
+    "decoder.last_time_embedder.": "decoder.time_embedder.",
+    "decoder.last_scale_shift_table": "decoder.scale_shift_table",
+}
 _ROLE_PHASE = {"resnets": 0, "downsampler": 1, "conv_out": 2, "conv_in": 0, "upsampler": 1, "up_resnets": 2}
 
 
-def _group(blocks: list[tuple[int, VAEBlock]], role_of: dict[str, str]) -> list[dict[str, tuple[int, VAEBlock]]]:
+def _group(
+    blocks: list[tuple[int, VAEBlock]], role_of: dict[str, str]
+) -> list[dict[str, tuple[int, VAEBlock]]]:
     """Greedy grouping of our blocks into diffusers blocks: roles inside one group strictly follow the order
     of `_ROLE_PHASE`; a role that cannot come next starts a new group. Returns role -> (our index, block)."""
     groups: list[dict[str, tuple[int, VAEBlock]]] = []
@@ -306,23 +396,38 @@ class DiffusersVAELayout:
 
 
 def vae_to_diffusers_layout(cfg: VAEConfig) -> DiffusersVAELayout:
-    """Express a VAEConfig in diffusers' schema, or raise ConversionError saying what diffusers cannot hold."""
+    """Express a VAEConfig in diffusers' schema, or raise ConversionError naming what it cannot hold."""
     if cfg.spatial_padding_mode != "zeros" or cfg.latent_log_var != "uniform" or cfg.in_channels != 3:
         raise ConversionError("diffusers' LTX VAE supports only zero padding, uniform log-variance and RGB")
     prefixes: dict[str, str] = {}
     enc = _encoder_layout(cfg, prefixes)
     dec = _decoder_layout(cfg, prefixes)
-    config = {"_class_name": "AutoencoderKLLTXVideo", "in_channels": 3, "out_channels": 3,
-              "latent_channels": cfg.latent_channels, **enc, **dec, "timestep_conditioning": cfg.timestep_conditioning,
-              "patch_size": cfg.patch_size, "patch_size_t": 1, "resnet_norm_eps": cfg.norm_eps, "scaling_factor": 1.0,
-              "encoder_causal": True, "decoder_causal": cfg.causal_decoder,
-              "spatial_compression_ratio": cfg.spatial_compression,
-              "temporal_compression_ratio": cfg.temporal_compression}  # fmt: skip
+    config = {
+        "_class_name": "AutoencoderKLLTXVideo",
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": cfg.latent_channels,
+        **enc,
+        **dec,
+        "timestep_conditioning": cfg.timestep_conditioning,
+        "patch_size": cfg.patch_size,
+        "patch_size_t": 1,
+        "resnet_norm_eps": cfg.norm_eps,
+        "scaling_factor": 1.0,
+        "encoder_causal": True,
+        "decoder_causal": cfg.causal_decoder,
+        "spatial_compression_ratio": cfg.spatial_compression,
+        "temporal_compression_ratio": cfg.temporal_compression,
+    }
     return DiffusersVAELayout(config, prefixes)
 
 
-_DOWNSAMPLE_TYPES = {"compress_all": "conv", "compress_space_res": "spatial", "compress_time_res": "temporal",
-                     "compress_all_res": "spatiotemporal"}  # fmt: skip
+_DOWNSAMPLE_TYPES = {
+    "compress_all": "conv",
+    "compress_space_res": "spatial",
+    "compress_time_res": "temporal",
+    "compress_all_res": "spatiotemporal",
+}
 
 
 def _encoder_layout(cfg: VAEConfig, prefixes: dict[str, str]) -> dict[str, Any]:
@@ -352,16 +457,26 @@ def _encoder_layout(cfg: VAEConfig, prefixes: dict[str, str]) -> dict[str, Any]:
                 ch *= grp[role][1].multiplier
         outs.append(ch)
     if v095:  # diffusers: n blocks, block_out_channels has n+1 entries (input of block 0 first)
-        return {"block_out_channels": tuple(outs), "down_block_types": ("LTXVideo095DownBlock3D",) * len(layers),
-                "layers_per_block": (*layers, mid_layers), "spatio_temporal_scaling": tuple(scaling),
-                "downsample_type": tuple(dtypes)}  # fmt: skip
-    if len(outs) < 2 or outs[-1] != outs[-2]:  # diffusers' last down block cannot change width: add an empty one
+        return {
+            "block_out_channels": tuple(outs),
+            "down_block_types": ("LTXVideo095DownBlock3D",) * len(layers),
+            "layers_per_block": (*layers, mid_layers),
+            "spatio_temporal_scaling": tuple(scaling),
+            "downsample_type": tuple(dtypes),
+        }
+    if (
+        len(outs) < 2 or outs[-1] != outs[-2]
+    ):  # diffusers' last down block cannot change width: add an empty one
         layers.append(0)
         scaling.append(False)
         outs.append(outs[-1])
-    return {"block_out_channels": tuple(outs[:-1]), "down_block_types": ("LTXVideoDownBlock3D",) * len(layers),
-            "layers_per_block": (*layers, mid_layers), "spatio_temporal_scaling": tuple(scaling),
-            "downsample_type": ("conv",) * len(layers)}  # fmt: skip
+    return {
+        "block_out_channels": tuple(outs[:-1]),
+        "down_block_types": ("LTXVideoDownBlock3D",) * len(layers),
+        "layers_per_block": (*layers, mid_layers),
+        "spatio_temporal_scaling": tuple(scaling),
+        "downsample_type": ("conv",) * len(layers),
+    }
 
 
 def _decoder_layout(cfg: VAEConfig, prefixes: dict[str, str]) -> dict[str, Any]:
@@ -376,7 +491,9 @@ def _decoder_layout(cfg: VAEConfig, prefixes: dict[str, str]) -> dict[str, Any]:
         prefixes[f"decoder.up_blocks.{j}."] = "decoder.mid_block."
         mid_layers, mid_noise = b.num_layers, b.inject_noise
     elif cfg.timestep_conditioning:
-        raise ConversionError("a timestep-conditioned decoder must start with res_x to map to diffusers' mid block")
+        raise ConversionError(
+            "a timestep-conditioned decoder must start with res_x to map to diffusers' mid block"
+        )
     outs, layers, scaling, noise, residual, factor = [], [], [], [], [], []
     for g, grp in enumerate(_group(blocks, role_of)):
         for role, (j, _) in grp.items():
@@ -384,12 +501,18 @@ def _decoder_layout(cfg: VAEConfig, prefixes: dict[str, str]) -> dict[str, Any]:
             prefixes[f"decoder.up_blocks.{j}."] = f"decoder.up_blocks.{g}.{sub}"
         up = grp["upsampler"][1] if "upsampler" in grp else None
         f = up.multiplier if up else 1
-        if "conv_in" in grp:  # diffusers runs conv_in before the upsampler but sizes it after: only f == 1 works
+        if (
+            "conv_in" in grp
+        ):  # diffusers runs conv_in before the upsampler but sizes it after: only f == 1 works
             if cfg.timestep_conditioning or g == 0 or f != 1:
-                raise ConversionError("this decoder's channel-changing res block has no place in diffusers' layout")
+                raise ConversionError(
+                    "this decoder's channel-changing res block has no place in diffusers' layout"
+                )
             ch //= grp["conv_in"][1].multiplier
         if cfg.timestep_conditioning and "up_resnets" not in grp:
-            raise ConversionError("diffusers gives every timestep-conditioned up block a time embedder: need res_x")
+            raise ConversionError(
+                "diffusers gives every timestep-conditioned up block a time embedder: need res_x"
+            )
         block_noise = {b.inject_noise for r, (_, b) in grp.items() if r != "upsampler"}
         if len(block_noise) > 1:
             raise ConversionError("diffusers shares inject_noise between the res blocks of one up block")
@@ -404,15 +527,22 @@ def _decoder_layout(cfg: VAEConfig, prefixes: dict[str, str]) -> dict[str, Any]:
     def rev(xs: list[Any]) -> tuple[Any, ...]:  # diffusers lists the decoder in encoder order
         return tuple(reversed(xs))
 
-    return {"decoder_block_out_channels": rev(outs), "decoder_layers_per_block": rev([mid_layers, *layers]),
-            "decoder_spatio_temporal_scaling": rev(scaling), "decoder_inject_noise": rev([mid_noise, *noise]),
-            "upsample_residual": rev(residual), "upsample_factor": rev(factor)}  # fmt: skip
+    return {
+        "decoder_block_out_channels": rev(outs),
+        "decoder_layers_per_block": rev([mid_layers, *layers]),
+        "decoder_spatio_temporal_scaling": rev(scaling),
+        "decoder_inject_noise": rev([mid_noise, *noise]),
+        "upsample_residual": rev(residual),
+        "upsample_factor": rev(factor),
+    }
 
 
 def vae_config_from_diffusers(d: dict[str, Any]) -> VAEConfig:
     """diffusers `AutoencoderKLLTXVideo` config -> VAEConfig (the inverse of `vae_to_diffusers_layout`)."""
     if d.get("patch_size_t", 1) != 1 or not d.get("encoder_causal", True):
-        raise ConversionError("diffusers VAE with patch_size_t != 1 or a non-causal encoder is not an LTX layout")
+        raise ConversionError(
+            "diffusers VAE with patch_size_t != 1 or a non-causal encoder is not an LTX layout"
+        )
     boc = list(d.get("block_out_channels", (128, 256, 512, 512)))
     layers = list(d.get("layers_per_block", (4, 3, 3, 3, 4)))
     scaling = list(d.get("spatio_temporal_scaling", (True, True, True, False)))
@@ -450,7 +580,9 @@ def vae_config_from_diffusers(d: dict[str, Any]) -> VAEConfig:
         cin, cout = ch // f, boc_r[i] // f
         if cin != cout:
             if f != 1 or i == 0:
-                raise ConversionError(f"diffusers up block {i}: conv_in with upsample_factor {f} does not run")
+                raise ConversionError(
+                    f"diffusers up block {i}: conv_in with upsample_factor {f} does not run"
+                )
             dec.append(VAEBlock("res_x_y", multiplier=_ratio(cin, cout), inject_noise=noise_r[i + 1]))
         if scaling_r[i]:
             dec.append(VAEBlock("compress_all", multiplier=f, residual=residual_r[i]))
@@ -489,7 +621,11 @@ def vae_keys_to_diffusers(sd: dict[str, V], layout: DiffusersVAELayout) -> dict[
     out = {}
     for key, value in sd.items():
         top = next((p for p in VAE_TOP_RENAMES if key.startswith(p)), None)
-        new = VAE_TOP_RENAMES[top] + key[len(top) :] if top else _prefix_map(key, layout.prefixes, VAE_INNER_RENAMES)
+        new = (
+            VAE_TOP_RENAMES[top] + key[len(top) :]
+            if top
+            else _prefix_map(key, layout.prefixes, VAE_INNER_RENAMES)
+        )
         out[new] = value
     return out
 

@@ -1,4 +1,4 @@
-"""Named model sizes (the only place sizes live): tiny for tests and laptops, and the official 2B / 13B shapes."""
+"""Named model sizes (the only place sizes live): tiny for tests and laptops, official 2B / 13B."""
 
 from __future__ import annotations
 
@@ -6,19 +6,31 @@ from .config import DiTConfig, ModelSpec, SchedulerConfig, VAEBlock, VAEConfig
 
 # 0.9.0 encoder (also the 0.9.1 encoder): stride-2 causal convs and channel-doubling res blocks.
 VAE_090_ENCODER = (
-    VAEBlock("res_x", 4), VAEBlock("compress_all"), VAEBlock("res_x_y"), VAEBlock("res_x", 3),
-    VAEBlock("compress_all"), VAEBlock("res_x_y"), VAEBlock("res_x", 3), VAEBlock("compress_all"),
-    VAEBlock("res_x", 3), VAEBlock("res_x", 4),
-)  # fmt: skip
-VAE_090 = VAEConfig(encoder_blocks=VAE_090_ENCODER, decoder_blocks=VAE_090_ENCODER, timestep_conditioning=False)
+    VAEBlock("res_x", 4),
+    VAEBlock("compress_all"),
+    VAEBlock("res_x_y"),
+    VAEBlock("res_x", 3),
+    VAEBlock("compress_all"),
+    VAEBlock("res_x_y"),
+    VAEBlock("res_x", 3),
+    VAEBlock("compress_all"),
+    VAEBlock("res_x", 3),
+    VAEBlock("res_x", 4),
+)
+VAE_090 = VAEConfig(
+    encoder_blocks=VAE_090_ENCODER, decoder_blocks=VAE_090_ENCODER, timestep_conditioning=False
+)
 VAE_091 = VAEConfig(
     encoder_blocks=VAE_090_ENCODER,
     decoder_blocks=(
-        VAEBlock("res_x", 5, inject_noise=True), VAEBlock("compress_all", residual=True, multiplier=2),
-        VAEBlock("res_x", 6, inject_noise=True), VAEBlock("compress_all", residual=True, multiplier=2),
-        VAEBlock("res_x", 7, inject_noise=True), VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 5, inject_noise=True),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 6, inject_noise=True),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 7, inject_noise=True),
+        VAEBlock("compress_all", residual=True, multiplier=2),
         VAEBlock("res_x", 8),
-    ),  # fmt: skip
+    ),
     timestep_conditioning=True,
 )
 VAE_095 = VAEConfig()  # the defaults are the 0.9.5+ VAE (0.9.6, 0.9.7, 0.9.8 share it)
@@ -29,29 +41,42 @@ DIT_13B = DiTConfig(num_layers=48, head_dim=128)
 SD3 = SchedulerConfig(kind="sd3", shift_terminal=0.1)
 LINEAR_QUADRATIC = SchedulerConfig(kind="linear_quadratic")
 
-# Tiny but complete: the real 32x32x8 compression with a few channels, a 2-block DiT. Trains/runs in ms on CPU.
+# Tiny but complete: the real 32x32x8 compression with a few channels, a 2-block DiT; runs in ms on CPU.
 TINY_VAE = VAEConfig(
     encoder_blocks=(
-        VAEBlock("res_x", 1), VAEBlock("compress_space_res"), VAEBlock("compress_time_res"),
-        VAEBlock("compress_all_res"), VAEBlock("compress_all_res"), VAEBlock("res_x", 1),
+        VAEBlock("res_x", 1),
+        VAEBlock("compress_space_res"),
+        VAEBlock("compress_time_res"),
+        VAEBlock("compress_all_res"),
+        VAEBlock("compress_all_res"),
+        VAEBlock("res_x", 1),
     ),
     decoder_blocks=(
-        VAEBlock("res_x", 1), VAEBlock("compress_all", residual=True, multiplier=2),
-        VAEBlock("res_x", 1), VAEBlock("compress_all", residual=True, multiplier=2),
-        VAEBlock("res_x", 1), VAEBlock("compress_all", residual=True, multiplier=2), VAEBlock("res_x", 1),
+        VAEBlock("res_x", 1),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 1),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 1),
+        VAEBlock("compress_all", residual=True, multiplier=2),
+        VAEBlock("res_x", 1),
     ),
     latent_channels=16,
     encoder_base_channels=8,
     decoder_base_channels=8,
-)  # fmt: skip
-TINY_DIT = DiTConfig(in_channels=16, out_channels=16, num_layers=2, num_heads=2, head_dim=8, caption_channels=32)
+)
+TINY_DIT = DiTConfig(
+    in_channels=16, out_channels=16, num_layers=2, num_heads=2, head_dim=8, caption_channels=32
+)
 
 PRESETS: dict[str, ModelSpec] = {
     "tiny": ModelSpec(vae=TINY_VAE, dit=TINY_DIT, scheduler=LINEAR_QUADRATIC, version="tiny"),
     "ltxv-2b-0.9": ModelSpec(vae=VAE_090, dit=DIT_2B, scheduler=SD3, version="0.9.0"),
     "ltxv-2b-0.9.1": ModelSpec(vae=VAE_091, dit=DIT_2B, scheduler=SD3, version="0.9.1"),
     "ltxv-2b-0.9.5": ModelSpec(
-        vae=VAE_095, dit=DiTConfig(causal_temporal_positioning=True), scheduler=LINEAR_QUADRATIC, version="0.9.5"
+        vae=VAE_095,
+        dit=DiTConfig(causal_temporal_positioning=True),
+        scheduler=LINEAR_QUADRATIC,
+        version="0.9.5",
     ),
     "ltxv-13b-0.9.7": ModelSpec(
         vae=VAE_095,

@@ -1,5 +1,5 @@
 """Load and save checkpoints (official single file, diffusers folders, ours): strict, safetensors only,
-models built on the meta device and filled with `assign=True` so peak memory is about one copy of the weights."""
+models built on the meta device and filled with `assign=True` so peak memory is ~one copy of the weights."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ LTXV_FORMAT_VERSION = "1"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not match the model (message is one line, names the problem)."""
+    """A checkpoint that cannot be read or does not match the model (one-line message naming the problem)."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ class Checkpoint:
     notes: tuple[str, ...] = field(default=())
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Reading headers
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _header(path: str) -> tuple[list[str], dict[str, str]]:
@@ -65,7 +65,9 @@ def _header(path: str) -> tuple[list[str], dict[str, str]]:
         with safe_open(path, framework="pt") as f:
             return list(f.keys()), dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own error types for bad headers / truncation
-        raise CheckpointError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -102,7 +104,9 @@ def _open_ltxv(path: str, keys: list[str], meta: dict[str, str]) -> Checkpoint:
 def _open_native(path: str, keys: list[str], meta: dict[str, str]) -> Checkpoint:
     if not any(k.startswith((convert.NATIVE_VAE_PREFIX, convert.NATIVE_DIT_PREFIX)) for k in keys):
         kind = "LTX latent upsampler" if "initial_conv.weight" in keys else "model"
-        raise CheckpointError(f"{path}: not an LTX-Video VAE/transformer checkpoint (looks like another {kind})")
+        raise CheckpointError(
+            f"{path}: not an LTX-Video VAE/transformer checkpoint (looks like another {kind})"
+        )
     try:
         vae_map, dit_map = convert.native_to_ltxv({k: k for k in keys})
     except convert.ConversionError as err:
@@ -118,7 +122,9 @@ def _open_native(path: str, keys: list[str], meta: dict[str, str]) -> Checkpoint
         else:
             spec = ModelSpec(
                 vae=convert.vae_config_from_native(config["vae"]) if "vae" in config else ModelSpec().vae,
-                dit=convert.dit_config_from_native(config["transformer"]) if "transformer" in config else ModelSpec().dit,
+                dit=convert.dit_config_from_native(config["transformer"])
+                if "transformer" in config
+                else ModelSpec().dit,
                 scheduler=convert.scheduler_from_native(config.get("scheduler")),
             )
     except (KeyError, ValueError, TypeError) as err:
@@ -138,7 +144,11 @@ def _diffusers_tensors(folder: Path) -> dict[str, tuple[str, str]]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         pickles = [f.name for f in folder.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-        hint = f" ({', '.join(pickles)} are pickles, which ltxv never loads: convert them to safetensors)" if pickles else ""
+        hint = (
+            f" ({', '.join(pickles)} are pickles, which ltxv never loads: convert them to safetensors)"
+            if pickles
+            else ""
+        )
         raise CheckpointError(f"{folder}: no .safetensors weights{hint}")
     out: dict[str, tuple[str, str]] = {}
     for f in files:
@@ -152,10 +162,14 @@ def _open_diffusers(root: Path) -> Checkpoint:
         cls = _json(root / "config.json").get("_class_name")
         kind = {"AutoencoderKLLTXVideo": "vae", "LTXVideoTransformer3DModel": "dit"}.get(cls)
         if kind is None:
-            raise CheckpointError(f"{root}: config.json describes {cls!r}, not an LTX-Video VAE or transformer")
+            raise CheckpointError(
+                f"{root}: config.json describes {cls!r}, not an LTX-Video VAE or transformer"
+            )
         folders = {kind: root}
     elif not any(f.is_dir() for f in folders.values()):
-        raise CheckpointError(f"{root}: a folder without config.json, vae/ or transformer/ is not a diffusers model")
+        raise CheckpointError(
+            f"{root}: a folder without config.json, vae/ or transformer/ is not a diffusers model"
+        )
     spec, vae, dit = ModelSpec(), None, None
     try:
         if folders.get("vae", Path()).is_dir() and "vae" in folders:
@@ -168,7 +182,9 @@ def _open_diffusers(root: Path) -> Checkpoint:
             dit = Component(cfg_d, convert.dit_keys_from_diffusers(_diffusers_tensors(folders["dit"])))
             spec = replace(spec, dit=cfg_d)
         sched = root / "scheduler" / "scheduler_config.json"
-        spec = replace(spec, scheduler=convert.scheduler_from_diffusers(_json(sched) if sched.is_file() else None))
+        spec = replace(
+            spec, scheduler=convert.scheduler_from_diffusers(_json(sched) if sched.is_file() else None)
+        )
     except convert.ConversionError as err:
         raise CheckpointError(f"{root}: {err}") from None
     version = guess_version(vae, dit)
@@ -183,15 +199,18 @@ def guess_version(vae: Component | None, dit: Component | None) -> str:
         parts.append({(28, 2048): "2B", (48, 4096): "13B"}.get((d.num_layers, d.hidden_dim), "custom-size"))
     if vae is not None and isinstance(vae.config, VAEConfig):
         c = vae.config
-        gen = "0.9.5+" if any(b.kind.endswith("_res") for b in c.encoder_blocks) else (
-            "0.9.1" if c.timestep_conditioning else "0.9.0")  # fmt: skip
+        gen = (
+            "0.9.5+"
+            if any(b.kind.endswith("_res") for b in c.encoder_blocks)
+            else ("0.9.1" if c.timestep_conditioning else "0.9.0")
+        )
         parts.append(f"{gen}-style VAE")
     return " ".join(parts) or "unknown"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Building models
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _by_file(comp: Component) -> dict[str, list[tuple[str, str]]]:
@@ -209,15 +228,30 @@ def _validate(model: nn.Module, comp: Component, where: str) -> None:
         with safe_open(file, framework="pt") as f:
             shapes.update({ours: tuple(f.get_slice(key).get_shape()) for ours, key in items})
     missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
-    bad = [f"{k} {shapes[k]} vs {expected[k]}" for k in sorted(expected.keys() & shapes.keys()) if shapes[k] != expected[k]]
+    bad = [
+        f"{k} {shapes[k]} vs {expected[k]}"
+        for k in sorted(expected.keys() & shapes.keys())
+        if shapes[k] != expected[k]
+    ]
     if missing or unexpected or bad:
-        problems = [f"{label}: {convert._names(keys)}" for label, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", bad)) if keys]
+        problems = [
+            f"{label}: {convert._names(keys)}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape (file vs model)", bad),
+            )
+            if keys
+        ]
         raise CheckpointError(f"{where}: state dict does not match the config; " + "; ".join(problems))
 
 
 def _build(
-    model_cls: type[nn.Module], comp: Component, where: str, device: str | torch.device | None, dtype: torch.dtype | None
+    model_cls: type[nn.Module],
+    comp: Component,
+    where: str,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
 ) -> nn.Module:
     with torch.device("meta"):
         model = model_cls(comp.config)
@@ -252,23 +286,27 @@ def load_vae(
     """Load the Video-VAE from an official file, a diffusers root or vae/ folder, or an ltxv checkpoint."""
     ckpt = open_checkpoint(path)
     if ckpt.vae is None:
-        raise CheckpointError(f"{path}: holds no VAE (it has: {'transformer' if ckpt.dit else 'nothing usable'})")
+        raise CheckpointError(
+            f"{path}: holds no VAE (it has: {'transformer' if ckpt.dit else 'nothing usable'})"
+        )
     return _build(VideoVAE, ckpt.vae, f"{path} (VAE)", device, dtype)  # type: ignore[return-value]
 
 
 def load_transformer(
     path: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> VideoDiT:
-    """Load the diffusion transformer from an official file, a diffusers root or transformer/ folder, or ours."""
+    """Load the diffusion transformer from an official file, diffusers root/transformer folder, or ours."""
     ckpt = open_checkpoint(path)
     if ckpt.dit is None:
-        raise CheckpointError(f"{path}: holds no transformer (it has: {'VAE' if ckpt.vae else 'nothing usable'})")
+        raise CheckpointError(
+            f"{path}: holds no transformer (it has: {'VAE' if ckpt.vae else 'nothing usable'})"
+        )
     return _build(VideoDiT, ckpt.dit, f"{path} (transformer)", device, dtype)  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Writing (always to a temporary name, then renamed)
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -290,14 +328,16 @@ def save_checkpoint(
     dit: dict[str, Tensor] | nn.Module | None = None,
     fmt: str = "ltxv",
 ) -> None:
-    """Write models (or state dicts in our names) as `fmt`: ltxv / native (one .safetensors) or diffusers (folder)."""
+    """Write models (or state dicts in our names) as `fmt`: ltxv / native (one file) or diffusers (folder)."""
     vae_sd = vae.state_dict() if isinstance(vae, nn.Module) else vae
     dit_sd = dit.state_dict() if isinstance(dit, nn.Module) else dit
     if vae_sd is None and dit_sd is None:
         raise ValueError("nothing to save: pass a VAE and/or a transformer")
     out = Path(path)
     if fmt == "ltxv":
-        tensors = {f"vae.{k}": v for k, v in (vae_sd or {}).items()} | {f"dit.{k}": v for k, v in (dit_sd or {}).items()}
+        tensors = {f"vae.{k}": v for k, v in (vae_sd or {}).items()} | {
+            f"dit.{k}": v for k, v in (dit_sd or {}).items()
+        }
         meta = {"format": "ltxv", "format_version": LTXV_FORMAT_VERSION, "spec": json.dumps(to_dict(spec))}
         _atomic_save(tensors, out, meta)
     elif fmt == "native":
@@ -313,7 +353,9 @@ def save_checkpoint(
         raise ValueError(f"unknown checkpoint format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def _save_diffusers(out: Path, spec: ModelSpec, vae_sd: dict[str, Tensor] | None, dit_sd: dict[str, Tensor] | None):
+def _save_diffusers(
+    out: Path, spec: ModelSpec, vae_sd: dict[str, Tensor] | None, dit_sd: dict[str, Tensor] | None
+):
     if out.exists():
         raise FileExistsError(f"{out} already exists; give a new folder name or remove it first")
     tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}."))
@@ -342,11 +384,14 @@ def _save_diffusers(out: Path, spec: ModelSpec, vae_sd: dict[str, Tensor] | None
 def _write_component(folder: Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        str(folder / "diffusion_pytorch_model.safetensors"),
+    )
 
 
 def read_state_dicts(ckpt: Checkpoint) -> tuple[dict[str, Tensor] | None, dict[str, Tensor] | None]:
-    """All tensors of a checkpoint in our names, unchanged (dtype and bits kept), after a strict name/shape check."""
+    """All tensors of a checkpoint in our names, unchanged (dtype and bits kept), strictly checked."""
 
     def read(comp: Component | None, model_cls: type[nn.Module]) -> dict[str, Tensor] | None:
         if comp is None:
@@ -373,8 +418,13 @@ def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 
 def summarize(ckpt: Checkpoint) -> dict[str, Any]:
-    """Parameter counts, dtypes and configs per component, from the safetensors headers (no tensor data read)."""
-    out: dict[str, Any] = {"path": ckpt.path, "format": ckpt.format, "version": ckpt.version, "components": {}}
+    """Parameter counts, dtypes and configs per component, from the headers (no tensor data read)."""
+    out: dict[str, Any] = {
+        "path": ckpt.path,
+        "format": ckpt.format,
+        "version": ckpt.version,
+        "components": {},
+    }
     for name, comp in (("vae", ckpt.vae), ("transformer", ckpt.dit)):
         if comp is None:
             continue
@@ -385,6 +435,10 @@ def summarize(ckpt: Checkpoint) -> dict[str, Any]:
                     sl = f.get_slice(key)
                     params += math.prod(sl.get_shape())
                     dtypes.add(sl.get_dtype())
-        out["components"][name] = {"params": params, "tensors": len(comp.tensors), "dtypes": ",".join(sorted(dtypes)),
-                                   "config": to_dict(comp.config)}  # fmt: skip
+        out["components"][name] = {
+            "params": params,
+            "tensors": len(comp.tensors),
+            "dtypes": ",".join(sorted(dtypes)),
+            "config": to_dict(comp.config),
+        }
     return out

@@ -1,1 +1,1 @@
-"""Diffusion transformer: full spatiotemporal self-attention over latent tokens with 3-D RoPE and AdaLN-single."""
+"""Diffusion transformer: full spatiotemporal attention over latent tokens, 3-D RoPE, AdaLN-single."""

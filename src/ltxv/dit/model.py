@@ -34,7 +34,7 @@ class SkipLayers:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with RMSNorm on q and k across all heads (before the head split), optional RoPE."""
+    """Multi-head attention with RMSNorm on q and k across all heads (before the split), optional RoPE."""
 
     def __init__(self, dim: int, heads: int, eps: float, bias: bool, out_bias: bool) -> None:
         super().__init__()
@@ -51,7 +51,7 @@ class Attention(nn.Module):
         bias: Tensor | None = None,
         skip: SkipLayers | None = None,
     ) -> Tensor:
-        """x (B, N, D), context (B, L, D) or None for self-attention, bias (B, 1, 1, L) additive -> (B, N, D)."""
+        """x (B, N, D), context (B, L, D) or None (self-attn), additive bias (B, 1, 1, L) -> (B, N, D)."""
         ctx = x if context is None else context
         q, k, v = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(ctx)), self.to_v(ctx)
         if rope is not None:
@@ -89,9 +89,14 @@ class DiTBlock(nn.Module):
         self.ff = FeedForward(d)
 
     def forward(
-        self, x: Tensor, temb: Tensor, text: Tensor, text_bias: Tensor, rope: tuple[Tensor, Tensor],
+        self,
+        x: Tensor,
+        temb: Tensor,
+        text: Tensor,
+        text_bias: Tensor,
+        rope: tuple[Tensor, Tensor],
         skip: SkipLayers | None = None,
-    ) -> Tensor:  # fmt: skip
+    ) -> Tensor:
         """x (B, N, D); temb (B, T, 6D) with T = 1 or N (per-token t); text (B, L, D)."""
         ada = self.scale_shift_table[None, None] + temb.unflatten(-1, (6, -1))  # (B, T, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(2)
@@ -119,7 +124,9 @@ class VideoDiT(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
         self.proj_out = nn.Linear(d, cfg.out_channels)
 
-    def token_coords(self, num_frames: int, height: int, width: int, batch: int, device: torch.device) -> Tensor:
+    def token_coords(
+        self, num_frames: int, height: int, width: int, batch: int, device: torch.device
+    ) -> Tensor:
         """Pixel coordinates (B, N, 3) of a latent grid, honouring `causal_temporal_positioning`."""
         coords = latent_pixel_coords(
             num_frames, height, width, self.cfg.latent_scale, self.cfg.causal_temporal_positioning, device

@@ -33,7 +33,7 @@ class TimestepMLP(nn.Module):
 
 
 class TimestepEmbedding(nn.Module):
-    """Scaled timestep -> sinusoid -> MLP (PixArt `CombinedTimestepSizeEmbeddings` without size conditions)."""
+    """Scaled timestep -> sinusoid -> MLP (PixArt combined embedder, no size conditions)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -17,7 +17,8 @@ def latent_pixel_coords(
     `causal_temporal_positioning`) the first latent frame sits at pixel frame 0: t = max(0, 8f + 1 - 8).
     """
     f, h, w = torch.meshgrid(
-        *(torch.arange(n, device=device, dtype=torch.float32) for n in (num_frames, height, width)), indexing="ij"
+        *(torch.arange(n, device=device, dtype=torch.float32) for n in (num_frames, height, width)),
+        indexing="ij",
     )
     coords = torch.stack([f * scale[0], h * scale[1], w * scale[2]], dim=-1).reshape(-1, 3)  # (N, 3)
     if causal:
@@ -31,12 +32,13 @@ def rope_cos_sin(
     """coords (B, N, 3) in (pixel frames, pixels, pixels) -> cos, sin (B, N, dim) fp32.
 
     Spec (LTX `precompute_freqs_cis`, "exp" spacing): frac = (t/fps/20, y/2048, x/2048); n = dim // 6
-    frequencies f_k = theta^(k/(n-1)) * pi/2; angle[k, a] = f_k * (2 frac_a - 1), flattened k-major/axis-minor,
+    frequencies f_k = theta^(k/(n-1)) * pi/2; angle[k, a] = f_k * (2 frac_a - 1), flattened k-major,
     each repeated for an adjacent channel pair, left-padded with dim % 6 identity channels.
     """
     coords = coords.float()
     frac = torch.stack(
-        [coords[..., 0] / frame_rate / max_pos[0], coords[..., 1] / max_pos[1], coords[..., 2] / max_pos[2]], -1
+        [coords[..., 0] / frame_rate / max_pos[0], coords[..., 1] / max_pos[1], coords[..., 2] / max_pos[2]],
+        -1,
     )  # (B, N, 3)
     n = dim // 6
     exponent = torch.linspace(0.0, 1.0, n, device=coords.device, dtype=torch.float32)
@@ -52,7 +54,7 @@ def rope_cos_sin(
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate adjacent channel pairs: out = x cos + rot(x) sin, rot(x)_{2i} = -x_{2i+1}, rot(x)_{2i+1} = x_{2i}.
+    """Rotate channel pairs: out = x cos + rot(x) sin, rot(x)_{2i} = -x_{2i+1}, rot(x)_{2i+1} = x_{2i}.
 
     x (B, N, D) any dtype; the product runs in fp32.
     """

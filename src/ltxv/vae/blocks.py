@@ -31,10 +31,16 @@ def spatial_noise(x: Tensor, scale: Tensor, generator: torch.Generator | None) -
 
 
 class ResBlock(nn.Module):
-    """x + conv2(act(norm(conv1(act(norm(x)))))); shortcut = 1x1x1 conv after a channel LayerNorm when widths differ."""
+    """x + conv2(act(norm(conv1(act(norm(x)))))); shortcut: LayerNorm + 1x1x1 conv when widths differ."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, eps: float, padding_mode: str, inject_noise: bool = False, timestep: bool = False
+        self,
+        in_ch: int,
+        out_ch: int,
+        eps: float,
+        padding_mode: str,
+        inject_noise: bool = False,
+        timestep: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = CausalConv3d(in_ch, out_ch, 3, padding_mode=padding_mode)
@@ -55,7 +61,9 @@ class ResBlock(nn.Module):
         """x (B, C, F, H, W); temb (B, 4C, 1, 1, 1) from the enclosing ResStage's embedder."""
         h = pixel_norm(x)
         if self.timestep:
-            ada = self.scale_shift_table[None, :, :, None, None, None] + temb.unflatten(1, (4, -1))  # (B,4,C,1,1,1)
+            ada = self.scale_shift_table[None, :, :, None, None, None] + temb.unflatten(
+                1, (4, -1)
+            )  # (B,4,C,1,1,1)
             shift1, scale1, shift2, scale2 = ada.unbind(1)
             h = modulate(h, shift1, scale1)
         h = self.conv1(F.silu(h), causal)
@@ -73,10 +81,16 @@ class ResBlock(nn.Module):
 
 
 class ResStage(nn.Module):
-    """`res_x`: num_layers ResBlocks at one width; with timestep conditioning, one embedder (t -> 4C) feeds all."""
+    """`res_x`: num_layers ResBlocks at one width; if timestep-conditioned, one t -> 4C embedder feeds all."""
 
     def __init__(
-        self, ch: int, num_layers: int, eps: float, padding_mode: str, inject_noise: bool = False, timestep: bool = False
+        self,
+        ch: int,
+        num_layers: int,
+        eps: float,
+        padding_mode: str,
+        inject_noise: bool = False,
+        timestep: bool = False,
     ) -> None:
         super().__init__()
         if timestep:

@@ -19,12 +19,16 @@ def unpatchify(x: Tensor, patch: int) -> Tensor:
 
 def space_to_depth(x: Tensor, stride: tuple[int, int, int]) -> Tensor:
     """(B, C, F, H, W) -> (B, C*st*sh*sw, F/st, H/sh, W/sw)."""
-    return rearrange(x, "b c (d p1) (h p2) (w p3) -> b (c p1 p2 p3) d h w", p1=stride[0], p2=stride[1], p3=stride[2])
+    return rearrange(
+        x, "b c (d p1) (h p2) (w p3) -> b (c p1 p2 p3) d h w", p1=stride[0], p2=stride[1], p3=stride[2]
+    )
 
 
 def depth_to_space(x: Tensor, stride: tuple[int, int, int]) -> Tensor:
     """Inverse of `space_to_depth`."""
-    return rearrange(x, "b (c p1 p2 p3) d h w -> b c (d p1) (h p2) (w p3)", p1=stride[0], p2=stride[1], p3=stride[2])
+    return rearrange(
+        x, "b (c p1 p2 p3) d h w -> b c (d p1) (h p2) (w p3)", p1=stride[0], p2=stride[1], p3=stride[2]
+    )
 
 
 class CausalConv3d(nn.Module):
@@ -35,12 +39,19 @@ class CausalConv3d(nn.Module):
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, kernel: int = 3, stride: tuple[int, int, int] = (1, 1, 1), padding_mode: str = "zeros"
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int = 3,
+        stride: tuple[int, int, int] = (1, 1, 1),
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.kernel = kernel
         pad = kernel // 2
-        self.conv = nn.Conv3d(in_ch, out_ch, kernel, stride=stride, padding=(0, pad, pad), padding_mode=padding_mode)
+        self.conv = nn.Conv3d(
+            in_ch, out_ch, kernel, stride=stride, padding=(0, pad, pad), padding_mode=padding_mode
+        )
 
     def forward(self, x: Tensor, causal: bool) -> Tensor:
         k = self.kernel
@@ -48,7 +59,9 @@ class CausalConv3d(nn.Module):
             x = torch.cat([x[:, :, :1].expand(-1, -1, k - 1, -1, -1), x], dim=2)
         elif k > 1:
             r = (k - 1) // 2
-            x = torch.cat([x[:, :, :1].expand(-1, -1, r, -1, -1), x, x[:, :, -1:].expand(-1, -1, r, -1, -1)], dim=2)
+            x = torch.cat(
+                [x[:, :, :1].expand(-1, -1, r, -1, -1), x, x[:, :, -1:].expand(-1, -1, r, -1, -1)], dim=2
+            )
         return self.conv(x)
 
 
@@ -75,7 +88,9 @@ class DepthToSpaceUpsample(nn.Module):
     """Decoder upsample: conv to P*C/r channels, depth-to-space, drop the first frame when striding in time.
     With `residual`, adds the depth-to-space of the input tiled (repeat, not interleave) to C/r channels."""
 
-    def __init__(self, in_ch: int, stride: tuple[int, int, int], reduction: int, residual: bool, padding_mode: str):
+    def __init__(
+        self, in_ch: int, stride: tuple[int, int, int], reduction: int, residual: bool, padding_mode: str
+    ):
         super().__init__()
         self.stride, self.residual = stride, residual
         self.prod = stride[0] * stride[1] * stride[2]
