@@ -1,7 +1,7 @@
 """Parity with the official `ltx_video` package on the same native single-file checkpoint.
 
-Skipped unless `ltx_video` is importable: it pins old transformers and pulls torchvision, so CI does not install
-it. Run with the package's sources on the path, e.g. `pip download --no-deps ltx-video`, unzip, then
+Skipped unless `ltx_video` is importable: it pins old transformers and pulls torchvision, so CI does not
+install it. Run with its sources on the path: `pip download --no-deps ltx-video`, unzip, then
 `PYTHONPATH=<unzipped> pytest tests/test_official_parity.py`.
 """
 

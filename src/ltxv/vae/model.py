@@ -56,7 +56,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """conv_in -> up_blocks (reversed block list) -> PixelNorm [-> AdaLN(t)] -> SiLU -> conv_out -> unpatchify."""
+    """conv_in -> up_blocks (reversed list) -> PixelNorm [-> AdaLN(t)] -> SiLU -> conv_out -> unpatchify."""
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
@@ -96,7 +96,9 @@ class Decoder(nn.Module):
         x = pixel_norm(x)
         if ts is not None:
             emb = self.last_time_embedder(ts, x.dtype)[:, :, None, None, None]  # (B, 2C, 1, 1, 1)
-            shift, scale = (self.last_scale_shift_table[None, :, :, None, None, None] + emb.unflatten(1, (2, -1))).unbind(1)
+            shift, scale = (
+                self.last_scale_shift_table[None, :, :, None, None, None] + emb.unflatten(1, (2, -1))
+            ).unbind(1)
             x = modulate(x, shift, scale)
         x = self.conv_out(F.silu(x), causal)  # (B, 48, F, H/4, W/4)
         return unpatchify(x, self.cfg.patch_size)
@@ -145,19 +147,26 @@ class VideoVAE(nn.Module):
         return self.normalize(self.encode_moments(video)[0])
 
     def decode(
-        self, latents: Tensor, timestep: float | Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        latents: Tensor,
+        timestep: float | Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """Normalized latents -> video in about [-1, 1].
 
-        timestep: float or (B,), the noise level the decoder should denoise from (timestep-conditioned decoders
+        timestep: float or (B,), the noise level the decoder denoises from (timestep-conditioned decoders
         only; None means 0). Adds no noise to the latents; decoders with noise injection (0.9.1) draw their
         injected noise from `generator` (global RNG when None).
         """
         if latents.ndim != 5 or latents.shape[1] != self.cfg.latent_channels:
-            raise ValueError(f"latents must be (B, {self.cfg.latent_channels}, F', H', W'), got {tuple(latents.shape)}")
+            raise ValueError(
+                f"latents must be (B, {self.cfg.latent_channels}, F', H', W'), got {tuple(latents.shape)}"
+            )
         t = None
         if self.cfg.timestep_conditioning:
-            t = torch.as_tensor(0.0 if timestep is None else timestep, dtype=torch.float32, device=latents.device)
+            t = torch.as_tensor(
+                0.0 if timestep is None else timestep, dtype=torch.float32, device=latents.device
+            )
             t = t.expand(latents.shape[0]) if t.ndim == 0 else t
         return self.decoder(self.denormalize(latents), t, generator)
 
