@@ -204,6 +204,60 @@ class SchedulerConfig:
             raise ValueError(f"scheduler kind {self.kind!r}: use 'sd3' or 'linear_quadratic'")
 
 
+NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"  # official default
+STG_MODES = ("attention_values", "attention_skip", "transformer_block")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Every generation knob, with the official defaults (2B dev configs: 40 steps, CFG 3, STG 1 on block 19,
+    rescale 0.7; decode at t = 0.05 with noise 0.025; I2V conditioning noise 0.15)."""
+
+    width: int = 768
+    height: int = 512
+    num_frames: int = 121
+    frame_rate: float = 24.0
+    steps: int = 40
+    timesteps: tuple[float, ...] = ()  # explicit schedule (descending, in (0, 1]); overrides steps
+    guidance: float = 3.0  # classifier-free guidance scale; <= 1 disables the unconditional branch
+    stg: float = 1.0  # spatiotemporal guidance scale; 0 disables the perturbed branch
+    stg_mode: str = "attention_values"
+    stg_blocks: tuple[int, ...] = (19,)
+    rescale: float = 0.7  # STG rescaling towards the conditional velocity's std (0 and 1 = off, as official)
+    cfg_star: bool = False
+    # per-step schedules (official 13B configs): value i applies from guidance_timesteps[i] downwards
+    guidance_timesteps: tuple[float, ...] = ()
+    guidance_schedule: tuple[float, ...] = ()
+    stg_schedule: tuple[float, ...] = ()
+    rescale_schedule: tuple[float, ...] = ()
+    stg_blocks_schedule: tuple[tuple[int, ...], ...] = ()
+    negative_prompt: str = NEGATIVE_PROMPT
+    max_tokens: int = 0  # T5 tokens; 0 = the checkpoint era's (128 for 0.9.0/0.9.1, 256 after)
+    image_cond_noise_scale: float = 0.15
+    stochastic: bool = False  # re-noise x0 at every step (0.9.6-distilled)
+    decode_timestep: float = 0.05
+    decode_noise_scale: float = 0.025  # mixed into the normalized latents before a timestep-conditioned decode
+    tone_map: float = 0.0  # 0.9.8 latent tone-mapping compression in [0, 1]
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.stg_mode not in STG_MODES:
+            raise ValueError(f"stg_mode {self.stg_mode!r}: choose from {', '.join(STG_MODES)}")
+        for name in ("width", "height", "num_frames", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.width > 8192 or self.height > 8192 or self.num_frames > 1025:
+            raise ValueError(f"{self.width}x{self.height}x{self.num_frames} is too large (max 8192 px, 1025 frames)")
+        if self.frame_rate <= 0:
+            raise ValueError(f"frame_rate must be > 0, got {self.frame_rate}")
+        n = len(self.guidance_timesteps)
+        for name in ("guidance_schedule", "stg_schedule", "rescale_schedule", "stg_blocks_schedule"):
+            if len(getattr(self, name)) not in (0, n) or (getattr(self, name) and not n):
+                raise ValueError(f"{name} needs one entry per guidance_timesteps entry ({n})")
+        if not 0.0 <= self.tone_map <= 1.0:
+            raise ValueError(f"tone_map must be in [0, 1], got {self.tone_map}")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to build a full model: what our checkpoints embed in their metadata."""

@@ -9,14 +9,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..config import DiTConfig
+from ..config import STG_MODES, DiTConfig
 from ..layers.attention import attention
 from ..layers.embed import AdaLNSingle, TextProjection
 from ..layers.norm import RMSNorm, modulate, rms_norm
 from ..layers.rope import apply_rope, latent_pixel_coords, rope_cos_sin
-
-STG_MODES = ("attention_values", "attention_skip", "transformer_block")
-
 
 @dataclass(frozen=True)
 class SkipLayers:
