@@ -55,11 +55,17 @@ def trim_frames(num_media_frames: int, start: int, num_frames: int, temporal: in
 def check_condition(cond: Condition, num_frames: int, temporal: int = 8) -> None:
     n = cond.media.shape[2]
     if n % temporal != 1:
-        raise ValueError(f"condition clip has {n} frames; use 1 or {temporal}k+1 frames (trim_frames does this)")
+        raise ValueError(
+            f"condition clip has {n} frames; use 1 or {temporal}k+1 frames (trim_frames does this)"
+        )
     if cond.frame + n > num_frames:
-        raise ValueError(f"condition at frame {cond.frame} with {n} frames exceeds the {num_frames}-frame video")
+        raise ValueError(
+            f"condition at frame {cond.frame} with {n} frames exceeds the {num_frames}-frame video"
+        )
     if cond.frame > 0 and n > 1 and cond.frame % temporal:
-        raise ValueError(f"a clip condition must start at a multiple of {temporal} frames, got frame {cond.frame}")
+        raise ValueError(
+            f"a clip condition must start at a multiple of {temporal} frames, got frame {cond.frame}"
+        )
 
 
 def build_state(
@@ -84,7 +90,9 @@ def build_state(
         if z.shape[2] > NUM_PREFIX_LATENT_FRAMES:  # frames after the prefix go into the grid
             start = cond.frame // 8 + NUM_PREFIX_LATENT_FRAMES
             end = start + z.shape[2] - NUM_PREFIX_LATENT_FRAMES
-            grid[:, :, start:end] = torch.lerp(grid[:, :, start:end], z[:, :, NUM_PREFIX_LATENT_FRAMES:], cond.strength)
+            grid[:, :, start:end] = torch.lerp(
+                grid[:, :, start:end], z[:, :, NUM_PREFIX_LATENT_FRAMES:], cond.strength
+            )
             mask[:, start:end] = cond.strength
         prefix = z[:, :, :NUM_PREFIX_LATENT_FRAMES]  # (B, C, f_p, H', W') -> extra tokens
         fresh = torch.randn(prefix.shape, generator=generator, device=prefix.device, dtype=prefix.dtype)

@@ -236,7 +236,9 @@ class SampleConfig:
     image_cond_noise_scale: float = 0.15
     stochastic: bool = False  # re-noise x0 at every step (0.9.6-distilled)
     decode_timestep: float = 0.05
-    decode_noise_scale: float = 0.025  # mixed into the normalized latents before a timestep-conditioned decode
+    decode_noise_scale: float = (
+        0.025  # mixed into the normalized latents before a timestep-conditioned decode
+    )
     tone_map: float = 0.0  # 0.9.8 latent tone-mapping compression in [0, 1]
     seed: int | None = None
 
@@ -247,7 +249,9 @@ class SampleConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width > 8192 or self.height > 8192 or self.num_frames > 1025:
-            raise ValueError(f"{self.width}x{self.height}x{self.num_frames} is too large (max 8192 px, 1025 frames)")
+            raise ValueError(
+                f"{self.width}x{self.height}x{self.num_frames} is too large (max 8192 px, 1025 frames)"
+            )
         if self.frame_rate <= 0:
             raise ValueError(f"frame_rate must be > 0, got {self.frame_rate}")
         n = len(self.guidance_timesteps)

@@ -47,7 +47,9 @@ class TextEmbeddings:
     mask: Tensor
 
 
-def padded_size(height: int, width: int, num_frames: int, spatial: int = 32, temporal: int = 8) -> tuple[int, int, int]:
+def padded_size(
+    height: int, width: int, num_frames: int, spatial: int = 32, temporal: int = 8
+) -> tuple[int, int, int]:
     """Official inference padding: sides up to multiples of 32, frames up to 8k+1 (cropped back afterwards)."""
     frames = num_frames if num_frames == 1 else ((num_frames - 2) // temporal + 1) * temporal + 1
     return -(-height // spatial) * spatial, -(-width // spatial) * spatial, frames
@@ -99,7 +101,9 @@ class Pipeline:
 
     def encode_text(self, prompts: list[str], max_tokens: int) -> TextEmbeddings:
         if self.text_encoder is None:
-            raise ValueError("this pipeline has no text encoder: pass text_encoder=PATH (CLI: --text-encoder)")
+            raise ValueError(
+                "this pipeline has no text encoder: pass text_encoder=PATH (CLI: --text-encoder)"
+            )
         emb, mask = self.text_encoder.encode(prompts, max_tokens)
         return TextEmbeddings(emb.to(self.device, self.dtype), mask.to(self.device))
 
@@ -141,7 +145,9 @@ class Pipeline:
             state.tokens = self._step(state, ts, i, t, text, neg, cfg, generator)
             if callback is not None:
                 callback(i, t, state.tokens)
-        latents = rearrange(state.tokens[:, state.num_extra :], "b (f h w) c -> b c f h w", f=shape[2], h=shape[3])
+        latents = rearrange(
+            state.tokens[:, state.num_extra :], "b (f h w) c -> b c f h w", f=shape[2], h=shape[3]
+        )
         video = self._decode(latents, cfg, generator)
         video = video[:, :, : cfg.num_frames, : cfg.height, : cfg.width]  # crop the padding back (top-left)
         return GenerationResult(((video.float() + 1) / 2).clamp(0, 1), latents, cfg.frame_rate, ts, seed)
@@ -243,7 +249,13 @@ class Pipeline:
         ).float()
         parts = dict(zip([name for name, _ in branches], velocity.chunk(k), strict=True))
         v = sampling.guided_velocity(
-            parts["cond"], parts.get("uncond"), parts.get("perturbed"), cfg_scale, stg_scale, rescale, cfg.cfg_star
+            parts["cond"],
+            parts.get("uncond"),
+            parts.get("perturbed"),
+            cfg_scale,
+            stg_scale,
+            rescale,
+            cfg.cfg_star,
         )
         t_next = sampling.next_t(ts, t_tok)
         if cfg.stochastic:
@@ -277,5 +289,7 @@ def _resize(media: Tensor, height: int, width: int) -> Tensor:
     """Bilinear resize of (B, 3, n, h, w) frames to the generation size (official `resize_tensor`)."""
     b, _, n = media.shape[:3]
     frames = rearrange(media, "b c n h w -> (b n) c h w").float()
-    frames = torch.nn.functional.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+    frames = torch.nn.functional.interpolate(
+        frames, size=(height, width), mode="bilinear", align_corners=False
+    )
     return rearrange(frames, "(b n) c h w -> b c n h w", b=b, n=n).to(media.dtype)

@@ -1,0 +1,125 @@
+"""Pipeline parity with the official `ltx_video` LTXVideoPipeline on a tiny random model (fp32, CPU).
+
+Same weights (one native single-file checkpoint), same prompt embeddings, same seed: the official pipeline draws
+the initial noise, extra-token noise and I2V conditioning noise from the generator in the same order as ours.
+Decode noise is off (the official code draws it from the global RNG). The official `vae_encode` samples the
+posterior while ours uses the mode; the test patches the official sampling to the mode.
+Skipped unless `ltx_video` is importable (see tests/test_official_parity.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomize_, rel_err
+
+import ltxv
+from ltxv.conditioning import Condition
+from ltxv.config import ModelSpec, SampleConfig, SchedulerConfig
+from ltxv.pipeline import Pipeline, TextEmbeddings
+from ltxv.presets import PRESETS
+from ltxv.weights import open_checkpoint, save_checkpoint
+
+official = pytest.importorskip("ltx_video.pipelines.pipeline_ltx_video")
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution  # noqa: E402
+from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder  # noqa: E402
+from ltx_video.models.autoencoders.vae_encode import vae_decode  # noqa: E402
+from ltx_video.models.transformers.symmetric_patchifier import SymmetricPatchifier  # noqa: E402
+from ltx_video.models.transformers.transformer3d import Transformer3DModel  # noqa: E402
+from ltx_video.schedulers.rf import RectifiedFlowScheduler  # noqa: E402
+from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
+
+TOL = 1e-4
+
+
+def _models(tmp_path, scheduler: SchedulerConfig, causal: bool):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tiny = PRESETS["tiny"]
+    spec = ModelSpec(vae=tiny.vae, dit=ltxv.DiTConfig(**{**tiny.dit.__dict__, "causal_temporal_positioning": causal}),
+                     scheduler=scheduler)  # fmt: skip
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(
+        path,
+        spec,
+        randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2),
+        randomize_(ltxv.VideoDiT(spec.dit), 2),
+        "native",
+    )
+    with safe_open(path, framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    tensors = load_file(path)
+    vae = CausalVideoAutoencoder.from_config(config["vae"])
+    vae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("vae.")})
+    dit = Transformer3DModel.from_config(config["transformer"])
+    n = len("model.diffusion_model.")
+    dit.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith("model.diffusion_model.")})
+    ref = official.LTXVideoPipeline(
+        tokenizer=None, text_encoder=None, vae=vae.eval(), transformer=dit.eval(),
+        scheduler=RectifiedFlowScheduler.from_config(config["scheduler"]), patchifier=SymmetricPatchifier(patch_size=1),
+        prompt_enhancer_image_caption_model=None, prompt_enhancer_image_caption_processor=None,
+        prompt_enhancer_llm_model=None, prompt_enhancer_llm_tokenizer=None,
+    )  # fmt: skip
+    vae_ours, dit_ours = ltxv.load_vae(path), ltxv.load_transformer(path)
+    return Pipeline(vae_ours, dit_ours, open_checkpoint(path).spec), ref
+
+
+@pytest.mark.parametrize(
+    ("mode", "scheduler", "causal"),
+    [("t2v", SchedulerConfig("sd3", 0.1), False), ("t2v", SchedulerConfig("linear_quadratic", None), True),
+     ("i2v", SchedulerConfig("linear_quadratic", None), True), ("keyframes", SchedulerConfig("linear_quadratic", None), True)],
+)  # fmt: skip
+def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatch):
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())
+    ours, ref = _models(tmp_path, scheduler, causal)
+    g = torch.Generator().manual_seed(0)
+    emb, neg = torch.randn(1, 7, 32, generator=g), torch.randn(1, 7, 32, generator=g)
+    mask, neg_mask = torch.ones(1, 7), torch.ones(1, 7)
+    mask[:, 5:] = 0
+    neg_mask[:, 3:] = 0
+    h, w, frames, fps = 64, 96, 25, 25.0
+    image = torch.rand(1, 3, 1, h, w, generator=g) * 2 - 1
+    clip = torch.rand(1, 3, 9, h, w, generator=g) * 2 - 1
+    items = {
+        "t2v": [],
+        "i2v": [(image, 0, 1.0)],
+        "keyframes": [(image, 0, 1.0), (clip, 8, 0.9), (image, 24, 1.0)],
+    }[mode]
+    cfg = SampleConfig(width=w, height=h, num_frames=frames, frame_rate=fps, steps=5, guidance=3.0, stg=1.0,
+                       stg_blocks=(1,), rescale=0.7, image_cond_noise_scale=0.15, decode_timestep=0.05,
+                       decode_noise_scale=0.0)  # fmt: skip
+    result = ours.generate(TextEmbeddings(emb, mask), cfg, negative=TextEmbeddings(neg, neg_mask),
+                           conditions=[Condition(m, f, s) for m, f, s in items],
+                           generator=torch.Generator().manual_seed(42))  # fmt: skip
+    with torch.no_grad():
+        latents = ref(
+            height=h,
+            width=w,
+            num_frames=frames,
+            frame_rate=fps,
+            num_inference_steps=5,
+            guidance_scale=3.0,
+            skip_layer_strategy=SkipLayerStrategy.AttentionValues,
+            skip_block_list=[1],
+            stg_scale=1.0,
+            rescaling_scale=0.7,
+            generator=torch.Generator().manual_seed(42),
+            prompt_embeds=emb,
+            prompt_attention_mask=mask,
+            negative_prompt=None,
+            negative_prompt_embeds=neg,
+            negative_prompt_attention_mask=neg_mask,
+            output_type="latent",
+            is_video=True,
+            vae_per_channel_normalize=True,
+            image_cond_noise_scale=0.15,
+            conditioning_items=[official.ConditioningItem(m, f, s) for m, f, s in items] or None,
+        ).images
+        video = vae_decode(
+            latents, ref.vae, True, vae_per_channel_normalize=True, timestep=torch.tensor([0.05])
+        )
+    assert rel_err(result.latents, latents) < TOL
+    assert rel_err(result.video, ((video + 1) / 2).clamp(0, 1)) < TOL
