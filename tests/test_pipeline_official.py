@@ -123,3 +123,36 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
         )
     assert rel_err(result.latents, latents) < TOL
     assert rel_err(result.video, ((video + 1) / 2).clamp(0, 1)) < TOL
+
+
+def test_multiscale_matches_official(tmp_path, monkeypatch):
+    from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler as OfficialUpsampler
+
+    from ltxv.upsampler import LatentUpsampler, UpsamplerConfig, save_upsampler
+
+    ours, ref = _models(tmp_path, SchedulerConfig("linear_quadratic", None), True)
+    up = randomize_(LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3, 0.2)
+    save_upsampler(tmp_path / "up.safetensors", up)
+    ref_up = OfficialUpsampler.from_pretrained(str(tmp_path / "up.safetensors")).eval()
+    g = torch.Generator().manual_seed(0)
+    emb, neg = torch.randn(1, 7, 32, generator=g), torch.randn(1, 7, 32, generator=g)
+    mask = torch.ones(1, 7)
+    first = SampleConfig(width=192, height=160, num_frames=17, frame_rate=25.0, steps=4, stg_blocks=(1,),
+                         decode_noise_scale=0.0)  # fmt: skip
+    second = SampleConfig(steps=4, skip_initial_steps=2, stg_blocks=(1,), decode_noise_scale=0.0, frame_rate=25.0)
+    result = ours.generate_multiscale(TextEmbeddings(emb, mask), first, second, up.eval(),
+                                      negative=TextEmbeddings(neg, mask), generator=torch.Generator().manual_seed(7))  # fmt: skip
+    common = dict(
+        height=160, width=192, num_frames=17, frame_rate=25.0, guidance_scale=3.0, stg_scale=1.0,
+        skip_layer_strategy=SkipLayerStrategy.AttentionValues, skip_block_list=[1], rescaling_scale=0.7,
+        generator=torch.Generator().manual_seed(7), prompt_embeds=emb, prompt_attention_mask=mask,
+        negative_prompt=None, negative_prompt_embeds=neg, negative_prompt_attention_mask=mask,
+        output_type="latent", is_video=True, vae_per_channel_normalize=True, image_cond_noise_scale=0.15,
+    )  # fmt: skip
+    with torch.no_grad():
+        latents = official.LTXMultiScalePipeline(ref, ref_up)(
+            downscale_factor=2 / 3, first_pass={"num_inference_steps": 4},
+            second_pass={"num_inference_steps": 4, "skip_initial_inference_steps": 2}, **common,
+        ).images  # fmt: skip
+    assert result.latents.shape == latents.shape == (1, 16, 3, 6, 8)  # 2/3 of 160x192 -> 96x128, x2
+    assert rel_err(result.latents, latents) < TOL

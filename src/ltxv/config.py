@@ -219,6 +219,8 @@ class SampleConfig:
     frame_rate: float = 24.0
     steps: int = 40
     timesteps: tuple[float, ...] = ()  # explicit schedule (descending, in (0, 1]); overrides steps
+    skip_initial_steps: int = 0  # start later in the schedule (video-to-video, multi-scale second pass)
+    skip_final_steps: int = 0
     guidance: float = 3.0  # classifier-free guidance scale; <= 1 disables the unconditional branch
     stg: float = 1.0  # spatiotemporal guidance scale; 0 disables the perturbed branch
     stg_mode: str = "attention_values"
@@ -240,6 +242,7 @@ class SampleConfig:
         0.025  # mixed into the normalized latents before a timestep-conditioned decode
     )
     tone_map: float = 0.0  # 0.9.8 latent tone-mapping compression in [0, 1]
+    vae_tiling: bool | None = None  # tiled decode (approximate, saves memory); None = when the GPU needs it
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -248,6 +251,8 @@ class SampleConfig:
         for name in ("width", "height", "num_frames", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.skip_initial_steps < 0 or self.skip_final_steps < 0:
+            raise ValueError("skip_initial_steps and skip_final_steps must be >= 0")
         if self.width > 8192 or self.height > 8192 or self.num_frames > 1025:
             raise ValueError(
                 f"{self.width}x{self.height}x{self.num_frames} is too large (max 8192 px, 1025 frames)"

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +20,7 @@ from .conditioning import Condition, LatentState, build_state, check_condition, 
 from .config import ModelSpec, SampleConfig
 from .dit.model import SkipLayers, VideoDiT
 from .layers.rope import latent_pixel_coords
+from .upsampler import LatentUpsampler
 from .vae.model import VideoVAE
 
 StepCallback = Callable[[int, float, Tensor], None]  # (step index, t, tokens (B, N, C))
@@ -58,8 +60,20 @@ def padded_size(
 class Pipeline:
     """A loaded model family member: VAE + DiT (+ optional text encoder) and its checkpoint spec."""
 
-    def __init__(self, vae: VideoVAE, dit: VideoDiT, spec: ModelSpec, text_encoder=None) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        vae: VideoVAE,
+        dit: VideoDiT,
+        spec: ModelSpec,
+        text_encoder=None,  # noqa: ANN001 - ltxv.text.TextEncoder or anything with encode(prompts, max_tokens)
+        device: str | torch.device | None = None,
+        offload: bool = False,
+    ) -> None:
+        """`device` is where computation runs (default: where the DiT is). With `offload`, the text encoder,
+        DiT and VAE wait on the CPU and visit `device` one at a time (model-level sequential offload)."""
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
+        self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
+        self.offload = offload
 
     @classmethod
     def from_pretrained(
@@ -68,15 +82,21 @@ class Pipeline:
         text_encoder: str | os.PathLike[str] | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        offload: bool = False,
+        text_encoder_on_cpu: bool = False,
     ) -> Pipeline:
         """Load VAE + transformer from any supported checkpoint; the text encoder from `text_encoder`, or from
-        `path`/text_encoder + `path`/tokenizer when `path` is a model folder that has them."""
+        `path`/text_encoder + `path`/tokenizer when `path` is a model folder that has them.
+
+        Memory: `offload` keeps every model on the CPU between uses; `text_encoder_on_cpu` runs T5 on the CPU in
+        fp32 (it is used once per prompt) so its ~9.5 GB (bf16 T5-XXL) never reach the GPU."""
         from .weights import load_transformer, load_vae, open_checkpoint
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         spec = open_checkpoint(path).spec
-        vae, dit = load_vae(path, device, dtype), load_transformer(path, device, dtype)
+        home = torch.device("cpu") if offload else device
+        vae, dit = load_vae(path, home, dtype), load_transformer(path, home, dtype)
         te_path = text_encoder
         if te_path is None and os.path.isdir(os.path.join(path, "text_encoder")):
             te_path = path
@@ -84,12 +104,24 @@ class Pipeline:
         if te_path is not None:
             from .text import TextEncoder
 
-            encoder = TextEncoder.from_pretrained(str(te_path), device=device, dtype=dtype)
-        return cls(vae, dit, spec, encoder)
+            te_home = torch.device("cpu") if offload or text_encoder_on_cpu else device
+            te_dtype = torch.float32 if te_home.type == "cpu" and text_encoder_on_cpu else dtype
+            encoder = TextEncoder.from_pretrained(str(te_path), device=te_home, dtype=te_dtype)
+        return cls(vae, dit, spec, encoder, device=device, offload=offload)
 
-    @property
-    def device(self) -> torch.device:
-        return self.dit.proj_out.weight.device
+    @contextlib.contextmanager
+    def _visit(self, module: torch.nn.Module | None) -> Iterator[None]:
+        """With offload: move `module` to the compute device for the block, then back to the CPU."""
+        if not self.offload or module is None:
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -97,24 +129,33 @@ class Pipeline:
 
     def default_config(self) -> SampleConfig:
         """Generation defaults for this checkpoint (the schedule family comes from its metadata)."""
-        return SampleConfig(stochastic=self.spec.scheduler.stochastic)
+        layers = self.dit.cfg.num_layers
+        stg_blocks = (19,) if layers > 19 else (layers - 1,)  # official 2B block 19; the last block of small models
+        return SampleConfig(stochastic=self.spec.scheduler.stochastic, stg_blocks=stg_blocks)
 
     def encode_text(self, prompts: list[str], max_tokens: int) -> TextEmbeddings:
         if self.text_encoder is None:
             raise ValueError(
                 "this pipeline has no text encoder: pass text_encoder=PATH (CLI: --text-encoder)"
             )
-        emb, mask = self.text_encoder.encode(prompts, max_tokens)
+        with self._visit(getattr(self.text_encoder, "model", None)):
+            emb, mask = self.text_encoder.encode(prompts, max_tokens)
         return TextEmbeddings(emb.to(self.device, self.dtype), mask.to(self.device))
 
     def schedule(self, cfg: SampleConfig, num_tokens: int) -> list[float]:
-        """Explicit list > checkpoint's fixed list > SD3-shift (0.9.0/0.9.1) or linear-quadratic (0.9.5+)."""
+        """Explicit list > checkpoint's fixed list > SD3-shift (0.9.0/0.9.1) or linear-quadratic (0.9.5+);
+        then `skip_initial_steps` / `skip_final_steps` are dropped (official semantics)."""
         sched = self.spec.scheduler
         if cfg.timesteps or sched.timesteps:
-            return sampling.validate_schedule(list(cfg.timesteps or sched.timesteps))
-        if sched.kind == "sd3":
-            return sampling.sd3_schedule(cfg.steps, num_tokens, terminal=sched.shift_terminal)
-        return sampling.linear_quadratic_schedule(cfg.steps)
+            ts = sampling.validate_schedule(list(cfg.timesteps or sched.timesteps))
+        elif sched.kind == "sd3":
+            ts = sampling.sd3_schedule(cfg.steps, num_tokens, terminal=sched.shift_terminal)
+        else:
+            ts = sampling.linear_quadratic_schedule(cfg.steps)
+        kept = ts[cfg.skip_initial_steps : len(ts) - cfg.skip_final_steps]
+        if not kept:
+            raise ValueError(f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none")
+        return kept
 
     @torch.inference_mode()
     def generate(
@@ -125,12 +166,20 @@ class Pipeline:
         conditions: list[Condition] = (),  # type: ignore[assignment]
         negative: TextEmbeddings | None = None,
         noise: Tensor | None = None,
+        init_latents: Tensor | None = None,
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
+        decode: bool = True,
     ) -> GenerationResult:
         """Generate videos. `config` fields default to `default_config()`; `noise` is the initial normalized
-        latent noise (B, C, F', H', W') (else drawn in the official (B, N, C) layout from the seed)."""
+        latent noise (B, C, F', H', W') (else drawn in the official (B, N, C) layout from the seed).
+        `init_latents` (normalized, same shape) start the sampling from t0 = the first timestep instead of pure
+        noise: x = t0·noise + (1 − t0)·init (video-to-video, multi-scale second pass); pair it with
+        `skip_initial_steps` or explicit `timesteps` below 1. `decode=False` returns latents only (video None)."""
         cfg = config or self.default_config()
+        bad = [i for i in (*cfg.stg_blocks, *(j for bl in cfg.stg_blocks_schedule for j in bl)) if i >= self.dit.cfg.num_layers]
+        if bad and (cfg.stg > 0 or cfg.stg_schedule):
+            raise ValueError(f"STG blocks {bad} do not exist in this {self.dit.cfg.num_layers}-block transformer")
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
         seed = cfg.seed if cfg.seed is not None else secrets.randbits(62)
@@ -139,18 +188,62 @@ class Pipeline:
         text, neg = self._texts(prompt, negative, cfg)
         b = text.emb.shape[0]
         shape = (b, self.dit.cfg.in_channels, (frames - 1) // st + 1, height // ss, width // ss)
-        state = self._initial_state(shape, noise, conditions, cfg, frames, height, width, generator)
         ts = self.schedule(cfg, math.prod(shape[2:]))
-        for i, t in enumerate(ts):
-            state.tokens = self._step(state, ts, i, t, text, neg, cfg, generator)
-            if callback is not None:
-                callback(i, t, state.tokens)
+        state = self._initial_state(shape, noise, init_latents, ts[0], conditions, frames, height, width, generator)
+        with self._visit(self.dit):
+            for i, t in enumerate(ts):
+                state.tokens = self._step(state, ts, i, t, text, neg, cfg, generator)
+                if callback is not None:
+                    callback(i, t, state.tokens)
         latents = rearrange(
             state.tokens[:, state.num_extra :], "b (f h w) c -> b c f h w", f=shape[2], h=shape[3]
         )
+        if not decode:
+            return GenerationResult(None, latents, cfg.frame_rate, ts, seed)
         video = self._decode(latents, cfg, generator)
         video = video[:, :, : cfg.num_frames, : cfg.height, : cfg.width]  # crop the padding back (top-left)
         return GenerationResult(((video.float() + 1) / 2).clamp(0, 1), latents, cfg.frame_rate, ts, seed)
+
+    @torch.inference_mode()
+    def generate_multiscale(
+        self,
+        prompt: str | list[str] | TextEmbeddings,
+        first: SampleConfig,
+        second: SampleConfig,
+        upsampler: LatentUpsampler,
+        downscale: float = 2 / 3,
+        *,
+        conditions: list[Condition] = (),  # type: ignore[assignment]
+        negative: TextEmbeddings | None = None,
+        callback: StepCallback | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GenerationResult:
+        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples of 32),
+        latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size starting from those
+        latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize to the
+        requested size. The requested size and frames are `first.width/height/num_frames`."""
+        from .upsampler import adain_match
+
+        _, ss, _ = self.vae.scale_factors
+        w1, h1 = int(first.width * downscale), int(first.height * downscale)
+        w1, h1 = w1 - w1 % ss, h1 - h1 % ss
+        if w1 < ss or h1 < ss:
+            raise ValueError(f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side")
+        seed = first.seed if first.seed is not None else secrets.randbits(62)
+        generator = generator or torch.Generator(self.device).manual_seed(seed)
+        text, neg = self._texts(prompt, negative, first if first.guidance > second.guidance else second)
+        low = self.generate(text, dataclasses.replace(first, width=w1, height=h1), conditions=conditions,
+                            negative=neg, callback=callback, generator=generator, decode=False)  # fmt: skip
+        with self._visit(upsampler):
+            up = upsampler(self.vae.denormalize(low.latents).to(self.device, upsampler.final_conv.weight.dtype))
+        init = adain_match(self.vae.normalize(up.to(low.latents)), low.latents)
+        cfg2 = dataclasses.replace(second, width=2 * w1, height=2 * h1, num_frames=first.num_frames)
+        high = self.generate(text, cfg2, conditions=conditions, negative=neg, init_latents=init,
+                             callback=callback, generator=generator)  # fmt: skip
+        frames = rearrange(high.video, "b c f h w -> (b f) c h w")
+        frames = torch.nn.functional.interpolate(frames, size=(first.height, first.width), mode="bilinear")
+        video = rearrange(frames, "(b f) c h w -> b c f h w", b=high.video.shape[0]).clamp(0, 1)
+        return GenerationResult(video, high.latents, first.frame_rate, low.timesteps + high.timesteps, seed)
 
     def _texts(
         self, prompt: str | list[str] | TextEmbeddings, negative: TextEmbeddings | None, cfg: SampleConfig
@@ -175,8 +268,9 @@ class Pipeline:
         self,
         shape: tuple[int, ...],
         noise: Tensor | None,
+        init_latents: Tensor | None,
+        t0: float,
         conditions: list[Condition],
-        cfg: SampleConfig,
         frames: int,
         height: int,
         width: int,
@@ -188,6 +282,12 @@ class Pipeline:
             noise = rearrange(noise, "b (f h w) c -> b c f h w", f=f, h=h, w=w)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have the latent shape {shape}, got {tuple(noise.shape)}")
+        if init_latents is not None:
+            if tuple(init_latents.shape) != shape:
+                raise ValueError(f"init_latents must have the latent shape {shape}, got {tuple(init_latents.shape)}")
+            if t0 >= 1.0:
+                raise ValueError("init_latents would be replaced by pure noise: start below t=1 (skip_initial_steps)")
+            noise = t0 * noise + (1 - t0) * init_latents.to(noise)  # official `prepare_latents`
         encoded = []
         for cond in conditions:
             n = trim_frames(cond.media.shape[2], cond.frame, frames, self.vae.scale_factors[0])
@@ -196,7 +296,8 @@ class Pipeline:
                 media = _resize(media, height, width)
             cond = dataclasses.replace(cond, media=media)
             check_condition(cond, frames, self.vae.scale_factors[0])
-            encoded.append((cond, self.vae.encode(media.to(self.device, self.vae.latent_std.dtype))))  # mode
+            with self._visit(self.vae):
+                encoded.append((cond, self.vae.encode(media.to(self.device, self.vae.latent_std.dtype))))  # mode
         grid_coords = self._coords(f, h, w).expand(b, -1, -1)
         return build_state(noise.to(self.device, self.dtype), encoded, grid_coords, self._coords, generator)
 
@@ -276,7 +377,22 @@ class Pipeline:
             timestep = cfg.decode_timestep
         if cfg.tone_map > 0:
             z = tone_map(z, cfg.tone_map)
-        return self.vae.decode(z, timestep=timestep, generator=generator)
+        with self._visit(self.vae):
+            if _should_tile(cfg.vae_tiling, z, self.device):
+                return self.vae.decode_tiled(z, timestep=timestep, generator=generator)
+            return self.vae.decode(z, timestep=timestep, generator=generator)
+
+
+def _should_tile(setting: bool | None, latents: Tensor, device: torch.device) -> bool:
+    """Explicit setting, else tile when the decoder's largest activations (~128 channels at full resolution,
+    several live copies) would not fit in the free GPU memory. Never automatic on the CPU."""
+    if setting is not None:
+        return setting
+    if device.type != "cuda":
+        return False
+    b, _, f, h, w = latents.shape
+    needed = b * (8 * (f - 1) + 1) * (32 * h) * (32 * w) * 128 * latents.element_size() * 4
+    return needed > torch.cuda.mem_get_info(device)[0]
 
 
 def tone_map(latents: Tensor, compression: float) -> Tensor:

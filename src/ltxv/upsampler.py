@@ -73,10 +73,12 @@ class UpsamplerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UpsamplerConfig:
-        """Parse an official config dict. Every architecture key is required: the official loader's fallbacks
-        (in_channels 4, mid_channels 128, dims 2) differ from its constructor's defaults, so none is guessed."""
+        """Parse an official config dict. Every architecture key is required: the official loader's
+        fallbacks (in_channels 4, mid_channels 128, dims 2) differ from its constructor's defaults."""
         if d.get("_class_name", CLASS_NAMES[0]) not in CLASS_NAMES:
-            raise ValueError(f"upsampler config: _class_name {d['_class_name']!r} is not one of {CLASS_NAMES}")
+            raise ValueError(
+                f"upsampler config: _class_name {d['_class_name']!r} is not one of {CLASS_NAMES}"
+            )
         names = {f.name for f in fields(cls)}
         if ltx2 := sorted(k for k in d if k in LTX2_KEYS):
             raise ValueError(
@@ -107,10 +109,11 @@ class ResBlock(nn.Module):
 
 
 class LatentUpsampler(nn.Module):
-    """(B, C, F, H, W) un-normalized latents -> (B, C, F', 2H, 2W) / (B, C, 2F-1, H', W'), see `UpsamplerConfig`.
+    """(B, C, F, H, W) un-normalized latents -> (B, C, F, 2H, 2W), or F -> 2F-1 if temporal (see config).
 
-    initial conv -> GN -> SiLU -> N ResBlocks -> conv to (factor x mid) channels + pixel shuffle -> N ResBlocks
-    -> final conv. Spatial-only upsampling uses a per-frame Conv2d even when dims=3 (as the official model).
+    initial conv -> GN -> SiLU -> N ResBlocks -> conv to (factor x mid) channels + pixel shuffle
+    -> N ResBlocks -> final conv. Spatial-only upsampling uses a per-frame Conv2d even when dims=3, as the
+    official model does.
     """
 
     def __init__(self, config: UpsamplerConfig):
@@ -128,7 +131,7 @@ class LatentUpsampler(nn.Module):
         self.post_upsample_res_blocks = nn.ModuleList([ResBlock(mid, dims) for _ in range(n)])
         self.final_conv = conv(mid, c, kernel_size=3, padding=1)
 
-    def _upsample(self, x: Tensor, f: int) -> Tensor:
+    def _upsample(self, x: Tensor) -> Tensor:
         """Conv to factor x mid channels, then pixel shuffle; channel order (c p1 p2 p3) as the official."""
         x = self.upsampler[0](x)
         if not self.config.temporal_upsample:  # x: (B*F, 4*mid, H, W), per-frame Conv2d
@@ -145,17 +148,17 @@ class LatentUpsampler(nn.Module):
                 f"LatentUpsampler expects (B, {self.config.in_channels}, F, H, W) latents, "
                 f"got {tuple(latents.shape)}"
             )
-        b, f = latents.shape[0], latents.shape[2]
+        b = latents.shape[0]
         per_frame = self.config.dims == 2
         x = rearrange(latents, "b c f h w -> (b f) c h w") if per_frame else latents
         x = F.silu(self.initial_norm(self.initial_conv(x)))  # (B, mid, F, H, W) or (B*F, mid, H, W)
         for block in self.res_blocks:
             x = block(x)
         if per_frame or self.config.temporal_upsample:
-            x = self._upsample(x, f)
+            x = self._upsample(x)
         else:  # dims=3, spatial only: the upsampling conv is per frame
             x = rearrange(x, "b c f h w -> (b f) c h w")
-            x = rearrange(self._upsample(x, f), "(b f) c h w -> b c f h w", b=b)
+            x = rearrange(self._upsample(x), "(b f) c h w -> b c f h w", b=b)
         for block in self.post_upsample_res_blocks:
             x = block(x)
         x = self.final_conv(x)  # (B, C, F', H', W') or (B*F, C, 2H, 2W)
@@ -183,7 +186,7 @@ def adain_match(latents: Tensor, reference: Tensor, factor: float = 1.0) -> Tens
 
 
 def _header(path: str) -> tuple[list[str], dict[str, str]]:
-    """Tensor names and metadata, with one-line errors for anything that is not a readable safetensors file."""
+    """Tensor names and metadata; one-line errors for anything that is not a readable safetensors file."""
     if os.path.isdir(path):
         raise ValueError(
             f"{path}: is a folder; expected the official single-file upsampler .safetensors "
@@ -221,10 +224,18 @@ def _check_state(model: nn.Module, shapes: dict[str, tuple[int, ...]], where: st
     """Strict name and shape check from headers only; the error lists every offending key."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
-    bad = [f"{k} {shapes[k]} vs {expected[k]}" for k in sorted(expected.keys() & shapes.keys()) if shapes[k] != expected[k]]
+    bad = [
+        f"{k} {shapes[k]} vs {expected[k]}"
+        for k in sorted(expected.keys() & shapes.keys())
+        if shapes[k] != expected[k]
+    ]
     problems = [
         f"{label}: {', '.join(names)}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", bad))
+        for label, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape (file vs model)", bad),
+        )
         if names
     ]
     if problems:
@@ -259,7 +270,7 @@ def load_upsampler(
 
 
 def save_upsampler(path: str | os.PathLike[str], model: LatentUpsampler) -> None:
-    """Write `model` in the official layout (flat keys + "config" metadata), atomically (temp file + replace)."""
+    """Write `model` in the official layout (flat keys + "config" metadata), atomically (temp + replace)."""
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
