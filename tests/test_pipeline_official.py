@@ -131,7 +131,9 @@ def test_multiscale_matches_official(tmp_path, monkeypatch):
     from ltxv.upsampler import LatentUpsampler, UpsamplerConfig, save_upsampler
 
     ours, ref = _models(tmp_path, SchedulerConfig("linear_quadratic", None), True)
-    up = randomize_(LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3, 0.2)
+    up = randomize_(
+        LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3, 0.2
+    )
     save_upsampler(tmp_path / "up.safetensors", up)
     ref_up = OfficialUpsampler.from_pretrained(str(tmp_path / "up.safetensors")).eval()
     g = torch.Generator().manual_seed(0)
@@ -139,7 +141,9 @@ def test_multiscale_matches_official(tmp_path, monkeypatch):
     mask = torch.ones(1, 7)
     first = SampleConfig(width=192, height=160, num_frames=17, frame_rate=25.0, steps=4, stg_blocks=(1,),
                          decode_noise_scale=0.0)  # fmt: skip
-    second = SampleConfig(steps=4, skip_initial_steps=2, stg_blocks=(1,), decode_noise_scale=0.0, frame_rate=25.0)
+    second = SampleConfig(
+        steps=4, skip_initial_steps=2, stg_blocks=(1,), decode_noise_scale=0.0, frame_rate=25.0
+    )
     result = ours.generate_multiscale(TextEmbeddings(emb, mask), first, second, up.eval(),
                                       negative=TextEmbeddings(neg, mask), generator=torch.Generator().manual_seed(7))  # fmt: skip
     common = dict(

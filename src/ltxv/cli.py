@@ -18,7 +18,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    _add_generate(sub.add_parser("generate", help="generate a video from a prompt (and images/clips)", formatter_class=fmt))
+    _add_generate(
+        sub.add_parser(
+            "generate", help="generate a video from a prompt (and images/clips)", formatter_class=fmt
+        )
+    )
 
     p = sub.add_parser("info", help="show what a checkpoint contains", formatter_class=fmt)
     p.add_argument(
@@ -42,33 +46,71 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
 
     d = SampleConfig()
     p.add_argument("prompt", help="what the video shows")
-    p.add_argument("--model", required=True, help="checkpoint: official .safetensors, diffusers folder, or ltxv file")
-    p.add_argument("--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id")
+    p.add_argument(
+        "--model", required=True, help="checkpoint: official .safetensors, diffusers folder, or ltxv file"
+    )
+    p.add_argument(
+        "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
+    )
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
     p.add_argument("--negative-prompt", default=d.negative_prompt, help="what to steer away from (CFG)")
-    p.add_argument("--width", type=int, default=d.width, help="pixels; padded up to a multiple of 32, cropped back")
-    p.add_argument("--height", type=int, default=d.height, help="pixels; padded up to a multiple of 32, cropped back")
+    p.add_argument(
+        "--width", type=int, default=d.width, help="pixels; padded up to a multiple of 32, cropped back"
+    )
+    p.add_argument(
+        "--height", type=int, default=d.height, help="pixels; padded up to a multiple of 32, cropped back"
+    )
     p.add_argument("--frames", type=int, default=d.num_frames, help="frames; padded up to 8k+1, cropped back")
-    p.add_argument("--fps", type=float, default=d.frame_rate, help="frame rate (also enters the positional encoding)")
+    p.add_argument(
+        "--fps", type=float, default=d.frame_rate, help="frame rate (also enters the positional encoding)"
+    )
     p.add_argument("--steps", type=int, default=d.steps, help="denoising steps")
     p.add_argument("--timesteps", help="explicit schedule, comma-separated descending values in (0, 1]")
-    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance scale (1 = off)")
+    p.add_argument(
+        "--guidance", type=float, default=d.guidance, help="classifier-free guidance scale (1 = off)"
+    )
     p.add_argument("--stg", type=float, default=d.stg, help="spatiotemporal guidance scale (0 = off)")
-    p.add_argument("--stg-mode", default=d.stg_mode, choices=("attention_values", "attention_skip", "transformer_block"))
-    p.add_argument("--stg-blocks", default=",".join(map(str, d.stg_blocks)), help="comma-separated STG block indices")
+    p.add_argument(
+        "--stg-mode", default=d.stg_mode, choices=("attention_values", "attention_skip", "transformer_block")
+    )
+    p.add_argument(
+        "--stg-blocks", default=",".join(map(str, d.stg_blocks)), help="comma-separated STG block indices"
+    )
     p.add_argument("--rescale", type=float, default=d.rescale, help="STG rescale towards the conditional std")
-    p.add_argument("--cfg-star", action="store_true", help="CFG-zero* rescaling of the unconditional velocity")
+    p.add_argument(
+        "--cfg-star", action="store_true", help="CFG-zero* rescaling of the unconditional velocity"
+    )
     p.add_argument("--seed", type=int, help="random seed (printed when not given)")
     p.add_argument("--image", help="image (or video) that becomes the first frame (image-to-video)")
     p.add_argument("--image-strength", type=float, default=1.0, help="conditioning strength of --image")
     p.add_argument("--condition", action="append", default=[], metavar="PATH@FRAME[:STRENGTH]",
                    help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable")  # fmt: skip
-    p.add_argument("--image-cond-noise", type=float, default=d.image_cond_noise_scale, help="I2V conditioning noise")
-    p.add_argument("--decode-timestep", type=float, default=d.decode_timestep, help="noise level for the decoder")
-    p.add_argument("--decode-noise", type=float, default=d.decode_noise_scale, help="noise mixed in before decode")
-    p.add_argument("--tone-map", type=float, default=d.tone_map, help="latent tone-mapping compression in [0, 1]")
+    p.add_argument(
+        "--image-cond-noise", type=float, default=d.image_cond_noise_scale, help="I2V conditioning noise"
+    )
+    p.add_argument(
+        "--decode-timestep", type=float, default=d.decode_timestep, help="noise level for the decoder"
+    )
+    p.add_argument(
+        "--decode-noise", type=float, default=d.decode_noise_scale, help="noise mixed in before decode"
+    )
+    p.add_argument(
+        "--tone-map", type=float, default=d.tone_map, help="latent tone-mapping compression in [0, 1]"
+    )
     p.add_argument("--stochastic", action="store_true", help="stochastic sampling (re-noise every step)")
-    p.add_argument("--max-tokens", type=int, default=0, help="T5 tokens (0 = the checkpoint era's: 128 or 256)")
+    p.add_argument(
+        "--max-tokens", type=int, default=0, help="T5 tokens (0 = the checkpoint era's: 128 or 256)"
+    )
+    p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
+    p.add_argument("--downscale", type=float, default=2 / 3, help="multi-scale: first-pass size factor")
+    p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
+    p.add_argument("--second-skip", type=int, help="multi-scale: skip this many initial second-pass steps "
+                   "(default: 17/30 of --steps, as the official dev configs)")  # fmt: skip
+    p.add_argument(
+        "--offload", action="store_true", help="keep models on the CPU between uses (low GPU memory)"
+    )
+    p.add_argument("--t5-cpu", action="store_true", help="run the text encoder on the CPU")
+    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto", help="tiled VAE decode")
     p.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
     p.set_defaults(handler=cmd_generate)
@@ -105,9 +147,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))
     timesteps = _floats(args.timesteps, "--timesteps")
-    items = ([(args.image, 0, args.image_strength)] if args.image else []) + [_parse_condition(c) for c in args.condition]
+    items = ([(args.image, 0, args.image_strength)] if args.image else []) + [
+        _parse_condition(c) for c in args.condition
+    ]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
-    pipe = Pipeline.from_pretrained(args.model, text_encoder=args.text_encoder, device=args.device, dtype=dtype)
+    pipe = Pipeline.from_pretrained(
+        args.model,
+        args.text_encoder,
+        args.device,
+        dtype,
+        offload=args.offload,
+        text_encoder_on_cpu=args.t5_cpu,
+    )
     cfg = dataclasses.replace(
         pipe.default_config(), width=args.width, height=args.height, num_frames=args.frames, frame_rate=args.fps,
         steps=args.steps, timesteps=timesteps, guidance=args.guidance, stg=args.stg, stg_mode=args.stg_mode,
@@ -115,6 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, image_cond_noise_scale=args.image_cond_noise, decode_timestep=args.decode_timestep,
         decode_noise_scale=args.decode_noise, tone_map=args.tone_map, seed=args.seed,
         stochastic=args.stochastic or pipe.default_config().stochastic,
+        vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
     )  # fmt: skip
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
     if (height, width, frames) != (cfg.height, cfg.width, cfg.num_frames):
@@ -124,7 +176,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for path, frame, strength in items:
         media, _ = read_media(path)
         conditions.append(Condition(resize_center_crop(media, height, width), frame, strength))
-    result = pipe.generate(args.prompt, cfg, conditions=conditions, callback=_progress(len(pipe.schedule(cfg, 1))))
+    if args.upsampler:
+        from .upsampler import load_upsampler
+
+        second = dataclasses.replace(cfg, timesteps=_floats(args.second_timesteps, "--second-timesteps"),
+                                     skip_initial_steps=round(cfg.steps * 17 / 30) if args.second_skip is None
+                                     else args.second_skip)  # fmt: skip
+        steps = len(pipe.schedule(cfg, 1)) + len(pipe.schedule(second, 1))
+        upsampler = load_upsampler(args.upsampler, "cpu" if args.offload else pipe.device, pipe.dtype)
+        result = pipe.generate_multiscale(args.prompt, cfg, second, upsampler, args.downscale,
+                                          conditions=conditions, callback=_progress(steps))  # fmt: skip
+    else:
+        result = pipe.generate(
+            args.prompt, cfg, conditions=conditions, callback=_progress(len(pipe.schedule(cfg, 1)))
+        )
     out = write_video(args.out, result.video[0], cfg.frame_rate)
     wall = time.perf_counter() - started
     print(f"wrote {out} ({result.video.shape[2]} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
@@ -138,14 +203,21 @@ def _progress(total: int) -> Callable[[int, float, object], None]:
 
     start = time.perf_counter()
     tty = sys.stderr.isatty()
+    calls = [0]  # counts steps across passes (the multi-scale pipeline restarts i at 0)
 
     def report(i: int, t: float, _: object) -> None:
-        done = i + 1
+        calls[0] += 1
+        done = calls[0]
         elapsed = time.perf_counter() - start
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
         line = f"step {done}/{total}  t={t:.3f}  {rate:.2f} steps/s  ETA {eta:.0f} s"
-        print(("\r" + line) if tty else line, end="" if tty and done < total else "\n", file=sys.stderr, flush=True)
+        print(
+            ("\r" + line) if tty else line,
+            end="" if tty and done < total else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return report
 

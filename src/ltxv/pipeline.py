@@ -130,7 +130,9 @@ class Pipeline:
     def default_config(self) -> SampleConfig:
         """Generation defaults for this checkpoint (the schedule family comes from its metadata)."""
         layers = self.dit.cfg.num_layers
-        stg_blocks = (19,) if layers > 19 else (layers - 1,)  # official 2B block 19; the last block of small models
+        stg_blocks = (
+            (19,) if layers > 19 else (layers - 1,)
+        )  # official 2B block 19; the last block of small models
         return SampleConfig(stochastic=self.spec.scheduler.stochastic, stg_blocks=stg_blocks)
 
     def encode_text(self, prompts: list[str], max_tokens: int) -> TextEmbeddings:
@@ -154,7 +156,9 @@ class Pipeline:
             ts = sampling.linear_quadratic_schedule(cfg.steps)
         kept = ts[cfg.skip_initial_steps : len(ts) - cfg.skip_final_steps]
         if not kept:
-            raise ValueError(f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none")
+            raise ValueError(
+                f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none"
+            )
         return kept
 
     @torch.inference_mode()
@@ -177,9 +181,15 @@ class Pipeline:
         noise: x = t0·noise + (1 − t0)·init (video-to-video, multi-scale second pass); pair it with
         `skip_initial_steps` or explicit `timesteps` below 1. `decode=False` returns latents only (video None)."""
         cfg = config or self.default_config()
-        bad = [i for i in (*cfg.stg_blocks, *(j for bl in cfg.stg_blocks_schedule for j in bl)) if i >= self.dit.cfg.num_layers]
+        bad = [
+            i
+            for i in (*cfg.stg_blocks, *(j for bl in cfg.stg_blocks_schedule for j in bl))
+            if i >= self.dit.cfg.num_layers
+        ]
         if bad and (cfg.stg > 0 or cfg.stg_schedule):
-            raise ValueError(f"STG blocks {bad} do not exist in this {self.dit.cfg.num_layers}-block transformer")
+            raise ValueError(
+                f"STG blocks {bad} do not exist in this {self.dit.cfg.num_layers}-block transformer"
+            )
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
         seed = cfg.seed if cfg.seed is not None else secrets.randbits(62)
@@ -189,7 +199,9 @@ class Pipeline:
         b = text.emb.shape[0]
         shape = (b, self.dit.cfg.in_channels, (frames - 1) // st + 1, height // ss, width // ss)
         ts = self.schedule(cfg, math.prod(shape[2:]))
-        state = self._initial_state(shape, noise, init_latents, ts[0], conditions, frames, height, width, generator)
+        state = self._initial_state(
+            shape, noise, init_latents, ts[0], conditions, frames, height, width, generator
+        )
         with self._visit(self.dit):
             for i, t in enumerate(ts):
                 state.tokens = self._step(state, ts, i, t, text, neg, cfg, generator)
@@ -228,14 +240,18 @@ class Pipeline:
         w1, h1 = int(first.width * downscale), int(first.height * downscale)
         w1, h1 = w1 - w1 % ss, h1 - h1 % ss
         if w1 < ss or h1 < ss:
-            raise ValueError(f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side")
+            raise ValueError(
+                f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
+            )
         seed = first.seed if first.seed is not None else secrets.randbits(62)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first if first.guidance > second.guidance else second)
         low = self.generate(text, dataclasses.replace(first, width=w1, height=h1), conditions=conditions,
                             negative=neg, callback=callback, generator=generator, decode=False)  # fmt: skip
         with self._visit(upsampler):
-            up = upsampler(self.vae.denormalize(low.latents).to(self.device, upsampler.final_conv.weight.dtype))
+            up = upsampler(
+                self.vae.denormalize(low.latents).to(self.device, upsampler.final_conv.weight.dtype)
+            )
         init = adain_match(self.vae.normalize(up.to(low.latents)), low.latents)
         cfg2 = dataclasses.replace(second, width=2 * w1, height=2 * h1, num_frames=first.num_frames)
         high = self.generate(text, cfg2, conditions=conditions, negative=neg, init_latents=init,
@@ -284,9 +300,13 @@ class Pipeline:
             raise ValueError(f"noise must have the latent shape {shape}, got {tuple(noise.shape)}")
         if init_latents is not None:
             if tuple(init_latents.shape) != shape:
-                raise ValueError(f"init_latents must have the latent shape {shape}, got {tuple(init_latents.shape)}")
+                raise ValueError(
+                    f"init_latents must have the latent shape {shape}, got {tuple(init_latents.shape)}"
+                )
             if t0 >= 1.0:
-                raise ValueError("init_latents would be replaced by pure noise: start below t=1 (skip_initial_steps)")
+                raise ValueError(
+                    "init_latents would be replaced by pure noise: start below t=1 (skip_initial_steps)"
+                )
             noise = t0 * noise + (1 - t0) * init_latents.to(noise)  # official `prepare_latents`
         encoded = []
         for cond in conditions:
@@ -297,7 +317,9 @@ class Pipeline:
             cond = dataclasses.replace(cond, media=media)
             check_condition(cond, frames, self.vae.scale_factors[0])
             with self._visit(self.vae):
-                encoded.append((cond, self.vae.encode(media.to(self.device, self.vae.latent_std.dtype))))  # mode
+                encoded.append(
+                    (cond, self.vae.encode(media.to(self.device, self.vae.latent_std.dtype)))
+                )  # mode
         grid_coords = self._coords(f, h, w).expand(b, -1, -1)
         return build_state(noise.to(self.device, self.dtype), encoded, grid_coords, self._coords, generator)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
+
+from .weights import atomic_save, open_safetensors
 
 CLASS_NAMES = ("LatentUpsampler", "LTXLatentUpsamplerModel")  # official native name, diffusers' name
 LTX2_KEYS = ("rational_spatial_scale", "use_rational_resampler")  # LTX-2 upsamplers: a different model
@@ -195,7 +194,7 @@ def _header(path: str) -> tuple[list[str], dict[str, str]]:
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     try:
-        with safe_open(path, framework="pt") as f:
+        with open_safetensors(path) as f:
             return list(f.keys()), dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own error types for bad headers / truncation
         raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
@@ -261,7 +260,7 @@ def load_upsampler(
     config = _read_config(path, keys, meta)
     with torch.device("meta"):
         model = LatentUpsampler(config)
-    with safe_open(path, framework="pt", device=str(torch.device(device or "cpu"))) as f:
+    with open_safetensors(path, str(torch.device(device or "cpu"))) as f:
         _check_state(model, {k: tuple(f.get_slice(k).get_shape()) for k in keys}, path)
         state = {k: f.get_tensor(k) for k in keys}
     target = dtype or _file_dtype({v.dtype for v in state.values()})
@@ -271,13 +270,5 @@ def load_upsampler(
 
 def save_upsampler(path: str | os.PathLike[str], model: LatentUpsampler) -> None:
     """Write `model` in the official layout (flat keys + "config" metadata), atomically (temp + replace)."""
-    path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"config": json.dumps(model.config.to_dict())})
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    atomic_save(state, Path(path), {"config": json.dumps(model.config.to_dict())})

@@ -57,12 +57,26 @@ class Checkpoint:
 # ------------------------------------------------------------------------------------------------------------
 
 
+def open_safetensors(path: str, device: str = "cpu"):  # noqa: ANN201 - safetensors' safe_open handle
+    """safe_open, falling back to read() instead of mmap when the kernel refuses to map a file larger than RAM
+    (seen with the 28.6 GB 13B file on a 24 GiB machine without swap; needs safetensors >= 0.7 for `backend`)."""
+    try:
+        return safe_open(path, framework="pt", device=device)
+    except Exception as err:
+        if "mmap" not in str(err):
+            raise
+        try:
+            return safe_open(path, framework="pt", device=device, backend="pread")
+        except TypeError:
+            raise err from None
+
+
 def _header(path: str) -> tuple[list[str], dict[str, str]]:
     """Tensor names and metadata of a safetensors file, with one-line errors for anything unreadable."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     try:
-        with safe_open(path, framework="pt") as f:
+        with open_safetensors(path) as f:
             return list(f.keys()), dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own error types for bad headers / truncation
         raise CheckpointError(
@@ -225,7 +239,7 @@ def _validate(model: nn.Module, comp: Component, where: str) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     shapes: dict[str, tuple[int, ...]] = {}
     for file, items in _by_file(comp).items():
-        with safe_open(file, framework="pt") as f:
+        with open_safetensors(file) as f:
             shapes.update({ours: tuple(f.get_slice(key).get_shape()) for ours, key in items})
     missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
     bad = [
@@ -259,7 +273,7 @@ def _build(
     sd: dict[str, Tensor] = {}
     for file, items in _by_file(comp).items():
         try:
-            with safe_open(file, framework="pt", device=str(torch.device(device or "cpu"))) as f:
+            with open_safetensors(file, str(torch.device(device or "cpu"))) as f:
                 sd.update({ours: f.get_tensor(key) for ours, key in items})
         except Exception as err:
             raise CheckpointError(f"{file}: cannot read tensors ({str(err).splitlines()[0]})") from None
@@ -309,7 +323,8 @@ def load_transformer(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+def atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors file written to a temporary name in the same folder, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -339,14 +354,14 @@ def save_checkpoint(
             f"dit.{k}": v for k, v in (dit_sd or {}).items()
         }
         meta = {"format": "ltxv", "format_version": LTXV_FORMAT_VERSION, "spec": json.dumps(to_dict(spec))}
-        _atomic_save(tensors, out, meta)
+        atomic_save(tensors, out, meta)
     elif fmt == "native":
         config: dict[str, Any] = {"scheduler": convert.scheduler_to_native(spec.scheduler)}
         if vae_sd is not None:
             config["vae"] = convert.vae_config_to_native(spec.vae)
         if dit_sd is not None:
             config["transformer"] = convert.dit_config_to_native(spec.dit)
-        _atomic_save(convert.ltxv_to_native(vae_sd, dit_sd), out, {"config": json.dumps(config)})
+        atomic_save(convert.ltxv_to_native(vae_sd, dit_sd), out, {"config": json.dumps(config)})
     elif fmt == "diffusers":
         _save_diffusers(out, spec, vae_sd, dit_sd)
     else:
@@ -400,7 +415,7 @@ def read_state_dicts(ckpt: Checkpoint) -> tuple[dict[str, Tensor] | None, dict[s
             _validate(model_cls(comp.config), comp, ckpt.path)
         out: dict[str, Tensor] = {}
         for file, items in _by_file(comp).items():
-            with safe_open(file, framework="pt") as f:
+            with open_safetensors(file) as f:
                 out.update({ours: f.get_tensor(key) for ours, key in items})
         return out
 
@@ -430,7 +445,7 @@ def summarize(ckpt: Checkpoint) -> dict[str, Any]:
             continue
         params, dtypes = 0, set()
         for file, items in _by_file(comp).items():
-            with safe_open(file, framework="pt") as f:
+            with open_safetensors(file) as f:
                 for _, key in items:
                     sl = f.get_slice(key)
                     params += math.prod(sl.get_shape())

@@ -15,6 +15,7 @@ from ..layers.embed import AdaLNSingle, TextProjection
 from ..layers.norm import RMSNorm, modulate, rms_norm
 from ..layers.rope import apply_rope, latent_pixel_coords, rope_cos_sin
 
+
 @dataclass(frozen=True)
 class SkipLayers:
     """Spatiotemporal guidance (STG) perturbation: in `blocks`, for batch elements where `batch_mask` is True,
