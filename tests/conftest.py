@@ -84,6 +84,25 @@ def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> to
     return module
 
 
+def position_sensitive_dit(causal: bool, seed: int = 2):
+    """Tiny DiT whose output depends on token positions: head_dim 24 (8 RoPE frequencies, not 2), weights at
+    scale 1 and self-attention q/k norms x10. With the tiny preset at randomize_'s default scale, attention is
+    almost uniform: causal_temporal_positioning on/off moved the T2V latents by only 4e-7 (< the 1e-4 bound);
+    with this model it moves them by ~12%."""
+    import dataclasses
+
+    import ltxv
+    from ltxv.presets import PRESETS
+
+    cfg = dataclasses.replace(PRESETS["tiny"].dit, head_dim=24, causal_temporal_positioning=causal)
+    dit = randomize_(ltxv.VideoDiT(cfg), seed, 1.0)
+    with torch.no_grad():
+        for name, p in dit.named_parameters():
+            if ".attn1." in name and name.endswith("_norm.weight"):
+                p.mul_(10)
+    return dit
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 

@@ -9,9 +9,11 @@ Skipped unless `ltx_video` is importable (see tests/test_official_parity.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
-from conftest import randomize_, rel_err
+from conftest import position_sensitive_dit, randomize_, rel_err
 
 import ltxv
 from ltxv.conditioning import Condition
@@ -32,23 +34,19 @@ from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
 TOL = 1e-4
 
 
-def _models(tmp_path, scheduler: SchedulerConfig, causal: bool):
+def _models(tmp_path, scheduler: SchedulerConfig, causal: bool, sensitive: bool = True):
     import json
 
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    tiny = PRESETS["tiny"]
-    spec = ModelSpec(vae=tiny.vae, dit=ltxv.DiTConfig(**{**tiny.dit.__dict__, "causal_temporal_positioning": causal}),
-                     scheduler=scheduler)  # fmt: skip
+    # position-sensitive so that a wrong token position would show; the milder default model for long cascades,
+    # where a sensitive random network amplifies float32 rounding beyond the bound
+    tiny_dit = ltxv.DiTConfig(**{**PRESETS["tiny"].dit.__dict__, "causal_temporal_positioning": causal})
+    dit = position_sensitive_dit(causal) if sensitive else randomize_(ltxv.VideoDiT(tiny_dit), 2)
+    spec = ModelSpec(vae=PRESETS["tiny"].vae, dit=dit.cfg, scheduler=scheduler)
     path = tmp_path / "tiny.safetensors"
-    save_checkpoint(
-        path,
-        spec,
-        randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2),
-        randomize_(ltxv.VideoDiT(spec.dit), 2),
-        "native",
-    )
+    save_checkpoint(path, spec, randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2), dit, "native")
     with safe_open(path, framework="pt") as f:
         config = json.loads(f.metadata()["config"])
     tensors = load_file(path)
@@ -91,6 +89,14 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
     cfg = SampleConfig(width=w, height=h, num_frames=frames, frame_rate=fps, steps=5, guidance=3.0, stg=1.0,
                        stg_blocks=(1,), rescale=0.7, image_cond_noise_scale=0.15, decode_timestep=0.05,
                        decode_noise_scale=0.0)  # fmt: skip
+    # The official scheduler computes its schedule in float32 (e.g. 0.10000008 for 0.1); the position-sensitive
+    # random model amplifies that 1e-7 difference, so both runs use the official list after checking that ours
+    # is within 1e-6 of it (the schedule values themselves are tested in test_sampling.py).
+    ref.scheduler.set_timesteps(5, samples_shape=(1, 16, (frames - 1) // 8 + 1, h // 32, w // 32))
+    ts_ref = ref.scheduler.timesteps.tolist()
+    tokens = ((frames - 1) // 8 + 1) * (h // 32) * (w // 32)
+    assert ours.schedule(cfg, tokens) == pytest.approx(ts_ref, abs=1e-6)
+    cfg = dataclasses.replace(cfg, timesteps=tuple(ts_ref))
     result = ours.generate(TextEmbeddings(emb, mask), cfg, negative=TextEmbeddings(neg, neg_mask),
                            conditions=[Condition(m, f, s) for m, f, s in items],
                            generator=torch.Generator().manual_seed(42))  # fmt: skip
@@ -100,7 +106,7 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
             width=w,
             num_frames=frames,
             frame_rate=fps,
-            num_inference_steps=5,
+            timesteps=ts_ref,
             guidance_scale=3.0,
             skip_layer_strategy=SkipLayerStrategy.AttentionValues,
             skip_block_list=[1],
@@ -130,7 +136,7 @@ def test_multiscale_matches_official(tmp_path, monkeypatch):
 
     from ltxv.upsampler import LatentUpsampler, UpsamplerConfig, save_upsampler
 
-    ours, ref = _models(tmp_path, SchedulerConfig("linear_quadratic", None), True)
+    ours, ref = _models(tmp_path, SchedulerConfig("linear_quadratic", None), True, sensitive=False)
     up = randomize_(
         LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3, 0.2
     )

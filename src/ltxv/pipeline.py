@@ -159,7 +159,7 @@ class Pipeline:
             raise ValueError(
                 f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none"
             )
-        return kept
+        return torch.tensor(kept, dtype=torch.float32).tolist()  # the official scheduler holds float32 values
 
     @torch.inference_mode()
     def generate(
@@ -192,7 +192,7 @@ class Pipeline:
             )
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
-        seed = cfg.seed if cfg.seed is not None else secrets.randbits(62)
+        seed = None if generator is not None else cfg.seed if cfg.seed is not None else secrets.randbits(62)
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, cfg)
@@ -243,7 +243,7 @@ class Pipeline:
             raise ValueError(
                 f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
             )
-        seed = first.seed if first.seed is not None else secrets.randbits(62)
+        seed = None if generator is not None else first.seed if first.seed is not None else secrets.randbits(62)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first if first.guidance > second.guidance else second)
         low = self.generate(text, dataclasses.replace(first, width=w1, height=h1), conditions=conditions,
