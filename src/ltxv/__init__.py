@@ -1,7 +1,9 @@
 """ltxv: realtime video latent diffusion in the LTX-Video family (Video-VAE, DiT, rectified flow)."""
 
-from .config import DiTConfig, ModelSpec, SchedulerConfig, VAEBlock, VAEConfig
+from .conditioning import Condition
+from .config import DiTConfig, ModelSpec, SampleConfig, SchedulerConfig, VAEBlock, VAEConfig
 from .dit.model import SkipLayers, VideoDiT
+from .pipeline import GenerationResult, Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
 from .vae.model import VideoVAE
 from .weights import (
@@ -16,6 +18,11 @@ from .weights import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Condition",
+    "GenerationResult",
+    "Pipeline",
+    "SampleConfig",
+    "TextEmbeddings",
     "CheckpointError",
     "convert_checkpoint",
     "load_transformer",
