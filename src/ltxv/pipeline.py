@@ -243,7 +243,9 @@ class Pipeline:
             raise ValueError(
                 f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
             )
-        seed = None if generator is not None else first.seed if first.seed is not None else secrets.randbits(62)
+        seed = (
+            None if generator is not None else first.seed if first.seed is not None else secrets.randbits(62)
+        )
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first if first.guidance > second.guidance else second)
         low = self.generate(text, dataclasses.replace(first, width=w1, height=h1), conditions=conditions,
