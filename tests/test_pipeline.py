@@ -1,0 +1,131 @@
+"""Pipeline API on a tiny random model: shapes, seeds, conditioning invariants, schedules, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import randomize_
+
+import ltxv
+from ltxv import Condition, Pipeline, SampleConfig, TextEmbeddings
+from ltxv.presets import PRESETS
+from ltxv.upsampler import LatentUpsampler, UpsamplerConfig
+
+CFG = SampleConfig(width=64, height=64, num_frames=17, steps=3, stg_blocks=(1,), seed=5)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    spec = PRESETS["tiny"]
+    return Pipeline(randomize_(ltxv.VideoVAE(spec.vae).eval(), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit).eval(), 2), spec)
+
+
+def _text(seed: int = 0) -> tuple[TextEmbeddings, TextEmbeddings]:
+    g = torch.Generator().manual_seed(seed)
+    return (TextEmbeddings(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6)),
+            TextEmbeddings(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6)))  # fmt: skip
+
+
+def test_shapes_range_and_seed_reproducibility(pipe):
+    text, neg = _text()
+    a = pipe.generate(text, CFG, negative=neg)
+    b = pipe.generate(text, CFG, negative=neg)
+    c = pipe.generate(text, dataclasses.replace(CFG, seed=6), negative=neg)
+    assert a.video.shape == (1, 3, 17, 64, 64) and a.latents.shape == (1, 16, 3, 2, 2)
+    assert 0 <= a.video.min() and a.video.max() <= 1 and a.seed == 5
+    assert torch.equal(a.video, b.video) and not torch.equal(a.video, c.video)
+
+
+def test_odd_sizes_are_padded_and_cropped(pipe):
+    text, neg = _text()
+    r = pipe.generate(text, dataclasses.replace(CFG, width=70, height=40, num_frames=12), negative=neg)
+    assert r.video.shape == (1, 3, 12, 40, 70) and r.latents.shape == (1, 16, 3, 2, 3)  # 96x64x17 generated
+
+
+def test_image_to_video_keeps_the_encoded_image_in_the_first_latent_frame(pipe):
+    text, neg = _text()
+    image = torch.rand(1, 3, 1, 64, 64) * 2 - 1
+    cfg = dataclasses.replace(CFG, image_cond_noise_scale=0.0)
+    r = pipe.generate(text, cfg, negative=neg, conditions=[Condition(image, 0, 1.0)])
+    torch.testing.assert_close(r.latents[:, :, :1], pipe.vae.encode(image), atol=1e-6, rtol=0)
+    free = pipe.generate(text, cfg, negative=neg)
+    assert not torch.allclose(free.latents[:, :, :1], pipe.vae.encode(image), atol=1e-2)
+
+
+def test_keyframe_extra_tokens_are_dropped_and_change_the_video(pipe):
+    text, neg = _text()
+    image = torch.rand(1, 3, 1, 64, 64) * 2 - 1
+    plain = pipe.generate(text, CFG, negative=neg)
+    key = pipe.generate(text, CFG, negative=neg, conditions=[Condition(image, 16, 1.0)])
+    assert key.latents.shape == plain.latents.shape  # the extra tokens do not reach the decoder
+    assert not torch.allclose(key.latents, plain.latents)
+
+
+def test_callback_explicit_noise_and_schedules(pipe):
+    text, neg = _text()
+    seen = []
+    noise = torch.randn(1, 16, 3, 2, 2)
+    cfg = dataclasses.replace(CFG, timesteps=(1.0, 0.6, 0.2))
+    a = pipe.generate(text, cfg, negative=neg, noise=noise, callback=lambda i, t, x: seen.append((i, t)))
+    b = pipe.generate(text, dataclasses.replace(cfg, seed=99), negative=neg, noise=noise)
+    assert [t for _, t in seen] == pytest.approx([1.0, 0.6, 0.2]) and a.timesteps == pytest.approx([1.0, 0.6, 0.2])
+    torch.testing.assert_close(a.latents, b.latents)  # explicit noise decides, not the seed (no stochastic draws)
+    assert pipe.schedule(dataclasses.replace(CFG, steps=8), 4) == pytest.approx(
+        [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875], abs=1e-6
+    )
+    assert len(pipe.schedule(dataclasses.replace(CFG, steps=8, skip_initial_steps=3), 4)) == 5
+
+
+def test_video_to_video_starts_from_init_latents(pipe):
+    text, neg = _text()
+    init = torch.randn(1, 16, 3, 2, 2)
+    cfg = dataclasses.replace(CFG, timesteps=(0.3, 0.1))
+    r = pipe.generate(text, cfg, negative=neg, init_latents=init)
+    far = pipe.generate(text, cfg, negative=neg, init_latents=-init)
+    assert (r.latents - init).norm() < (far.latents - init).norm()
+    with pytest.raises(ValueError, match="pure noise"):
+        pipe.generate(text, CFG, negative=neg, init_latents=init)
+
+
+def test_multiscale_shapes(pipe):
+    text, neg = _text()
+    up = randomize_(LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3)
+    first = dataclasses.replace(CFG, width=160, height=96)
+    second = dataclasses.replace(CFG, skip_initial_steps=1)
+    r = pipe.generate_multiscale(text, first, second, up.eval(), negative=neg)
+    assert r.video.shape == (1, 3, 17, 96, 160) and r.latents.shape == (1, 16, 3, 4, 6)  # pass 1 at 64x96, pass 2 at 128x192
+
+
+def test_offload_and_tiling_options_run(pipe):
+    text, neg = _text()
+    plain = pipe.generate(text, CFG, negative=neg)
+    off = Pipeline(pipe.vae, pipe.dit, pipe.spec, offload=True)
+    torch.testing.assert_close(off.generate(text, CFG, negative=neg).video, plain.video)
+    tiled = pipe.generate(text, dataclasses.replace(CFG, vae_tiling=True), negative=neg)
+    torch.testing.assert_close(tiled.video, plain.video)  # fits in one tile: exactly the untiled decode
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"stg_blocks": (7,)}, "STG blocks"), ({"width": 0}, "width"), ({"num_frames": 5000}, "too large"),
+     ({"stg_mode": "bogus"}, "stg_mode"), ({"guidance_schedule": (3.0,)}, "guidance_schedule"),
+     ({"skip_initial_steps": 3}, "leaves none")],
+)  # fmt: skip
+def test_bad_settings_are_clear_errors(pipe, change, match):
+    text, neg = _text()
+    with pytest.raises(ValueError, match=match):
+        pipe.generate(text, dataclasses.replace(CFG, **change), negative=neg)
+
+
+def test_conditions_are_validated(pipe):
+    text, neg = _text()
+    with pytest.raises(ValueError, match="strength"):
+        Condition(torch.zeros(1, 3, 1, 64, 64), 0, 0.0)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pipe.generate(text, CFG, negative=neg, conditions=[Condition(torch.zeros(1, 3, 9, 64, 64), 4)])
+    with pytest.raises(ValueError, match="negative"):
+        pipe.generate(text, CFG)
+    with pytest.raises(ValueError, match="text encoder"):
+        pipe.generate("a prompt", CFG)
