@@ -19,7 +19,11 @@ CFG = SampleConfig(width=64, height=64, num_frames=17, steps=3, stg_blocks=(1,),
 @pytest.fixture(scope="module")
 def pipe():
     spec = PRESETS["tiny"]
-    return Pipeline(randomize_(ltxv.VideoVAE(spec.vae).eval(), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit).eval(), 2), spec)
+    return Pipeline(
+        randomize_(ltxv.VideoVAE(spec.vae).eval(), 1, 0.2),
+        randomize_(ltxv.VideoDiT(spec.dit).eval(), 2),
+        spec,
+    )
 
 
 def _text(seed: int = 0) -> tuple[TextEmbeddings, TextEmbeddings]:
@@ -70,8 +74,12 @@ def test_callback_explicit_noise_and_schedules(pipe):
     cfg = dataclasses.replace(CFG, timesteps=(1.0, 0.6, 0.2))
     a = pipe.generate(text, cfg, negative=neg, noise=noise, callback=lambda i, t, x: seen.append((i, t)))
     b = pipe.generate(text, dataclasses.replace(cfg, seed=99), negative=neg, noise=noise)
-    assert [t for _, t in seen] == pytest.approx([1.0, 0.6, 0.2]) and a.timesteps == pytest.approx([1.0, 0.6, 0.2])
-    torch.testing.assert_close(a.latents, b.latents)  # explicit noise decides, not the seed (no stochastic draws)
+    assert [t for _, t in seen] == pytest.approx([1.0, 0.6, 0.2]) and a.timesteps == pytest.approx(
+        [1.0, 0.6, 0.2]
+    )
+    torch.testing.assert_close(
+        a.latents, b.latents
+    )  # explicit noise decides, not the seed (no stochastic draws)
     assert pipe.schedule(dataclasses.replace(CFG, steps=8), 4) == pytest.approx(
         [1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875], abs=1e-6
     )
@@ -91,11 +99,19 @@ def test_video_to_video_starts_from_init_latents(pipe):
 
 def test_multiscale_shapes(pipe):
     text, neg = _text()
-    up = randomize_(LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3)
+    up = randomize_(
+        LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3
+    )
     first = dataclasses.replace(CFG, width=160, height=96)
     second = dataclasses.replace(CFG, skip_initial_steps=1)
     r = pipe.generate_multiscale(text, first, second, up.eval(), negative=neg)
-    assert r.video.shape == (1, 3, 17, 96, 160) and r.latents.shape == (1, 16, 3, 4, 6)  # pass 1 at 64x96, pass 2 at 128x192
+    assert r.video.shape == (1, 3, 17, 96, 160) and r.latents.shape == (
+        1,
+        16,
+        3,
+        4,
+        6,
+    )  # pass 1 at 64x96, pass 2 at 128x192
 
 
 def test_offload_and_tiling_options_run(pipe):

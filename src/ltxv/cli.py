@@ -74,7 +74,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         "--stg-mode", default=d.stg_mode, choices=("attention_values", "attention_skip", "transformer_block")
     )
     p.add_argument(
-        "--stg-blocks", default=",".join(map(str, d.stg_blocks)), help="comma-separated STG block indices"
+        "--stg-blocks",
+        help="comma-separated STG block indices (default: 19, or the last block of smaller models)",
     )
     p.add_argument("--rescale", type=float, default=d.rescale, help="STG rescale towards the conditional std")
     p.add_argument(
@@ -141,15 +142,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .conditioning import Condition
+    from .config import SampleConfig
     from .media import read_media, resize_center_crop, write_video
     from .pipeline import Pipeline, padded_size
 
     started = time.perf_counter()
-    blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))
-    timesteps = _floats(args.timesteps, "--timesteps")
-    items = ([(args.image, 0, args.image_strength)] if args.image else []) + [
-        _parse_condition(c) for c in args.condition
-    ]
+    blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))  # () = the model's default
+    cfg = SampleConfig(  # validated here, before any model is loaded
+        width=args.width, height=args.height, num_frames=args.frames, frame_rate=args.fps, steps=args.steps,
+        timesteps=_floats(args.timesteps, "--timesteps"), guidance=args.guidance, stg=args.stg,
+        stg_mode=args.stg_mode, rescale=args.rescale, cfg_star=args.cfg_star, negative_prompt=args.negative_prompt,
+        max_tokens=args.max_tokens, image_cond_noise_scale=args.image_cond_noise,
+        decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise, tone_map=args.tone_map,
+        seed=args.seed, vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
+    )  # fmt: skip
+    height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
+    items = [(args.image, 0, args.image_strength)] if args.image else []
+    conditions = []
+    for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
+        media, _ = read_media(path, max_frames=frames)
+        conditions.append(Condition(resize_center_crop(media, height, width), frame, strength))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
     pipe = Pipeline.from_pretrained(
         args.model,
@@ -159,37 +171,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
         offload=args.offload,
         text_encoder_on_cpu=args.t5_cpu,
     )
+    defaults = pipe.default_config()
     cfg = dataclasses.replace(
-        pipe.default_config(), width=args.width, height=args.height, num_frames=args.frames, frame_rate=args.fps,
-        steps=args.steps, timesteps=timesteps, guidance=args.guidance, stg=args.stg, stg_mode=args.stg_mode,
-        stg_blocks=blocks, rescale=args.rescale, cfg_star=args.cfg_star, negative_prompt=args.negative_prompt,
-        max_tokens=args.max_tokens, image_cond_noise_scale=args.image_cond_noise, decode_timestep=args.decode_timestep,
-        decode_noise_scale=args.decode_noise, tone_map=args.tone_map, seed=args.seed,
-        stochastic=args.stochastic or pipe.default_config().stochastic,
-        vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
-    )  # fmt: skip
-    height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
+        cfg, stg_blocks=blocks or defaults.stg_blocks, stochastic=args.stochastic or defaults.stochastic
+    )
     if (height, width, frames) != (cfg.height, cfg.width, cfg.num_frames):
         print(f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
               f"{cfg.width}x{cfg.height}x{cfg.num_frames}", file=sys.stderr)  # fmt: skip
-    conditions = []
-    for path, frame, strength in items:
-        media, _ = read_media(path)
-        conditions.append(Condition(resize_center_crop(media, height, width), frame, strength))
     if args.upsampler:
         from .upsampler import load_upsampler
 
-        second = dataclasses.replace(cfg, timesteps=_floats(args.second_timesteps, "--second-timesteps"),
-                                     skip_initial_steps=round(cfg.steps * 17 / 30) if args.second_skip is None
-                                     else args.second_skip)  # fmt: skip
+        skip = round(cfg.steps * 17 / 30) if args.second_skip is None else args.second_skip
+        second_ts = _floats(args.second_timesteps, "--second-timesteps")
+        second = dataclasses.replace(cfg, timesteps=second_ts, skip_initial_steps=0 if second_ts else skip)
         steps = len(pipe.schedule(cfg, 1)) + len(pipe.schedule(second, 1))
         upsampler = load_upsampler(args.upsampler, "cpu" if args.offload else pipe.device, pipe.dtype)
-        result = pipe.generate_multiscale(args.prompt, cfg, second, upsampler, args.downscale,
-                                          conditions=conditions, callback=_progress(steps))  # fmt: skip
-    else:
-        result = pipe.generate(
-            args.prompt, cfg, conditions=conditions, callback=_progress(len(pipe.schedule(cfg, 1)))
+        result = pipe.generate_multiscale(
+            args.prompt,
+            cfg,
+            second,
+            upsampler,
+            args.downscale,
+            conditions=conditions,
+            callback=_progress(steps),
         )
+    else:
+        progress = _progress(len(pipe.schedule(cfg, 1)))
+        result = pipe.generate(args.prompt, cfg, conditions=conditions, callback=progress)
     out = write_video(args.out, result.video[0], cfg.frame_rate)
     wall = time.perf_counter() - started
     print(f"wrote {out} ({result.video.shape[2]} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "

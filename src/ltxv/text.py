@@ -50,6 +50,10 @@ class TextEncoder:
         dtype: torch.dtype | None = None,
     ) -> TextEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # keep stderr to our own progress and one-line errors
+        hf_logging.set_verbosity_error()
 
         location, enc_sub, tok_sub = _resolve(str(path))
         _refuse_pickles(location, enc_sub)

@@ -1,0 +1,95 @@
+"""`ltxv generate` as a subprocess on a tiny model saved in every supported layout: mp4s with the requested
+frame count, size and fps; image-to-video; bad input exits 2 with one line and writes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import av
+import pytest
+import torch
+from conftest import randomize_
+from tiny_t5 import make_tiny_t5
+
+import ltxv
+from ltxv.media import write_video
+from ltxv.presets import PRESETS
+from ltxv.weights import save_checkpoint
+
+SMALL = ["--width", "64", "--height", "64", "--frames", "9", "--fps", "12", "--steps", "2", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    spec = PRESETS["tiny"]
+    vae, dit = randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit), 2)
+    save_checkpoint(root / "native.safetensors", spec, vae, dit, "native")
+    save_checkpoint(root / "ours.safetensors", spec, vae, dit, "ltxv")
+    save_checkpoint(root / "diffusers", spec, vae, dit, "diffusers")
+    make_tiny_t5(root / "diffusers", "root")  # text_encoder/ + tokenizer/ inside the diffusers root
+    t5 = make_tiny_t5(root / "t5", "flat")
+    write_video(root / "image.png", torch.rand(1, 3, 1, 64, 64), 1)
+    return root, t5
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ltxv", "generate", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def probe(path) -> tuple[int, int, int, float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(s))
+        return frames, s.height, s.width, float(s.average_rate)
+
+
+@pytest.mark.parametrize("layout", ["native", "diffusers", "ours"])
+def test_text_to_video_in_every_layout(models, layout, tmp_path):
+    root, t5 = models
+    model = {
+        "native": root / "native.safetensors",
+        "diffusers": root / "diffusers",
+        "ours": root / "ours.safetensors",
+    }
+    te = [] if layout == "diffusers" else ["--text-encoder", str(t5)]
+    out = tmp_path / "out.mp4"
+    r = run("a red circle moving right", "--model", str(model[layout]), *te, *SMALL, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == (9, 64, 64, 12.0)
+    assert str(out) in r.stdout and "realtime factor" in r.stdout and "seed 1" in r.stdout
+
+
+def test_image_to_video_and_padding_notice(models, tmp_path):
+    root, t5 = models
+    out = tmp_path / "i2v.mp4"
+    args = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL]
+    r = run("the circle moves", *args, "--image", str(root / "image.png"), "--width", "70", "--height", "40",
+            "--frames", "12", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == (12, 40, 70, 12.0) and "cropping to 70x40x12" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--model", "missing.safetensors"], "no such file"), (["--image", "missing.png"], "missing.png"),
+     (["--frames", "0"], "num_frames"), (["--condition", "nope"], "PATH@FRAME"),
+     (["--stg-blocks", "9"], "STG blocks"), (["--text-encoder", "/nonexistent/t5"], "t5")],
+)  # fmt: skip
+def test_bad_input_exits_2(models, tmp_path, extra, message):
+    root, t5 = models
+    out = tmp_path / "bad.mp4"
+    base = ["--model", str(root / "native.safetensors"), "--text-encoder", str(t5), *SMALL, "--out", str(out)]
+    r = run("a prompt", *base, *extra)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_text_encoder_is_explained(models, tmp_path):
+    root, _ = models
+    r = run("a prompt", "--model", str(root / "native.safetensors"), *SMALL, "--out", str(tmp_path / "x.mp4"))
+    assert r.returncode == 2 and "--text-encoder" in r.stderr
