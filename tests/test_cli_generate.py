@@ -31,6 +31,11 @@ def models(tmp_path_factory):
     make_tiny_t5(root / "diffusers", "root")  # text_encoder/ + tokenizer/ inside the diffusers root
     t5 = make_tiny_t5(root / "t5", "flat")
     write_video(root / "image.png", torch.rand(1, 3, 1, 64, 64), 1)
+    from safetensors.torch import save_file
+
+    save_file({"transformer.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(2, 16),
+               "transformer.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.randn(16, 2)},
+              root / "lora.safetensors")  # fmt: skip
     return root, t5
 
 
@@ -68,9 +73,10 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
     out = tmp_path / "i2v.mp4"
     args = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL]
     r = run("the circle moves", *args, "--image", str(root / "image.png"), "--width", "70", "--height", "40",
-            "--frames", "12", "--out", str(out))  # fmt: skip
+            "--frames", "12", "--lora", f"{root / 'lora.safetensors'}:0.5", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert probe(out) == (12, 40, 70, 12.0) and "cropping to 70x40x12" in r.stderr
+    assert "merged 1 LoRA layers" in r.stderr and "(scale 0.5)" in r.stderr
 
 
 @pytest.mark.parametrize(

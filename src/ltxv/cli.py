@@ -102,6 +102,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-tokens", type=int, default=0, help="T5 tokens (0 = the checkpoint era's: 128 or 256)"
     )
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable")  # fmt: skip
     p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
     p.add_argument("--downscale", type=float, default=2 / 3, help="multi-scale: first-pass size factor")
     p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
@@ -126,6 +128,14 @@ def _parse_condition(spec: str) -> tuple[str, int, float]:
         return path, int(frame), float(strength) if strength else 1.0
     except ValueError:
         raise ValueError(f"--condition {spec!r}: use PATH@FRAME[:STRENGTH], e.g. end.png@120:1.0") from None
+
+
+def _parse_lora(spec: str) -> tuple[str, float]:
+    path, sep, scale = spec.rpartition(":")
+    try:
+        return (path, float(scale)) if sep and path else (spec, 1.0)
+    except ValueError:
+        return spec, 1.0  # a path that contains ':' and no scale
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...]:
@@ -171,6 +181,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         offload=args.offload,
         text_encoder_on_cpu=args.t5_cpu,
     )
+    for spec in args.lora:
+        path, scale = _parse_lora(spec)
+        print(
+            f"merged {pipe.load_lora(path, scale)} LoRA layers from {path} (scale {scale:g})", file=sys.stderr
+        )
     defaults = pipe.default_config()
     cfg = dataclasses.replace(
         cfg, stg_blocks=blocks or defaults.stg_blocks, stochastic=args.stochastic or defaults.stochastic

@@ -109,6 +109,12 @@ class Pipeline:
             encoder = TextEncoder.from_pretrained(str(te_path), device=te_home, dtype=te_dtype)
         return cls(vae, dit, spec, encoder, device=device, offload=offload)
 
+    def load_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> int:
+        """Merge a LoRA file into the transformer's weights (scale multiplies alpha/rank); returns layers merged."""
+        from .lora import merge_lora, read_lora
+
+        return merge_lora(self.dit, read_lora(path), scale)
+
     @contextlib.contextmanager
     def _visit(self, module: torch.nn.Module | None) -> Iterator[None]:
         """With offload: move `module` to the compute device for the block, then back to the CPU."""

@@ -1,0 +1,92 @@
+"""LoRA weights for the transformer: read peft / diffusers / ComfyUI-style safetensors and merge them (W += s·B·A).
+
+Accepted key layouts, for any linear layer of the DiT: `<prefix><module>.lora_A.weight` / `.lora_B.weight`
+(peft, diffusers, the official LTX-Video-Trainer) and `.lora_down.weight` / `.lora_up.weight` (kohya), with the
+prefixes `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.` or none; module names
+in the official layout or diffusers' (`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by alpha/rank;
+otherwise the scale is 1 (peft's default when alpha == rank).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .convert import dit_keys_from_diffusers
+
+PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.")
+_PATTERN = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_down|lora_up)(?:\.[^.]+)?\.weight$")
+
+
+@dataclass(frozen=True)
+class LoraLayer:
+    down: Tensor  # (r, in)
+    up: Tensor  # (out, r)
+    alpha: float | None = None
+
+    @property
+    def scale(self) -> float:
+        return 1.0 if self.alpha is None else self.alpha / self.down.shape[0]
+
+
+def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
+    """LoRA file -> {our module name: LoraLayer}. One-line ValueErrors for unreadable or foreign files."""
+    from .weights import CheckpointError, _header, open_safetensors
+
+    keys, _ = _header(str(path))
+    with open_safetensors(str(path)) as f:
+        tensors = {k: f.get_tensor(k) for k in keys}
+    parts: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        name = next((key[len(p) :] for p in PREFIXES if key.startswith(p)), key)
+        if name.endswith(".alpha"):
+            parts.setdefault(name[: -len(".alpha")], {})["alpha"] = value
+            continue
+        m = _PATTERN.match(name)
+        if m is None:
+            raise CheckpointError(
+                f"{path}: {key!r} is not a LoRA tensor (expected *.lora_A/B or lora_down/up)"
+            )
+        parts.setdefault(m["module"], {})["down" if m["part"] in ("lora_A", "lora_down") else "up"] = value
+    layers = {}
+    renamed = dit_keys_from_diffusers({module: module for module in parts})  # diffusers names -> ours
+    for ours, module in renamed.items():
+        p = parts[module]
+        if "down" not in p or "up" not in p:
+            raise CheckpointError(
+                f"{path}: LoRA for {module!r} lacks its {'up' if 'down' in p else 'down'} matrix"
+            )
+        alpha = float(p["alpha"]) if "alpha" in p else None
+        layers[ours] = LoraLayer(p["down"], p["up"], alpha)
+    if not layers:
+        raise CheckpointError(f"{path}: no LoRA tensors found")
+    return layers
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.0) -> int:
+    """Add scale · (alpha/r) · B·A to each target Linear's weight in place; returns the number of layers merged.
+    Unknown module names or shape mismatches raise a ValueError naming them (nothing is changed then)."""
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if not isinstance(modules.get(name), nn.Linear)]
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (f" ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise ValueError(f"LoRA targets modules this transformer does not have: {shown}")
+    for name, layer in layers.items():
+        weight = modules[name].weight
+        if (layer.up.shape[0], layer.down.shape[1]) != tuple(weight.shape) or layer.up.shape[
+            1
+        ] != layer.down.shape[0]:
+            raise ValueError(
+                f"LoRA for {name}: up {tuple(layer.up.shape)} x down {tuple(layer.down.shape)} does not fit the "
+                f"weight {tuple(weight.shape)}"
+            )
+    for name, layer in layers.items():
+        weight = modules[name].weight
+        delta = layer.up.float() @ layer.down.float() * (layer.scale * scale)
+        weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
+    return len(layers)
