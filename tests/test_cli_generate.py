@@ -33,9 +33,13 @@ def models(tmp_path_factory):
     write_video(root / "image.png", torch.rand(1, 3, 1, 64, 64), 1)
     from safetensors.torch import save_file
 
-    save_file({"transformer.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(2, 16),
-               "transformer.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.randn(16, 2)},
-              root / "lora.safetensors")  # fmt: skip
+    save_file(
+        {
+            "transformer.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(2, 16),
+            "transformer.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.randn(16, 2),
+        },
+        root / "lora.safetensors",
+    )
     return root, t5
 
 
@@ -72,8 +76,22 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
     root, t5 = models
     out = tmp_path / "i2v.mp4"
     args = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL]
-    r = run("the circle moves", *args, "--image", str(root / "image.png"), "--width", "70", "--height", "40",
-            "--frames", "12", "--lora", f"{root / 'lora.safetensors'}:0.5", "--out", str(out))  # fmt: skip
+    r = run(
+        "the circle moves",
+        *args,
+        "--image",
+        str(root / "image.png"),
+        "--width",
+        "70",
+        "--height",
+        "40",
+        "--frames",
+        "12",
+        "--lora",
+        f"{root / 'lora.safetensors'}:0.5",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     assert probe(out) == (12, 40, 70, 12.0) and "cropping to 70x40x12" in r.stderr
     assert "merged 1 LoRA layers" in r.stderr and "(scale 0.5)" in r.stderr
@@ -81,10 +99,15 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--model", "missing.safetensors"], "no such file"), (["--image", "missing.png"], "missing.png"),
-     (["--frames", "0"], "num_frames"), (["--condition", "nope"], "PATH@FRAME"),
-     (["--stg-blocks", "9"], "STG blocks"), (["--text-encoder", "/nonexistent/t5"], "t5")],
-)  # fmt: skip
+    [
+        (["--model", "missing.safetensors"], "no such file"),
+        (["--image", "missing.png"], "missing.png"),
+        (["--frames", "0"], "num_frames"),
+        (["--condition", "nope"], "PATH@FRAME"),
+        (["--stg-blocks", "9"], "STG blocks"),
+        (["--text-encoder", "/nonexistent/t5"], "t5"),
+    ],
+)
 def test_bad_input_exits_2(models, tmp_path, extra, message):
     root, t5 = models
     out = tmp_path / "bad.mp4"

@@ -1,4 +1,5 @@
-"""LoRA: every supported key layout merges to W + scale·(alpha/r)·B·A; bad files and targets are clear errors."""
+"""LoRA: every supported key layout merges to W + scale·(alpha/r)·B·A; bad files and targets are clear
+errors."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ TARGETS = (
 def _factors(dit, rank=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     mods = dict(dit.named_modules())
-    return {n: (torch.randn(rank, mods[n].in_features, generator=g), torch.randn(mods[n].out_features, rank, generator=g))
-            for n in TARGETS}  # fmt: skip
+    return {
+        n: (
+            torch.randn(rank, mods[n].in_features, generator=g),
+            torch.randn(mods[n].out_features, rank, generator=g),
+        )
+        for n in TARGETS
+    }
 
 
 @pytest.mark.parametrize("layout", ["peft", "comfy", "kohya_alpha"])
@@ -55,20 +61,35 @@ def test_layouts_merge_exactly(layout, tmp_path):
 def test_diffusers_module_names_are_mapped(tmp_path):
     dit = ltxv.VideoDiT(PRESETS["tiny"].dit)
     w = dit.patchify_proj.weight.clone()
-    save_file({"transformer.proj_in.lora_A.weight": torch.ones(1, 16), "transformer.proj_in.lora_B.weight": torch.ones(16, 1)},
-              tmp_path / "l.safetensors")  # fmt: skip
+    save_file(
+        {
+            "transformer.proj_in.lora_A.weight": torch.ones(1, 16),
+            "transformer.proj_in.lora_B.weight": torch.ones(16, 1),
+        },
+        tmp_path / "l.safetensors",
+    )
     merge_lora(dit, read_lora(tmp_path / "l.safetensors"))
     torch.testing.assert_close(dit.patchify_proj.weight, w + 1)
 
 
 def test_bad_loras(tmp_path):
     dit = ltxv.VideoDiT(PRESETS["tiny"].dit)
-    save_file({"transformer_blocks.9.attn1.to_q.lora_A.weight": torch.ones(1, 16),
-               "transformer_blocks.9.attn1.to_q.lora_B.weight": torch.ones(16, 1)}, tmp_path / "a.safetensors")  # fmt: skip
+    save_file(
+        {
+            "transformer_blocks.9.attn1.to_q.lora_A.weight": torch.ones(1, 16),
+            "transformer_blocks.9.attn1.to_q.lora_B.weight": torch.ones(16, 1),
+        },
+        tmp_path / "a.safetensors",
+    )
     with pytest.raises(ValueError, match="transformer_blocks.9.attn1.to_q"):
         merge_lora(dit, read_lora(tmp_path / "a.safetensors"))
-    save_file({"transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(1, 7),
-               "transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(16, 1)}, tmp_path / "b.safetensors")  # fmt: skip
+    save_file(
+        {
+            "transformer_blocks.0.attn1.to_q.lora_A.weight": torch.ones(1, 7),
+            "transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(16, 1),
+        },
+        tmp_path / "b.safetensors",
+    )
     with pytest.raises(ValueError, match="does not fit"):
         merge_lora(dit, read_lora(tmp_path / "b.safetensors"))
     save_file(

@@ -89,6 +89,12 @@ def test_transformer_matches_official(causal, tmp_path):
     with torch.no_grad():
         v = ours(latents, t, text, mask, frame_rate=24.0)
         tokens = latents.flatten(2).transpose(1, 2)
-        v_ref = ref(tokens, grid.transpose(1, 2), encoder_hidden_states=text, timestep=t,
-                    encoder_attention_mask=mask, return_dict=False)[0]  # fmt: skip
+        v_ref = ref(
+            tokens,
+            grid.transpose(1, 2),
+            encoder_hidden_states=text,
+            timestep=t,
+            encoder_attention_mask=mask,
+            return_dict=False,
+        )[0]
     assert rel_err(v.flatten(2).transpose(1, 2), v_ref) < TOL

@@ -28,8 +28,10 @@ def pipe():
 
 def _text(seed: int = 0) -> tuple[TextEmbeddings, TextEmbeddings]:
     g = torch.Generator().manual_seed(seed)
-    return (TextEmbeddings(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6)),
-            TextEmbeddings(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6)))  # fmt: skip
+    return (
+        TextEmbeddings(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6)),
+        TextEmbeddings(torch.randn(1, 6, 32, generator=g), torch.ones(1, 6)),
+    )
 
 
 def test_shapes_range_and_seed_reproducibility(pipe):
@@ -125,10 +127,15 @@ def test_offload_and_tiling_options_run(pipe):
 
 @pytest.mark.parametrize(
     ("change", "match"),
-    [({"stg_blocks": (7,)}, "STG blocks"), ({"width": 0}, "width"), ({"num_frames": 5000}, "too large"),
-     ({"stg_mode": "bogus"}, "stg_mode"), ({"guidance_schedule": (3.0,)}, "guidance_schedule"),
-     ({"skip_initial_steps": 3}, "leaves none")],
-)  # fmt: skip
+    [
+        ({"stg_blocks": (7,)}, "STG blocks"),
+        ({"width": 0}, "width"),
+        ({"num_frames": 5000}, "too large"),
+        ({"stg_mode": "bogus"}, "stg_mode"),
+        ({"guidance_schedule": (3.0,)}, "guidance_schedule"),
+        ({"skip_initial_steps": 3}, "leaves none"),
+    ],
+)
 def test_bad_settings_are_clear_errors(pipe, change, match):
     text, neg = _text()
     with pytest.raises(ValueError, match=match):

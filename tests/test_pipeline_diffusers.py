@@ -122,11 +122,21 @@ def _diffusers(cls, m: Models, seed: int = 0, **kw):
     text, neg = _texts()
     kw = dict(decode_timestep=0.05, decode_noise_scale=0.0) | kw
     video = pipe(
-        height=H, width=W, num_frames=FRAMES, frame_rate=FPS, num_inference_steps=STEPS, guidance_scale=3.0,
-        prompt_embeds=text.emb, prompt_attention_mask=text.mask, negative_prompt_embeds=neg.emb,
-        negative_prompt_attention_mask=neg.mask, generator=torch.Generator().manual_seed(seed),
-        output_type="pt", callback_on_step_end=grab, **kw,
-    ).frames  # fmt: skip
+        height=H,
+        width=W,
+        num_frames=FRAMES,
+        frame_rate=FPS,
+        num_inference_steps=STEPS,
+        guidance_scale=3.0,
+        prompt_embeds=text.emb,
+        prompt_attention_mask=text.mask,
+        negative_prompt_embeds=neg.emb,
+        negative_prompt_attention_mask=neg.mask,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        callback_on_step_end=grab,
+        **kw,
+    ).frames
     latents = rearrange(last["tokens"], "b (f h w) c -> b c f h w", f=LATENT[2], h=LATENT[3])
     return latents, video.permute(0, 2, 1, 3, 4), pipe  # diffusers' "pt" video is (B, F, 3, H, W)
 

@@ -1,6 +1,7 @@
 """Pipeline parity with the official `ltx_video` LTXVideoPipeline on a tiny random model (fp32, CPU).
 
-Same weights (one native single-file checkpoint), same prompt embeddings, same seed: the official pipeline draws
+Same weights (one native single-file checkpoint), same prompt embeddings, same seed: the official pipeline
+draws
 the initial noise, extra-token noise and I2V conditioning noise from the generator in the same order as ours.
 Decode noise is off (the official code draws it from the global RNG). The official `vae_encode` samples the
 posterior while ours uses the mode; the test patches the official sampling to the mode.
@@ -40,7 +41,8 @@ def _models(tmp_path, scheduler: SchedulerConfig, causal: bool, sensitive: bool 
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    # position-sensitive so that a wrong token position would show; the milder default model for long cascades,
+    # position-sensitive so that a wrong token position would show; the milder default model for long
+    # cascades,
     # where a sensitive random network amplifies float32 rounding beyond the bound
     tiny_dit = ltxv.DiTConfig(**{**PRESETS["tiny"].dit.__dict__, "causal_temporal_positioning": causal})
     dit = position_sensitive_dit(causal) if sensitive else randomize_(ltxv.VideoDiT(tiny_dit), 2)
@@ -56,20 +58,30 @@ def _models(tmp_path, scheduler: SchedulerConfig, causal: bool, sensitive: bool 
     n = len("model.diffusion_model.")
     dit.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith("model.diffusion_model.")})
     ref = official.LTXVideoPipeline(
-        tokenizer=None, text_encoder=None, vae=vae.eval(), transformer=dit.eval(),
-        scheduler=RectifiedFlowScheduler.from_config(config["scheduler"]), patchifier=SymmetricPatchifier(patch_size=1),
-        prompt_enhancer_image_caption_model=None, prompt_enhancer_image_caption_processor=None,
-        prompt_enhancer_llm_model=None, prompt_enhancer_llm_tokenizer=None,
-    )  # fmt: skip
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae.eval(),
+        transformer=dit.eval(),
+        scheduler=RectifiedFlowScheduler.from_config(config["scheduler"]),
+        patchifier=SymmetricPatchifier(patch_size=1),
+        prompt_enhancer_image_caption_model=None,
+        prompt_enhancer_image_caption_processor=None,
+        prompt_enhancer_llm_model=None,
+        prompt_enhancer_llm_tokenizer=None,
+    )
     vae_ours, dit_ours = ltxv.load_vae(path), ltxv.load_transformer(path)
     return Pipeline(vae_ours, dit_ours, open_checkpoint(path).spec), ref
 
 
 @pytest.mark.parametrize(
     ("mode", "scheduler", "causal"),
-    [("t2v", SchedulerConfig("sd3", 0.1), False), ("t2v", SchedulerConfig("linear_quadratic", None), True),
-     ("i2v", SchedulerConfig("linear_quadratic", None), True), ("keyframes", SchedulerConfig("linear_quadratic", None), True)],
-)  # fmt: skip
+    [
+        ("t2v", SchedulerConfig("sd3", 0.1), False),
+        ("t2v", SchedulerConfig("linear_quadratic", None), True),
+        ("i2v", SchedulerConfig("linear_quadratic", None), True),
+        ("keyframes", SchedulerConfig("linear_quadratic", None), True),
+    ],
+)
 def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatch):
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())
     ours, ref = _models(tmp_path, scheduler, causal)
@@ -86,10 +98,22 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
         "i2v": [(image, 0, 1.0)],
         "keyframes": [(image, 0, 1.0), (clip, 8, 0.9), (image, 24, 1.0)],
     }[mode]
-    cfg = SampleConfig(width=w, height=h, num_frames=frames, frame_rate=fps, steps=5, guidance=3.0, stg=1.0,
-                       stg_blocks=(1,), rescale=0.7, image_cond_noise_scale=0.15, decode_timestep=0.05,
-                       decode_noise_scale=0.0)  # fmt: skip
-    # The official scheduler computes its schedule in float32 (e.g. 0.10000008 for 0.1); the position-sensitive
+    cfg = SampleConfig(
+        width=w,
+        height=h,
+        num_frames=frames,
+        frame_rate=fps,
+        steps=5,
+        guidance=3.0,
+        stg=1.0,
+        stg_blocks=(1,),
+        rescale=0.7,
+        image_cond_noise_scale=0.15,
+        decode_timestep=0.05,
+        decode_noise_scale=0.0,
+    )
+    # The official scheduler computes its schedule in float32 (e.g. 0.10000008 for 0.1); the
+    # position-sensitive
     # random model amplifies that 1e-7 difference, so both runs use the official list after checking that ours
     # is within 1e-6 of it (the schedule values themselves are tested in test_sampling.py).
     ref.scheduler.set_timesteps(5, samples_shape=(1, 16, (frames - 1) // 8 + 1, h // 32, w // 32))
@@ -97,9 +121,13 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
     tokens = ((frames - 1) // 8 + 1) * (h // 32) * (w // 32)
     assert ours.schedule(cfg, tokens) == pytest.approx(ts_ref, abs=1e-6)
     cfg = dataclasses.replace(cfg, timesteps=tuple(ts_ref))
-    result = ours.generate(TextEmbeddings(emb, mask), cfg, negative=TextEmbeddings(neg, neg_mask),
-                           conditions=[Condition(m, f, s) for m, f, s in items],
-                           generator=torch.Generator().manual_seed(42))  # fmt: skip
+    result = ours.generate(
+        TextEmbeddings(emb, mask),
+        cfg,
+        negative=TextEmbeddings(neg, neg_mask),
+        conditions=[Condition(m, f, s) for m, f, s in items],
+        generator=torch.Generator().manual_seed(42),
+    )
     with torch.no_grad():
         latents = ref(
             height=h,
@@ -145,24 +173,53 @@ def test_multiscale_matches_official(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
     emb, neg = torch.randn(1, 7, 32, generator=g), torch.randn(1, 7, 32, generator=g)
     mask = torch.ones(1, 7)
-    first = SampleConfig(width=192, height=160, num_frames=17, frame_rate=25.0, steps=4, stg_blocks=(1,),
-                         decode_noise_scale=0.0)  # fmt: skip
+    first = SampleConfig(
+        width=192,
+        height=160,
+        num_frames=17,
+        frame_rate=25.0,
+        steps=4,
+        stg_blocks=(1,),
+        decode_noise_scale=0.0,
+    )
     second = SampleConfig(
         steps=4, skip_initial_steps=2, stg_blocks=(1,), decode_noise_scale=0.0, frame_rate=25.0
     )
-    result = ours.generate_multiscale(TextEmbeddings(emb, mask), first, second, up.eval(),
-                                      negative=TextEmbeddings(neg, mask), generator=torch.Generator().manual_seed(7))  # fmt: skip
+    result = ours.generate_multiscale(
+        TextEmbeddings(emb, mask),
+        first,
+        second,
+        up.eval(),
+        negative=TextEmbeddings(neg, mask),
+        generator=torch.Generator().manual_seed(7),
+    )
     common = dict(
-        height=160, width=192, num_frames=17, frame_rate=25.0, guidance_scale=3.0, stg_scale=1.0,
-        skip_layer_strategy=SkipLayerStrategy.AttentionValues, skip_block_list=[1], rescaling_scale=0.7,
-        generator=torch.Generator().manual_seed(7), prompt_embeds=emb, prompt_attention_mask=mask,
-        negative_prompt=None, negative_prompt_embeds=neg, negative_prompt_attention_mask=mask,
-        output_type="latent", is_video=True, vae_per_channel_normalize=True, image_cond_noise_scale=0.15,
-    )  # fmt: skip
+        height=160,
+        width=192,
+        num_frames=17,
+        frame_rate=25.0,
+        guidance_scale=3.0,
+        stg_scale=1.0,
+        skip_layer_strategy=SkipLayerStrategy.AttentionValues,
+        skip_block_list=[1],
+        rescaling_scale=0.7,
+        generator=torch.Generator().manual_seed(7),
+        prompt_embeds=emb,
+        prompt_attention_mask=mask,
+        negative_prompt=None,
+        negative_prompt_embeds=neg,
+        negative_prompt_attention_mask=mask,
+        output_type="latent",
+        is_video=True,
+        vae_per_channel_normalize=True,
+        image_cond_noise_scale=0.15,
+    )
     with torch.no_grad():
         latents = official.LTXMultiScalePipeline(ref, ref_up)(
-            downscale_factor=2 / 3, first_pass={"num_inference_steps": 4},
-            second_pass={"num_inference_steps": 4, "skip_initial_inference_steps": 2}, **common,
-        ).images  # fmt: skip
+            downscale_factor=2 / 3,
+            first_pass={"num_inference_steps": 4},
+            second_pass={"num_inference_steps": 4, "skip_initial_inference_steps": 2},
+            **common,
+        ).images
     assert result.latents.shape == latents.shape == (1, 16, 3, 6, 8)  # 2/3 of 160x192 -> 96x128, x2
     assert rel_err(result.latents, latents) < TOL

@@ -34,8 +34,9 @@ def test_padding_does_not_change_real_tokens(t5_folders):
     long, _ = enc.encode(["a cat"], 40)
     n = int(m_short.sum())
     torch.testing.assert_close(short[0, :n], long[0, :n], atol=1e-5, rtol=1e-5)
-    unmasked = enc.model(input_ids=enc.tokenizer(["a cat"], padding="max_length", max_length=40,
-                                                  return_tensors="pt").input_ids).last_hidden_state  # fmt: skip
+    unmasked = enc.model(
+        input_ids=enc.tokenizer(["a cat"], padding="max_length", max_length=40, return_tensors="pt").input_ids
+    ).last_hidden_state
     assert not torch.allclose(unmasked[0, :n], long[0, :n], atol=1e-4)  # without the mask padding leaks in
 
 

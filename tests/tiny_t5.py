@@ -1,4 +1,5 @@
-"""A tiny T5 encoder + sentencepiece tokenizer built offline (random weights; the tokenizer trained on a few lines)."""
+"""A tiny T5 encoder + sentencepiece tokenizer built offline (random weights; the tokenizer trained on a few
+lines)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ CORPUS = [
 
 
 def make_tiny_t5(folder: Path, layout: str = "root", d_model: int = 32, seed: int = 0) -> Path:
-    """Write a T5 encoder (safetensors) and tokenizer: layout "root" -> text_encoder/ + tokenizer/, "flat" -> one
+    """Write a T5 encoder (safetensors) and tokenizer: layout "root" -> text_encoder/ + tokenizer/, "flat" ->
+    one
     folder. Returns `folder`."""
     import sentencepiece as spm
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
@@ -30,17 +32,33 @@ def make_tiny_t5(folder: Path, layout: str = "root", d_model: int = 32, seed: in
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(CORPUS * 20))
     spm.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "spiece"), vocab_size=80, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
-    )  # fmt: skip
+        input=str(corpus),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=80,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
     vocab = [
         (sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())
     ]  # transformers 5: Unigram
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
     torch.manual_seed(seed)
-    config = T5Config(vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, dropout_rate=0.0)  # fmt: skip
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+    )
     model = T5EncoderModel(config).eval()
     enc_dir, tok_dir = (
         (folder / "text_encoder", folder / "tokenizer") if layout == "root" else (folder, folder)

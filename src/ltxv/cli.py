@@ -84,8 +84,13 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (printed when not given)")
     p.add_argument("--image", help="image (or video) that becomes the first frame (image-to-video)")
     p.add_argument("--image-strength", type=float, default=1.0, help="conditioning strength of --image")
-    p.add_argument("--condition", action="append", default=[], metavar="PATH@FRAME[:STRENGTH]",
-                   help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable")  # fmt: skip
+    p.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="PATH@FRAME[:STRENGTH]",
+        help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable",
+    )
     p.add_argument(
         "--image-cond-noise", type=float, default=d.image_cond_noise_scale, help="I2V conditioning noise"
     )
@@ -102,13 +107,22 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-tokens", type=int, default=0, help="T5 tokens (0 = the checkpoint era's: 128 or 256)"
     )
-    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
-                   help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable")  # fmt: skip
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
+    )
     p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
     p.add_argument("--downscale", type=float, default=2 / 3, help="multi-scale: first-pass size factor")
     p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
-    p.add_argument("--second-skip", type=int, help="multi-scale: skip this many initial second-pass steps "
-                   "(default: 17/30 of --steps, as the official dev configs)")  # fmt: skip
+    p.add_argument(
+        "--second-skip",
+        type=int,
+        help="multi-scale: skip this many initial second-pass steps "
+        "(default: 17/30 of --steps, as the official dev configs)",
+    )
     p.add_argument(
         "--offload", action="store_true", help="keep models on the CPU between uses (low GPU memory)"
     )
@@ -159,13 +173,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))  # () = the model's default
     cfg = SampleConfig(  # validated here, before any model is loaded
-        width=args.width, height=args.height, num_frames=args.frames, frame_rate=args.fps, steps=args.steps,
-        timesteps=_floats(args.timesteps, "--timesteps"), guidance=args.guidance, stg=args.stg,
-        stg_mode=args.stg_mode, rescale=args.rescale, cfg_star=args.cfg_star, negative_prompt=args.negative_prompt,
-        max_tokens=args.max_tokens, image_cond_noise_scale=args.image_cond_noise,
-        decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise, tone_map=args.tone_map,
-        seed=args.seed, vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
-    )  # fmt: skip
+        width=args.width,
+        height=args.height,
+        num_frames=args.frames,
+        frame_rate=args.fps,
+        steps=args.steps,
+        timesteps=_floats(args.timesteps, "--timesteps"),
+        guidance=args.guidance,
+        stg=args.stg,
+        stg_mode=args.stg_mode,
+        rescale=args.rescale,
+        cfg_star=args.cfg_star,
+        negative_prompt=args.negative_prompt,
+        max_tokens=args.max_tokens,
+        image_cond_noise_scale=args.image_cond_noise,
+        decode_timestep=args.decode_timestep,
+        decode_noise_scale=args.decode_noise,
+        tone_map=args.tone_map,
+        seed=args.seed,
+        vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
+    )
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
     items = [(args.image, 0, args.image_strength)] if args.image else []
     conditions = []
@@ -191,8 +218,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         cfg, stg_blocks=blocks or defaults.stg_blocks, stochastic=args.stochastic or defaults.stochastic
     )
     if (height, width, frames) != (cfg.height, cfg.width, cfg.num_frames):
-        print(f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
-              f"{cfg.width}x{cfg.height}x{cfg.num_frames}", file=sys.stderr)  # fmt: skip
+        print(
+            f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
+            f"{cfg.width}x{cfg.height}x{cfg.num_frames}",
+            file=sys.stderr,
+        )
     if args.upsampler:
         from .upsampler import load_upsampler
 
@@ -215,8 +245,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         result = pipe.generate(args.prompt, cfg, conditions=conditions, callback=progress)
     out = write_video(args.out, result.video[0], cfg.frame_rate)
     wall = time.perf_counter() - started
-    print(f"wrote {out} ({result.video.shape[2]} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
-          f"seed {result.seed}) in {wall:.1f} s; realtime factor {result.seconds / wall:.2f}")  # fmt: skip
+    print(
+        f"wrote {out} ({result.video.shape[2]} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
+        f"seed {result.seed}) in {wall:.1f} s; realtime factor {result.seconds / wall:.2f}"
+    )
     return EXIT_OK
 
 

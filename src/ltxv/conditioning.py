@@ -1,8 +1,10 @@
 """Conditioning items (images or 8k+1-frame clips at frame indices) -> latent tokens with per-token strength.
 
-Official LTX-Video semantics (`prepare_conditioning`): an item at frame 0 is written into the start of the latent
+Official LTX-Video semantics (`prepare_conditioning`): an item at frame 0 is written into the start of the
+latent
 grid (lerp by strength); an item at frame > 0 puts its latent frames after a 2-frame prefix into the grid at
-latent index frame/8 + 2, and its prefix (or the single latent frame of an image) becomes *extra tokens* in front
+latent index frame/8 + 2, and its prefix (or the single latent frame of an image) becomes *extra tokens* in
+front
 of the video tokens, with their own RoPE coordinates; extra tokens are dropped before decoding. A token's
 conditioning strength c gives it the timestep min(t, 1 - c): c = 1 tokens stay clean.
 """
@@ -47,7 +49,8 @@ class LatentState:
 
 
 def trim_frames(num_media_frames: int, start: int, num_frames: int, temporal: int = 8) -> int:
-    """Official `trim_conditioning_sequence`: the longest 8k+1 prefix that fits into the video from `start`."""
+    """Official `trim_conditioning_sequence`: the longest 8k+1 prefix that fits into the video from
+    `start`."""
     n = min(num_media_frames, num_frames - start)
     return (n - 1) // temporal * temporal + 1
 
@@ -75,7 +78,8 @@ def build_state(
     latent_coords_fn,  # (f, h, w) -> (N, 3) pixel coords for a latent block, as the DiT computes them
     generator: torch.Generator | None,
 ) -> LatentState:
-    """noise (B, C, F', H', W') normalized; cond_latents: (condition, normalized latents (B, C, f, H', W'))."""
+    """noise (B, C, F', H', W') normalized; cond_latents: (condition, normalized latents (B, C, f, H',
+    W'))."""
     b, _, f, h, w = noise.shape
     grid = noise.clone()
     mask = torch.zeros(b, f, h, w, device=noise.device, dtype=torch.float32)

@@ -1,9 +1,12 @@
-"""LoRA weights for the transformer: read peft / diffusers / ComfyUI-style safetensors and merge them (W += s·B·A).
+"""LoRA weights for the transformer: read peft / diffusers / ComfyUI-style safetensors and merge them (W +=
+s·B·A).
 
 Accepted key layouts, for any linear layer of the DiT: `<prefix><module>.lora_A.weight` / `.lora_B.weight`
-(peft, diffusers, the official LTX-Video-Trainer) and `.lora_down.weight` / `.lora_up.weight` (kohya), with the
-prefixes `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.` or none; module names
-in the official layout or diffusers' (`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by alpha/rank;
+(peft, diffusers, LTX-Video-Trainer) and `.lora_down.weight` / `.lora_up.weight` (kohya), with the
+prefixes `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.` or none; module
+names
+in the official layout or diffusers' (`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by
+alpha/rank;
 otherwise the scale is 1 (peft's default when alpha == rank).
 """
 
@@ -69,7 +72,8 @@ def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
 
 @torch.no_grad()
 def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.0) -> int:
-    """Add scale · (alpha/r) · B·A to each target Linear's weight in place; returns the number of layers merged.
+    """Add scale · (alpha/r) · B·A to each target Linear's weight in place; returns the number of layers
+    merged.
     Unknown module names or shape mismatches raise a ValueError naming them (nothing is changed then)."""
     modules = dict(model.named_modules())
     missing = [name for name in layers if not isinstance(modules.get(name), nn.Linear)]
@@ -82,8 +86,8 @@ def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.
             1
         ] != layer.down.shape[0]:
             raise ValueError(
-                f"LoRA for {name}: up {tuple(layer.up.shape)} x down {tuple(layer.down.shape)} does not fit the "
-                f"weight {tuple(weight.shape)}"
+                f"LoRA for {name}: up {tuple(layer.up.shape)} x down {tuple(layer.down.shape)} does not fit "
+                f"the weight {tuple(weight.shape)}"
             )
     for name, layer in layers.items():
         weight = modules[name].weight

@@ -1,4 +1,5 @@
-"""Video and image I/O (PyAV, Pillow): read media as (1, 3, F, H, W) in [-1, 1], write [0, 1] videos as H.264 mp4
+"""Video and image I/O (PyAV, Pillow): read media as (1, 3, F, H, W) in [-1, 1], write [0, 1] videos as H.264
+mp4
 (or PNG for one frame) through a temporary file that is renamed into place."""
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _atomic(path: Path, write) -> Path:  # noqa: ANN001 - write(tmp_path) produc
 
 def write_video(path: str | os.PathLike[str], video: Tensor, fps: float, crf: int = 18) -> Path:
     """Write a (3, F, H, W) / (1, 3, F, H, W) video in [0, 1]. .mp4 -> H.264 (yuv420p, odd sides padded by one
-    replicated pixel, as yuv420p needs even sides); a single frame is written as PNG next to it (path.png), and
+    replicated pixel, as yuv420p needs even sides); a single frame is written as PNG next to it (path.png),
+    and
     an image suffix writes the first frame. Returns the path written."""
     path = Path(path)
     frames = to_uint8_frames(video)

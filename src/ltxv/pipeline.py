@@ -1,4 +1,5 @@
-"""Pipeline: the only place that wires text encoder, DiT, sampler and VAE together; one generate() for every mode
+"""Pipeline: the only place that wires text encoder, DiT, sampler and VAE together; one generate() for every
+mode
 (text-to-video, image-to-video, keyframes, extension) through conditioning items with per-token timesteps."""
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class TextEmbeddings:
 def padded_size(
     height: int, width: int, num_frames: int, spatial: int = 32, temporal: int = 8
 ) -> tuple[int, int, int]:
-    """Official inference padding: sides up to multiples of 32, frames up to 8k+1 (cropped back afterwards)."""
+    """Official inference padding: sides up to multiples of 32, frames up to 8k+1 (cropped back
+    afterwards)."""
     frames = num_frames if num_frames == 1 else ((num_frames - 2) // temporal + 1) * temporal + 1
     return -(-height // spatial) * spatial, -(-width // spatial) * spatial, frames
 
@@ -88,7 +90,8 @@ class Pipeline:
         """Load VAE + transformer from any supported checkpoint; the text encoder from `text_encoder`, or from
         `path`/text_encoder + `path`/tokenizer when `path` is a model folder that has them.
 
-        Memory: `offload` keeps every model on the CPU between uses; `text_encoder_on_cpu` runs T5 on the CPU in
+        Memory: `offload` keeps every model on the CPU between uses; `text_encoder_on_cpu` runs T5 on the CPU
+        in
         fp32 (it is used once per prompt) so its ~9.5 GB (bf16 T5-XXL) never reach the GPU."""
         from .weights import load_transformer, load_vae, open_checkpoint
 
@@ -110,7 +113,8 @@ class Pipeline:
         return cls(vae, dit, spec, encoder, device=device, offload=offload)
 
     def load_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> int:
-        """Merge a LoRA file into the transformer's weights (scale multiplies alpha/rank); returns layers merged."""
+        """Merge a LoRA file into the transformer's weights (scale multiplies alpha/rank); returns layers
+        merged."""
         from .lora import merge_lora, read_lora
 
         return merge_lora(self.dit, read_lora(path), scale)
@@ -183,9 +187,10 @@ class Pipeline:
     ) -> GenerationResult:
         """Generate videos. `config` fields default to `default_config()`; `noise` is the initial normalized
         latent noise (B, C, F', H', W') (else drawn in the official (B, N, C) layout from the seed).
-        `init_latents` (normalized, same shape) start the sampling from t0 = the first timestep instead of pure
+        `init_latents` (normalized, same shape) start the sampling from t0 = the first timestep instead of
+        pure
         noise: x = t0·noise + (1 − t0)·init (video-to-video, multi-scale second pass); pair it with
-        `skip_initial_steps` or explicit `timesteps` below 1. `decode=False` returns latents only (video None)."""
+        `skip_initial_steps` or explicit `timesteps` below 1. `decode=False` returns latents only."""
         cfg = config or self.default_config()
         bad = [
             i
@@ -236,8 +241,10 @@ class Pipeline:
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
     ) -> GenerationResult:
-        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples of 32),
-        latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size starting from those
+        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples of
+        32),
+        latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size starting from
+        those
         latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize to the
         requested size. The requested size and frames are `first.width/height/num_frames`."""
         from .upsampler import adain_match
@@ -254,16 +261,30 @@ class Pipeline:
         )
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first if first.guidance > second.guidance else second)
-        low = self.generate(text, dataclasses.replace(first, width=w1, height=h1), conditions=conditions,
-                            negative=neg, callback=callback, generator=generator, decode=False)  # fmt: skip
+        low = self.generate(
+            text,
+            dataclasses.replace(first, width=w1, height=h1),
+            conditions=conditions,
+            negative=neg,
+            callback=callback,
+            generator=generator,
+            decode=False,
+        )
         with self._visit(upsampler):
             up = upsampler(
                 self.vae.denormalize(low.latents).to(self.device, upsampler.final_conv.weight.dtype)
             )
         init = adain_match(self.vae.normalize(up.to(low.latents)), low.latents)
         cfg2 = dataclasses.replace(second, width=2 * w1, height=2 * h1, num_frames=first.num_frames)
-        high = self.generate(text, cfg2, conditions=conditions, negative=neg, init_latents=init,
-                             callback=callback, generator=generator)  # fmt: skip
+        high = self.generate(
+            text,
+            cfg2,
+            conditions=conditions,
+            negative=neg,
+            init_latents=init,
+            callback=callback,
+            generator=generator,
+        )
         frames = rearrange(high.video, "b c f h w -> (b f) c h w")
         frames = torch.nn.functional.interpolate(frames, size=(first.height, first.width), mode="bilinear")
         video = rearrange(frames, "(b f) c h w -> b c f h w", b=high.video.shape[0]).clamp(0, 1)
@@ -339,8 +360,12 @@ class Pipeline:
         def pick(values, default):  # noqa: ANN001, ANN202
             return sampling.guidance_at(gt, values, t) if values else default
 
-        return (pick(cfg.guidance_schedule, cfg.guidance), pick(cfg.stg_schedule, cfg.stg),
-                pick(cfg.rescale_schedule, cfg.rescale), pick(cfg.stg_blocks_schedule, cfg.stg_blocks))  # fmt: skip
+        return (
+            pick(cfg.guidance_schedule, cfg.guidance),
+            pick(cfg.stg_schedule, cfg.stg),
+            pick(cfg.rescale_schedule, cfg.rescale),
+            pick(cfg.stg_blocks_schedule, cfg.stg_blocks),
+        )
 
     def _step(
         self,
@@ -398,7 +423,8 @@ class Pipeline:
         return torch.where(update, stepped.to(tokens.dtype), tokens)
 
     def _decode(self, latents: Tensor, cfg: SampleConfig, generator: torch.Generator) -> Tensor:
-        """Official decode: decode noise mixed in normalized space, optional tone map, decoder at decode_timestep."""
+        """Official decode: decode noise mixed in normalized space, optional tone map, decoder at
+        decode_timestep."""
         z = latents.to(self.vae.latent_std.dtype)
         timestep = None
         if self.vae.cfg.timestep_conditioning:

@@ -1,4 +1,5 @@
-"""T5 text encoder (transformers): prompts -> (embeddings (B, L, D), mask (B, L)); the only module that imports
+"""T5 text encoder (transformers): prompts -> (embeddings (B, L, D), mask (B, L)); the only module that
+imports
 transformers. As the official pipeline: padding to max length, the padding mask passed *into* T5 and reused as
 the cross-attention mask (diffusers' LTXPipeline runs T5 without it)."""
 
@@ -12,7 +13,8 @@ from torch import Tensor
 
 
 def _resolve(path: str) -> tuple[str, str | None, str | None]:
-    """(location, encoder subfolder, tokenizer subfolder): a model root with text_encoder/ + tokenizer/, a folder
+    """(location, encoder subfolder, tokenizer subfolder): a model root with text_encoder/ + tokenizer/, a
+    folder
     holding both side by side, or a hub id (resolved by transformers; subfolders as in the LTX-Video repo)."""
     p = Path(path)
     if p.is_dir():
@@ -58,8 +60,9 @@ class TextEncoder:
         location, enc_sub, tok_sub = _resolve(str(path))
         _refuse_pickles(location, enc_sub)
         try:
-            model = T5EncoderModel.from_pretrained(location, subfolder=enc_sub or "", use_safetensors=True,
-                                                   dtype=dtype or torch.float32)  # fmt: skip
+            model = T5EncoderModel.from_pretrained(
+                location, subfolder=enc_sub or "", use_safetensors=True, dtype=dtype or torch.float32
+            )
             tokenizer = AutoTokenizer.from_pretrained(location, subfolder=tok_sub or "")
         except (OSError, ValueError) as err:
             raise ValueError(
@@ -75,8 +78,14 @@ class TextEncoder:
     def encode(self, prompts: list[str], max_tokens: int) -> tuple[Tensor, Tensor]:
         """prompts -> emb (B, max_tokens, D), mask (B, max_tokens) with 1 for real tokens (EOS included)."""
         device = next(self.model.parameters()).device
-        batch = self.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=max_tokens,
-                               truncation=True, add_special_tokens=True, return_tensors="pt")  # fmt: skip
+        batch = self.tokenizer(
+            [p.strip() for p in prompts],
+            padding="max_length",
+            max_length=max_tokens,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
         ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
         emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, D)
         return emb, mask.long()

@@ -59,7 +59,7 @@ class Checkpoint:
 
 def open_safetensors(path: str, device: str = "cpu"):  # noqa: ANN201 - safetensors' safe_open handle
     """safe_open, falling back to read() instead of mmap when the kernel refuses to map a file larger than RAM
-    (seen with the 28.6 GB 13B file on a 24 GiB machine without swap; needs safetensors >= 0.7 for `backend`)."""
+    (seen with the 28.6 GB 13B file on a 24 GiB machine without swap; needs safetensors >= 0.7)."""
     try:
         return safe_open(path, framework="pt", device=device)
     except Exception as err:
