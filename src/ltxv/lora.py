@@ -38,9 +38,9 @@ class LoraLayer:
 
 def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
     """LoRA file -> {our module name: LoraLayer}. One-line ValueErrors for unreadable or foreign files."""
-    from .weights import CheckpointError, _header, open_safetensors
+    from .weights import CheckpointError, open_safetensors, read_header
 
-    keys, _ = _header(str(path))
+    keys, _ = read_header(str(path))
     with open_safetensors(str(path)) as f:
         tensors = {k: f.get_tensor(k) for k in keys}
     parts: dict[str, dict[str, Tensor]] = {}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .weights import atomic_save, open_safetensors
+from .weights import Component, atomic_save, build_model, read_header
 
 CLASS_NAMES = ("LatentUpsampler", "LTXLatentUpsamplerModel")  # official native name, diffusers' name
 LTX2_KEYS = ("rational_spatial_scale", "use_rational_resampler")  # LTX-2 upsamplers: a different model
@@ -184,22 +184,6 @@ def adain_match(latents: Tensor, reference: Tensor, factor: float = 1.0) -> Tens
     return torch.lerp(x, matched, factor).to(latents.dtype)
 
 
-def _header(path: str) -> tuple[list[str], dict[str, str]]:
-    """Tensor names and metadata; one-line errors for anything that is not a readable safetensors file."""
-    if os.path.isdir(path):
-        raise ValueError(
-            f"{path}: is a folder; expected the official single-file upsampler .safetensors "
-            "(diffusers LTXLatentUpsamplerModel folders are not supported)"
-        )
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
-    try:
-        with open_safetensors(path) as f:
-            return list(f.keys()), dict(f.metadata() or {})
-    except Exception as err:  # safetensors raises its own error types for bad headers / truncation
-        raise ValueError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
-
-
 def _read_config(path: str, keys: list[str], meta: dict[str, str]) -> UpsamplerConfig:
     if meta.get("format") == "ltxv" or any(k.startswith(MODEL_PREFIXES) for k in keys):
         raise ValueError(f"{path}: an LTX-Video model checkpoint, not a latent upsampler")
@@ -219,35 +203,6 @@ def _read_config(path: str, keys: list[str], meta: dict[str, str]) -> UpsamplerC
         raise ValueError(f"{path}: {err}") from None
 
 
-def _check_state(model: nn.Module, shapes: dict[str, tuple[int, ...]], where: str) -> None:
-    """Strict name and shape check from headers only; the error lists every offending key."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing, unexpected = sorted(expected.keys() - shapes.keys()), sorted(shapes.keys() - expected.keys())
-    bad = [
-        f"{k} {shapes[k]} vs {expected[k]}"
-        for k in sorted(expected.keys() & shapes.keys())
-        if shapes[k] != expected[k]
-    ]
-    problems = [
-        f"{label}: {', '.join(names)}"
-        for label, names in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("wrong shape (file vs model)", bad),
-        )
-        if names
-    ]
-    if problems:
-        raise ValueError(f"{where}: state dict does not match the config; " + "; ".join(problems))
-
-
-def _file_dtype(dtypes: set[torch.dtype]) -> torch.dtype:
-    for dt in (torch.float32, torch.bfloat16, torch.float16):
-        if dt in dtypes:
-            return dt
-    return torch.float32
-
-
 def load_upsampler(
     path: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> LatentUpsampler:
@@ -256,16 +211,11 @@ def load_upsampler(
     Built on the meta device and filled with `assign=True`; `dtype` defaults to the file's float dtype.
     """
     path = str(path)
-    keys, meta = _header(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; expected the official single-file upsampler .safetensors")
+    keys, meta = read_header(path)
     config = _read_config(path, keys, meta)
-    with torch.device("meta"):
-        model = LatentUpsampler(config)
-    with open_safetensors(path, str(torch.device(device or "cpu"))) as f:
-        _check_state(model, {k: tuple(f.get_slice(k).get_shape()) for k in keys}, path)
-        state = {k: f.get_tensor(k) for k in keys}
-    target = dtype or _file_dtype({v.dtype for v in state.values()})
-    model.load_state_dict({k: v.to(target) for k, v in state.items()}, strict=True, assign=True)
-    return model.eval()
+    return build_model(LatentUpsampler, Component(config, {k: (path, k) for k in keys}), path, device, dtype)
 
 
 def save_upsampler(path: str | os.PathLike[str], model: LatentUpsampler) -> None:

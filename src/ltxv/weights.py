@@ -35,7 +35,7 @@ class CheckpointError(ValueError):
 class Component:
     """Where one model's tensors live: our key -> (file, key in that file), plus its config."""
 
-    config: VAEConfig | DiTConfig
+    config: Any  # VAEConfig | DiTConfig | UpsamplerConfig: what the model class is built from
     tensors: dict[str, tuple[str, str]]
 
 
@@ -71,7 +71,7 @@ def open_safetensors(path: str, device: str = "cpu"):  # noqa: ANN201 - safetens
             raise err from None
 
 
-def _header(path: str) -> tuple[list[str], dict[str, str]]:
+def read_header(path: str) -> tuple[list[str], dict[str, str]]:
     """Tensor names and metadata of a safetensors file, with one-line errors for anything unreadable."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
@@ -96,7 +96,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     p = Path(path)
     if p.is_dir():
         return _open_diffusers(p)
-    keys, meta = _header(str(p))
+    keys, meta = read_header(str(p))
     if meta.get("format") == "ltxv":
         return _open_ltxv(str(p), keys, meta)
     return _open_native(str(p), keys, meta)
@@ -166,7 +166,7 @@ def _diffusers_tensors(folder: Path) -> dict[str, tuple[str, str]]:
         raise CheckpointError(f"{folder}: no .safetensors weights{hint}")
     out: dict[str, tuple[str, str]] = {}
     for f in files:
-        out.update({k: (str(f), k) for k in _header(str(f))[0]})
+        out.update({k: (str(f), k) for k in read_header(str(f))[0]})
     return out
 
 
@@ -260,7 +260,7 @@ def _validate(model: nn.Module, comp: Component, where: str) -> None:
         raise CheckpointError(f"{where}: state dict does not match the config; " + "; ".join(problems))
 
 
-def _build(
+def build_model(
     model_cls: type[nn.Module],
     comp: Component,
     where: str,
@@ -303,7 +303,7 @@ def load_vae(
         raise CheckpointError(
             f"{path}: holds no VAE (it has: {'transformer' if ckpt.dit else 'nothing usable'})"
         )
-    return _build(VideoVAE, ckpt.vae, f"{path} (VAE)", device, dtype)  # type: ignore[return-value]
+    return build_model(VideoVAE, ckpt.vae, f"{path} (VAE)", device, dtype)  # type: ignore[return-value]
 
 
 def load_transformer(
@@ -315,7 +315,7 @@ def load_transformer(
         raise CheckpointError(
             f"{path}: holds no transformer (it has: {'VAE' if ckpt.vae else 'nothing usable'})"
         )
-    return _build(VideoDiT, ckpt.dit, f"{path} (transformer)", device, dtype)  # type: ignore[return-value]
+    return build_model(VideoDiT, ckpt.dit, f"{path} (transformer)", device, dtype)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------------
