@@ -31,6 +31,7 @@ def models(tmp_path_factory):
     make_tiny_t5(root / "diffusers", "root")  # text_encoder/ + tokenizer/ inside the diffusers root
     t5 = make_tiny_t5(root / "t5", "flat")
     write_video(root / "image.png", torch.rand(1, 3, 1, 64, 64), 1)
+    write_video(root / "clip.mp4", torch.rand(1, 3, 9, 64, 80), 12)
     from safetensors.torch import save_file
 
     save_file(
@@ -122,3 +123,12 @@ def test_missing_text_encoder_is_explained(models, tmp_path):
     root, _ = models
     r = run("a prompt", "--model", str(root / "native.safetensors"), *SMALL, "--out", str(tmp_path / "x.mp4"))
     assert r.returncode == 2 and "--text-encoder" in r.stderr
+
+
+def test_video_to_video(models, tmp_path):
+    root, t5 = models
+    out = tmp_path / "v2v.mp4"
+    r = run("the same clip", "--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL,
+            "--video", str(root / "clip.mp4"), "--skip-steps", "1", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == (9, 64, 64, 12.0) and "step 1/1" in r.stderr  # 2 steps, the first skipped

@@ -91,6 +91,10 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         metavar="PATH@FRAME[:STRENGTH]",
         help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable",
     )
+    p.add_argument("--video", help="video-to-video: start from this video's latents instead of pure noise")
+    p.add_argument(
+        "--skip-steps", type=int, help="video-to-video: skip this many initial steps (default: half)"
+    )
     p.add_argument(
         "--image-cond-noise", type=float, default=d.image_cond_noise_scale, help="I2V conditioning noise"
     )
@@ -199,6 +203,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
         media, _ = read_media(path, max_frames=frames)
         conditions.append(Condition(resize_center_crop(media, height, width), frame, strength))
+    source = None
+    if args.video:
+        source, _ = read_media(args.video, max_frames=frames)
+        if source.shape[2] < frames:
+            raise ValueError(f"--video {args.video}: {source.shape[2]} frames, the request needs {frames}")
+        source = resize_center_crop(source, height, width)
+        skip = cfg.steps // 2 if args.skip_steps is None else args.skip_steps
+        cfg = dataclasses.replace(cfg, skip_initial_steps=skip)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
     pipe = Pipeline.from_pretrained(
         args.model,
@@ -242,7 +254,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
     else:
         progress = _progress(len(pipe.schedule(cfg, 1)))
-        result = pipe.generate(args.prompt, cfg, conditions=conditions, callback=progress)
+        init = pipe.encode_video(source) if source is not None else None
+        result = pipe.generate(args.prompt, cfg, conditions=conditions, init_latents=init, callback=progress)
     out = write_video(args.out, result.video[0], cfg.frame_rate)
     wall = time.perf_counter() - started
     print(

@@ -41,6 +41,14 @@ class GenerationResult:
     def seconds(self) -> float:
         return self.video.shape[2] / self.frame_rate
 
+    def frames(self, index: int = 0) -> list:  # noqa: ANN201 - list of PIL.Image.Image
+        """The frames of video `index` as PIL images."""
+        from PIL import Image
+
+        from .media import to_uint8_frames
+
+        return [Image.fromarray(f) for f in to_uint8_frames(self.video[index])]
+
 
 @dataclass
 class TextEmbeddings:
@@ -70,12 +78,15 @@ class Pipeline:
         text_encoder=None,  # noqa: ANN001 - ltxv.text.TextEncoder or anything with encode(prompts, max_tokens)
         device: str | torch.device | None = None,
         offload: bool = False,
+        text_encoder_on_cpu: bool = False,
     ) -> None:
-        """`device` is where computation runs (default: where the DiT is). With `offload`, the text encoder,
-        DiT and VAE wait on the CPU and visit `device` one at a time (model-level sequential offload)."""
+        """`device` is where computation runs (default: where the DiT is). The text encoder waits on the CPU
+        and visits `device` for each encode (or stays there with `text_encoder_on_cpu`). With `offload`, the
+        DiT and VAE also wait on the CPU and visit `device` one at a time (model-level sequential offload)."""
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
         self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
         self.offload = offload
+        self.text_encoder_on_cpu = text_encoder_on_cpu
 
     @classmethod
     def from_pretrained(
@@ -107,10 +118,17 @@ class Pipeline:
         if te_path is not None:
             from .text import TextEncoder
 
-            te_home = torch.device("cpu") if offload or text_encoder_on_cpu else device
-            te_dtype = torch.float32 if te_home.type == "cpu" and text_encoder_on_cpu else dtype
-            encoder = TextEncoder.from_pretrained(str(te_path), device=te_home, dtype=te_dtype)
-        return cls(vae, dit, spec, encoder, device=device, offload=offload)
+            te_dtype = (
+                torch.float32 if text_encoder_on_cpu else dtype
+            )  # T5's home is the CPU (see encode_text)
+            encoder = TextEncoder.from_pretrained(str(te_path), device="cpu", dtype=te_dtype)
+        return cls(vae, dit, spec, encoder, device, offload, text_encoder_on_cpu)
+
+    @torch.inference_mode()
+    def encode_video(self, video: Tensor) -> Tensor:
+        """(B, 3, F, H, W) in [-1, 1] (F = 8k+1, sides /32) -> normalized latents: the posterior mode."""
+        with self._visit(self.vae):
+            return self.vae.encode(video.to(self.device, self.vae.latent_std.dtype))
 
     def load_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> int:
         """Merge a LoRA file into the transformer's weights (scale multiplies alpha/rank); returns layers
@@ -150,8 +168,17 @@ class Pipeline:
             raise ValueError(
                 "this pipeline has no text encoder: pass text_encoder=PATH (CLI: --text-encoder)"
             )
-        with self._visit(getattr(self.text_encoder, "model", None)):
+        model = getattr(self.text_encoder, "model", None)
+        if model is None or self.text_encoder_on_cpu or self.device.type == "cpu":
             emb, mask = self.text_encoder.encode(prompts, max_tokens)
+        else:  # T5 lives on the CPU and visits the GPU for one encode, leaving its memory to the DiT and VAE
+            model.to(self.device)
+            try:
+                emb, mask = self.text_encoder.encode(prompts, max_tokens)
+            finally:
+                model.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
         return TextEmbeddings(emb.to(self.device, self.dtype), mask.to(self.device))
 
     def schedule(self, cfg: SampleConfig, num_tokens: int) -> list[float]:
@@ -345,10 +372,7 @@ class Pipeline:
                 media = _resize(media, height, width)
             cond = dataclasses.replace(cond, media=media)
             check_condition(cond, frames, self.vae.scale_factors[0])
-            with self._visit(self.vae):
-                encoded.append(
-                    (cond, self.vae.encode(media.to(self.device, self.vae.latent_std.dtype)))
-                )  # mode
+            encoded.append((cond, self.encode_video(media)))
         grid_coords = self._coords(f, h, w).expand(b, -1, -1)
         return build_state(noise.to(self.device, self.dtype), encoded, grid_coords, self._coords, generator)
 
