@@ -1,63 +1,158 @@
-"""TextEncoder: both folder layouts, mask semantics (passed into T5), truncation, refusal of pickles."""
+"""TextEncoder on a tiny random T5: folder layouts, tokenization, mask semantics (passed into T5), errors."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
-from tiny_t5 import make_tiny_t5
+from tiny_t5 import CAPTIONS, make_tiny_t5
 
-from ltxv.text import TextEncoder
+from ltxv.text import TextEncoder, _has_protobuf, _resolve
+
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+
+D_MODEL = 32
 
 
 @pytest.fixture(scope="module")
-def t5_folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t5")
-    return make_tiny_t5(root / "root", "root"), make_tiny_t5(root / "flat", "flat")
-
-
-def test_layouts_load_and_agree(t5_folders):
-    a, b = (TextEncoder.from_pretrained(p) for p in t5_folders)
-    ea, ma = a.encode(["a red fox"], 24)
-    eb, mb = b.encode(["a red fox"], 24)
-    assert ea.shape == (1, 24, 32) and a.hidden_size == 32
-    torch.testing.assert_close(ea, eb)
-    assert torch.equal(ma, mb)
-    tokens = a.tokenizer("a red fox").input_ids
-    assert int(ma.sum()) == len(tokens) and tokens[-1] == a.tokenizer.eos_token_id  # EOS counted
-
-
-def test_padding_does_not_change_real_tokens(t5_folders):
-    """Why the mask is passed into T5 (official): the same prompt padded to 16 or 40 tokens gives the same
-    embeddings for its real tokens."""
-    enc = TextEncoder.from_pretrained(t5_folders[0])
-    short, m_short = enc.encode(["a cat"], 16)
-    long, _ = enc.encode(["a cat"], 40)
-    n = int(m_short.sum())
-    torch.testing.assert_close(short[0, :n], long[0, :n], atol=1e-5, rtol=1e-5)
-    unmasked = enc.model(
-        input_ids=enc.tokenizer(["a cat"], padding="max_length", max_length=40, return_tensors="pt").input_ids
-    ).last_hidden_state
-    assert not torch.allclose(unmasked[0, :n], long[0, :n], atol=1e-4)  # without the mask padding leaks in
-
-
-def test_strip_truncation_and_batches(t5_folders):
-    enc = TextEncoder.from_pretrained(t5_folders[0])
-    emb, mask = enc.encode(
-        ["  a red fox  ", "a red fox", "a blue square moving left on a white background " * 4], 12
+def t5_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(root layout, flat layout) of the same tiny T5, built once per module."""
+    base = tmp_path_factory.mktemp("tiny_t5")
+    return make_tiny_t5(base / "root", "root", d_model=D_MODEL), make_tiny_t5(
+        base / "flat", "flat", d_model=D_MODEL
     )
-    torch.testing.assert_close(emb[0], emb[1])
-    assert mask[2].sum() == 12 and mask[0].sum() < 12 and mask.dtype == torch.int64
 
 
-def test_bad_folders(tmp_path):
-    with pytest.raises(ValueError, match="no such"):
+@pytest.fixture(scope="module")
+def encoder(t5_folders: tuple[Path, Path]) -> TextEncoder:
+    return TextEncoder.from_pretrained(t5_folders[0])
+
+
+def test_both_layouts_load_and_agree(t5_folders: tuple[Path, Path]) -> None:
+    root, flat = (TextEncoder.from_pretrained(p) for p in t5_folders)
+    emb, mask = root.encode(["a red circle moving right on a black background"], 24)
+    emb_flat, mask_flat = flat.encode(["a red circle moving right on a black background"], 24)
+    assert emb.shape == (1, 24, D_MODEL) and mask.shape == (1, 24) and root.hidden_size == D_MODEL
+    assert emb.dtype == torch.float32 and mask.dtype == torch.int64
+    torch.testing.assert_close(emb, emb_flat, atol=0, rtol=0)
+    assert torch.equal(mask, mask_flat)
+
+
+def test_mask_counts_real_tokens_and_eos(encoder: TextEncoder) -> None:
+    ids = encoder.tokenizer("a red circle").input_ids
+    assert ids[-1] == encoder.tokenizer.eos_token_id == 1 and encoder.tokenizer.pad_token_id == 0
+    _, mask = encoder.encode(["a red circle"], 16)
+    assert int(mask.sum()) == len(ids)
+    assert mask[0, : len(ids)].eq(1).all() and mask[0, len(ids) :].eq(0).all()  # real tokens first, then pad
+
+
+def test_tokenizer_matches_sentencepiece(t5_folders: tuple[Path, Path], encoder: TextEncoder) -> None:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(t5_folders[0] / "tokenizer" / "spiece.model"))
+    for text in [*CAPTIONS[:5], "a zebra plays the xylophone"]:  # the last one has unknown characters
+        assert encoder.tokenizer(text).input_ids == sp.encode(text) + [sp.eos_id()], text
+
+
+def test_padding_does_not_change_real_tokens(encoder: TextEncoder) -> None:
+    """Why the mask goes into T5 (official pipeline): real-token embeddings are independent of the padding."""
+    short, mask = encoder.encode(["a cat sitting on a table"], 16)
+    long, _ = encoder.encode(["a cat sitting on a table"], 32)
+    n = int(mask.sum())
+    torch.testing.assert_close(short[0, :n], long[0, :n], atol=1e-5, rtol=1e-5)
+    ids = encoder.tokenizer(
+        ["a cat sitting on a table"], padding="max_length", max_length=32, return_tensors="pt"
+    )
+    unmasked = encoder.model(input_ids=ids.input_ids).last_hidden_state  # diffusers' LTXPipeline way
+    assert not torch.allclose(unmasked[0, :n], long[0, :n], atol=1e-4)  # without the mask, padding leaks in
+
+
+def test_truncation_keeps_eos(encoder: TextEncoder) -> None:
+    long_prompt = " ".join(CAPTIONS[:6])
+    emb, mask = encoder.encode([long_prompt], 8)
+    assert emb.shape == (1, 8, D_MODEL) and mask.eq(1).all()
+    ids = encoder.tokenizer(long_prompt, max_length=8, truncation=True).input_ids
+    assert len(ids) == 8 and ids[-1] == encoder.tokenizer.eos_token_id
+
+
+def test_whitespace_is_stripped(encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    tokenizer = encoder.tokenizer
+
+    def spy(texts: list[str], **kwargs: object) -> object:
+        seen.append(list(texts))
+        return tokenizer(texts, **kwargs)
+
+    monkeypatch.setattr(encoder, "tokenizer", spy)
+    emb, mask = encoder.encode(["  \ta red circle moving right \n ", "a red circle moving right"], 16)
+    assert seen == [["a red circle moving right"] * 2]  # the official preprocessing is exactly strip()
+    torch.testing.assert_close(emb[0], emb[1], atol=0, rtol=0)
+    assert torch.equal(mask[0], mask[1])
+
+
+def test_batch_rows_match_single_prompts(encoder: TextEncoder) -> None:
+    prompts = ["a dog", "waves crashing on a sandy beach at sunset while clouds drift across the sky"]
+    emb, mask = encoder.encode(prompts, 32)
+    assert emb.shape == (2, 32, D_MODEL) and int(mask[0].sum()) < int(mask[1].sum())
+    for i, prompt in enumerate(prompts):
+        single, single_mask = encoder.encode([prompt], 32)
+        n = int(single_mask.sum())
+        torch.testing.assert_close(emb[i, :n], single[0, :n], atol=1e-5, rtol=1e-5)
+        assert torch.equal(mask[i], single_mask[0])
+
+
+def test_pickled_weights_are_refused(t5_folders: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "pickled"
+    shutil.copytree(t5_folders[1], folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04.")  # never opened
+    with pytest.raises(ValueError, match="pickle") as err:
+        TextEncoder.from_pretrained(folder)
+    assert "safetensors" in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_missing_or_wrong_folders_error_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such text-encoder folder"):
         TextEncoder.from_pretrained(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="expected a T5 folder"):
         TextEncoder.from_pretrained(tmp_path / "empty")
-    pick = tmp_path / "pickled"
-    (pick / "text_encoder").mkdir(parents=True)
-    (pick / "text_encoder" / "config.json").write_text("{}")
-    (pick / "text_encoder" / "pytorch_model.bin").write_bytes(b"\x80\x04")
-    with pytest.raises(ValueError, match="pickled"):
-        TextEncoder.from_pretrained(pick)
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="model_type 't5'.*'bert'"):
+        TextEncoder.from_pretrained(tmp_path / "bert")
+
+
+def test_hub_ids_resolve_to_subfolders() -> None:
+    assert _resolve("PixArt-alpha/PixArt-XL-2-1024-MS") == (
+        "PixArt-alpha/PixArt-XL-2-1024-MS",
+        "text_encoder",
+        "tokenizer",
+    )
+
+
+def test_spiece_only_tokenizer(t5_folders: tuple[Path, Path], encoder: TextEncoder, tmp_path: Path) -> None:
+    """Real T5 repos ship spiece.model, no tokenizer.json: transformers 5 converts it (needs protobuf)."""
+    folder = tmp_path / "spiece_only"
+    shutil.copytree(t5_folders[0], folder)
+    (folder / "tokenizer" / "tokenizer.json").unlink()
+    if not _has_protobuf():
+        with pytest.raises(ValueError, match="protobuf"):
+            TextEncoder.from_pretrained(folder)
+        return
+    converted = TextEncoder.from_pretrained(folder)
+    assert converted.tokenizer(CAPTIONS[0]).input_ids == encoder.tokenizer(CAPTIONS[0]).input_ids
+
+
+def test_to_and_free(t5_folders: tuple[Path, Path]) -> None:
+    enc = TextEncoder.from_pretrained(t5_folders[1], device="cpu", dtype=torch.bfloat16)
+    assert enc.to("cpu") is enc and enc.device == torch.device("cpu")
+    emb, _ = enc.encode(["a red circle"], 8)
+    assert emb.dtype == torch.bfloat16 and not emb.requires_grad
+    enc.free()
+    with pytest.raises(RuntimeError, match="free"):
+        enc.encode(["a red circle"], 8)

@@ -171,8 +171,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .conditioning import Condition
     from .config import SampleConfig
-    from .media import read_media, resize_center_crop, write_video
-    from .pipeline import Pipeline, padded_size
+    from .media import output_path, pad_video, padded_size, read_media, resize_center_crop, write_video
+    from .pipeline import Pipeline
 
     started = time.perf_counter()
     blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))  # () = the model's default
@@ -198,17 +198,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
     )
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
+    output_path(args.out, cfg.num_frames)  # a bad output name fails now, not after the generation
     items = [(args.image, 0, args.image_strength)] if args.image else []
     conditions = []
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
         media, _ = read_media(path, max_frames=frames)
-        conditions.append(Condition(resize_center_crop(media, height, width), frame, strength))
+        fitted = pad_video(
+            resize_center_crop(media, cfg.height, cfg.width), height, width
+        )  # official geometry
+        conditions.append(Condition(fitted, frame, strength))
     source = None
     if args.video:
         source, _ = read_media(args.video, max_frames=frames)
         if source.shape[2] < frames:
             raise ValueError(f"--video {args.video}: {source.shape[2]} frames, the request needs {frames}")
-        source = resize_center_crop(source, height, width)
+        source = pad_video(resize_center_crop(source, cfg.height, cfg.width), height, width)[:, :, :frames]
         skip = cfg.steps // 2 if args.skip_steps is None else args.skip_steps
         cfg = dataclasses.replace(cfg, skip_initial_steps=skip)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")

@@ -1,154 +1,353 @@
-"""Video and image I/O (PyAV, Pillow): read media as (1, 3, F, H, W) in [-1, 1], write [0, 1] videos as H.264
-mp4
-(or PNG for one frame) through a temporary file that is renamed into place."""
+"""Video and image I/O (PyAV, Pillow), [0, 1] <-> uint8 frames, official pad-to-/32-and-8k+1 then crop back.
+
+Conventions: `video` is (B, 3, F, H, W) float; readers return model space [-1, 1]; writers take user space
+[0, 1]. Writes go to a hidden temporary file in the destination folder that is renamed into place, so a
+half-written file never exists. PyAV and Pillow are imported inside the functions that need them.
+"""
 
 from __future__ import annotations
 
+import io
+import numbers
 import os
-import tempfile
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")  # readable by PyAV
+VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # writable: H.264 in these containers
+MAX_SIDE = 8192  # pixels; far beyond any LTX-Video resolution, catches swapped or garbage arguments
+MAX_FRAMES = 1025  # 8 * 128 + 1
+_NTSC_BASES = (24, 30, 48, 60, 120)  # 23.976, 29.97, ... are written as exact n * 1000 / 1001
 
 
+# uint8 frames ----------------------------------------------------------------------------------------
 def to_uint8_frames(video: Tensor) -> np.ndarray:
-    """(3, F, H, W) or (1, 3, F, H, W) in [0, 1] -> (F, H, W, 3) uint8."""
-    if video.ndim == 5:
+    """(3, F, H, W) or (1, 3, F, H, W) in [0, 1] -> (F, H, W, 3) uint8, clamped and rounded to nearest."""
+    if video.ndim == 5 and video.shape[0] == 1:
         video = video[0]
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(
+            f"expected a video of shape (3, F, H, W) or (1, 3, F, H, W), got {tuple(video.shape)}; "
+            "for a batch pass one sample, e.g. video[i]"
+        )
+    if not torch.isfinite(video).all():
+        bad = int((~torch.isfinite(video)).sum())
+        raise ValueError(f"video has {bad} NaN/inf values; it cannot be written (the generation diverged)")
     frames = (video.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return rearrange(frames, "c f h w -> f h w c").cpu().numpy()
+    return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()  # (3, F, H, W) -> (F, H, W, 3)
 
 
 def from_uint8_frames(frames: np.ndarray) -> Tensor:
     """(F, H, W, 3) uint8 -> (1, 3, F, H, W) float32 in [-1, 1]."""
-    video = torch.from_numpy(np.array(frames, dtype=np.uint8)).float() / 127.5 - 1
-    return rearrange(video, "f h w c -> 1 c f h w")
+    frames = np.asarray(frames)
+    if not frames.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on read-only arrays
+        frames = frames.copy()
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected (F, H, W, 3) uint8 frames, got {frames.dtype} of shape {frames.shape}")
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()  # (F, H, W, 3) -> (3, F, H, W)
+    return video.float().div_(127.5).sub_(1)[None]
 
 
-def _atomic(path: Path, write) -> Path:  # noqa: ANN001 - write(tmp_path) produces the file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+# sizes -----------------------------------------------------------------------------------------------
+def _check_size(name: str, value: int, limit: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ValueError(f"{name} must be an integer in [1, {limit}], got {value!r}")
 
 
-def write_video(path: str | os.PathLike[str], video: Tensor, fps: float, crf: int = 18) -> Path:
-    """Write a (3, F, H, W) / (1, 3, F, H, W) video in [0, 1]. .mp4 -> H.264 (yuv420p, odd sides padded by one
-    replicated pixel, as yuv420p needs even sides); a single frame is written as PNG next to it (path.png),
-    and
-    an image suffix writes the first frame. Returns the path written."""
+def padded_size(
+    height: int, width: int, frames: int, spatial: int = 32, temporal: int = 8
+) -> tuple[int, int, int]:
+    """Official `inference.py` padding: sides up to multiples of `spatial`, frames up to temporal*k + 1
+    (F_pad = ((F - 2) // 8 + 1) * 8 + 1 for F >= 2; one frame stays one). Returns (H_pad, W_pad, F_pad)."""
+    _check_size("height", height, MAX_SIDE)
+    _check_size("width", width, MAX_SIDE)
+    _check_size("frames", frames, MAX_FRAMES)
+    padded_frames = frames if frames == 1 else ((frames - 2) // temporal + 1) * temporal + 1
+    return -(-height // spatial) * spatial, -(-width // spatial) * spatial, padded_frames
+
+
+def _centre_offsets(video: Tensor, height: int, width: int) -> tuple[int, int]:
+    """Official `calculate_padding`: pad_top = (H_pad - H) // 2, pad_left = (W_pad - W) // 2."""
+    return (video.shape[-2] - height) // 2, (video.shape[-1] - width) // 2
+
+
+def crop_video(video: Tensor, height: int, width: int, frames: int) -> Tensor:
+    """Undo `padded_size` on an output (B, C, F_pad, H_pad, W_pad): the first `frames` frames and the centre
+    height x width window, where the official `inference.py` put the unpadded picture (top offset
+    (H_pad - H) // 2, left offset (W_pad - W) // 2; zero offsets when only frames were padded)."""
+    _check_size("height", height, MAX_SIDE)
+    _check_size("width", width, MAX_SIDE)
+    _check_size("frames", frames, MAX_FRAMES)
+    have = tuple(video.shape[-3:])
+    if video.ndim != 5 or frames > have[0] or height > have[1] or width > have[2]:
+        raise ValueError(
+            f"cannot crop a video of shape {tuple(video.shape)} to (frames, height, width) = "
+            f"{(frames, height, width)}; crop_video expects the padded (B, C, F, H, W) output"
+        )
+    top, left = _centre_offsets(video, height, width)
+    return video[:, :, :frames, top : top + height, left : left + width]
+
+
+def pad_video(video: Tensor, height: int, width: int) -> Tensor:
+    """Zero-pad (B, C, F, h, w) in space to height x width, centred as official `inference.py` pads
+    conditioning media (0 is mid-grey in [-1, 1]); `crop_video` removes exactly this padding."""
+    _check_size("height", height, MAX_SIDE)
+    _check_size("width", width, MAX_SIDE)
+    h, w = video.shape[-2:]
+    if video.ndim != 5 or h > height or w > width:
+        raise ValueError(f"cannot pad a video of shape {tuple(video.shape)} to {height}x{width}")
+    top, left = (height - h) // 2, (width - w) // 2
+    return F.pad(video, (left, width - w - left, top, height - h - top))
+
+
+def resize_center_crop(video: Tensor, height: int, width: int) -> Tensor:
+    """Fit (B, 3, F, h, w) to height x width without distortion, as the official image loader does: crop the
+    centre to the target aspect (its integer window), then resize bilinearly with antialiasing (the
+    official loader uses PIL's bicubic). Works in any value range; returns the input dtype."""
+    _check_size("height", height, MAX_SIDE)
+    _check_size("width", width, MAX_SIDE)
+    if video.ndim != 5:
+        raise ValueError(f"expected a (B, C, F, H, W) video, got shape {tuple(video.shape)}")
+    b, c, f, h, w = video.shape
+    aspect = width / height  # the official window arithmetic, float rounding included
+    if w / h > aspect:  # too wide: keep the full height
+        crop_h, crop_w = h, max(1, int(h * aspect))
+    else:  # too tall: keep the full width
+        crop_h, crop_w = max(1, int(w / aspect)), w
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    video = video[..., top : top + crop_h, left : left + crop_w]
+    if (crop_h, crop_w) == (height, width):
+        return video
+    frames = video.reshape(b, c * f, crop_h, crop_w).float()  # (B, C*F, h, w): frames resized independently
+    frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return frames.reshape(b, c, f, height, width).to(video.dtype)
+
+
+# writing ---------------------------------------------------------------------------------------------
+def output_path(path: str | os.PathLike[str], num_frames: int) -> Path:
+    """The file `write_video` will write for `num_frames` frames, or a ValueError; call it before a long
+    generation to validate `path`. One frame to .mp4/.mov/.mkv becomes a .png next to it."""
     path = Path(path)
-    frames = to_uint8_frames(video)
-    if path.suffix.lower() in IMAGE_SUFFIXES or (len(frames) == 1 and path.suffix.lower() == ".mp4"):
-        from PIL import Image
-
-        path = path if path.suffix.lower() in IMAGE_SUFFIXES else path.with_suffix(".png")
-        return _atomic(path, lambda tmp: Image.fromarray(frames[0]).save(tmp, format=_pil_format(path)))
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"cannot write {path.name!r}: use .mp4 for video or .png/.jpg for a single frame")
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    h, w = frames.shape[1:3]
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    return _atomic(path, lambda tmp: _encode_h264(tmp, frames, fps, crf))
-
-
-def _pil_format(path: Path) -> str:
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(
-        path.suffix.lower(), path.suffix[1:].upper()
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_FORMATS:
+        return path.with_suffix(".png") if num_frames == 1 else path
+    if suffix in IMAGE_SUFFIXES:
+        if num_frames != 1:
+            raise ValueError(f"cannot write {num_frames} frames to image {str(path)!r}; use a .mp4 path")
+        return path
+    raise ValueError(
+        f"cannot write {str(path)!r}: unsupported extension {path.suffix!r}; use .mp4 (or .mov/.mkv) for "
+        f"video, .png (or {', '.join(IMAGE_SUFFIXES[1:])}) for a single frame"
     )
 
 
-def _encode_h264(path: str, frames: np.ndarray, fps: float, crf: int) -> None:
+def write_video(path: str | os.PathLike[str], video01: Tensor, fps: float, crf: int = 18) -> Path:
+    """Write a (3, F, H, W) or (1, 3, F, H, W) video in [0, 1]; returns the path written (see `output_path`).
+
+    Video: H.264 (libx264 when available, `crf`, preset medium), yuv420p tagged BT.601, at `fps` as an exact
+    fraction (23.976 -> 24000/1001). yuv420p needs even sides, so an odd height or width gets one extra
+    bottom row / right column replicated from the edge: the file is then 1 pixel larger than the tensor.
+    A single frame is written losslessly as PNG (a video path gets its suffix replaced by .png).
+    """
+    frames = to_uint8_frames(video01)
+    path = output_path(path, len(frames))
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return _write_atomic(path, lambda tmp: _save_image(tmp, frames[0], path.suffix))
+    if not (isinstance(crf, int) and 0 <= crf <= 51):
+        raise ValueError(f"crf must be an integer in [0, 51] (lower = better), got {crf!r}")
+    rate = _frame_rate(fps)
+    h, w = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # even sides
+    container = VIDEO_FORMATS[path.suffix.lower()]
+    return _write_atomic(path, lambda tmp: _encode_h264(tmp, frames, rate, crf, container))
+
+
+def _write_atomic(path: Path, write) -> Path:  # noqa: ANN001 - write(tmp: str) creates the file
+    """Run write(tmp) on a hidden file beside `path`, then rename it into place; remove it on any error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _save_image(tmp: str, frame: np.ndarray, suffix: str) -> None:
+    from PIL import Image
+
+    kind = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix.lower())
+    Image.fromarray(frame).save(tmp, format=kind or suffix[1:].upper())
+
+
+def _frame_rate(fps: float) -> Fraction:
+    """fps as an exact fraction; NTSC rates (23.976, 29.97, 59.94, ...) snap to n * 1000 / 1001."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= 1000:
+        raise ValueError(f"fps must be a number in (0, 1000], got {fps!r}")
+    for base in _NTSC_BASES:
+        if abs(fps - base * 1000 / 1001) < 5e-3:
+            return Fraction(base * 1000, 1001)
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _h264_encoder() -> str:
+    """libx264, else another software H.264 encoder, else FFmpeg's default H.264 encoder."""
     import av
 
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(path, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=rate)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+    for name in ("libx264", "libopenh264", "h264"):
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # noqa: BLE001 - PyAV raises different types across versions for a missing codec
+            continue
+    raise RuntimeError("this PyAV build has no H.264 encoder; install the PyPI wheel (`pip install av`)")
+
+
+def _encode_h264(tmp: str, frames: np.ndarray, rate: Fraction, crf: int, container_format: str) -> None:
+    """Encode (F, H, W, 3) uint8 frames (even H, W) as H.264 yuv420p into a new file `tmp`."""
+    import av
+
+    encoder = _h264_encoder()
+    with av.open(tmp, mode="w", format=container_format) as container:
+        stream = container.add_stream(encoder, rate=rate)
+        stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        if encoder == "libx264":
+            stream.options = {"crf": str(crf), "preset": "medium"}
+        ctx = stream.codec_context
+        if hasattr(ctx, "colorspace"):  # rgb24 -> yuv420p uses BT.601 limited range: say so for players
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush delayed frames
+
+
+# reading ---------------------------------------------------------------------------------------------
+def _reason(err: BaseException, path: Path) -> str:
+    """One line, without the file name that PyAV and Pillow often repeat."""
+    text = str(getattr(err, "strerror", None) or err or type(err).__name__)
+    text = text.replace(repr(str(path)), "").replace(str(path), "").rstrip(" :'\"")
+    return " ".join(text.split())
+
+
+def _existing_file(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"cannot read {str(path)!r}: no such file")
+    if not path.is_file():
+        raise ValueError(f"cannot read {str(path)!r}: not a file")
+    return path
 
 
 def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[Tensor, float]:
-    """Decode a video -> ((1, 3, F, H, W) in [-1, 1], fps). Errors name the file and the reason."""
+    """Decode the first video stream -> ((1, 3, F, H, W) float32 in [-1, 1], fps), at most `max_frames`
+    frames. Missing, unreadable or corrupt files raise a one-line ValueError naming the path."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    path = _existing_file(path)
+    if max_frames is not None:
+        _check_size("max_frames", max_frames, 1 << 30)
+    frames = []
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.base_rate or 24)
-            frames = []
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             for frame in container.decode(stream):
                 frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
+                if len(frames) == max_frames:
                     break
-    except (av.error.FFmpegError, IndexError, OSError) as err:
-        raise ValueError(f"{path}: not a readable video ({err})") from None
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise ValueError(f"cannot read video {str(path)!r}: {_reason(err, path)}") from None
     if not frames:
-        raise ValueError(f"{path}: the video has no frames")
-    return from_uint8_frames(np.stack(frames)), fps
+        raise ValueError(f"cannot read video {str(path)!r}: it has no decodable frames")
+    if not rate:
+        raise ValueError(f"cannot read video {str(path)!r}: it has no frame rate")
+    return from_uint8_frames(np.stack(frames)), float(rate)
 
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:
-    """An image file -> (1, 3, 1, H, W) in [-1, 1] (RGB)."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file -> (1, 3, 1, H, W) float32 in [-1, 1]: RGB (alpha dropped, as the official loader does),
+    EXIF orientation applied. Missing or unreadable files raise a one-line ValueError naming the path."""
+    from PIL import Image, ImageOps
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+    path = _existing_file(path)
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"{path}: not a readable image ({err})") from None
+            array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
+        raise ValueError(f"cannot read image {str(path)!r}: {_reason(err, path)}") from None
     return from_uint8_frames(array[None])
 
 
 def read_media(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[Tensor, float | None]:
-    """Image or video by suffix -> ((1, 3, F, H, W) in [-1, 1], fps or None for images)."""
-    suffix = Path(path).suffix.lower()
+    """Image or video -> ((1, 3, F, H, W) in [-1, 1], fps or None for an image). Chosen by extension;
+    an unknown extension is tried as an image, then as a video."""
+    path = _existing_file(path)
+    suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return read_image(path), None
     if suffix in VIDEO_SUFFIXES:
         return read_video(path, max_frames)
-    raise ValueError(
-        f"{path}: unknown media type {suffix!r}; use an image ({', '.join(IMAGE_SUFFIXES)}) or a video"
-    )
+    try:
+        return read_image(path), None
+    except ValueError:
+        try:
+            return read_video(path, max_frames)
+        except ValueError:
+            raise ValueError(f"cannot read {str(path)!r}: neither a readable image nor video") from None
 
 
-def resize_center_crop(video: Tensor, height: int, width: int) -> Tensor:
-    """Scale (B, 3, F, h, w) so that it covers height x width (aspect kept), then crop the centre."""
-    b, _, f, h, w = video.shape
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    frames = rearrange(video, "b c f h w -> (b f) c h w").float()
-    if (new_h, new_w) != (h, w):
-        frames = F.interpolate(
-            frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
+# I2V preprocessing -----------------------------------------------------------------------------------
+def encode_as_h264_like(image: Tensor, crf: int = 29) -> Tensor:
+    """Give (B, 3, F, H, W) frames in [-1, 1] the artefacts of video compression, as the official I2V
+    preprocessing does (`ltx_video/pipelines/crf_compressor.py`, spec §5.7): each frame alone goes through
+    libx264 (crf 29, preset veryfast, yuv420p) in memory and is decoded back. Same shape, dtype and device;
+    crf 0 returns the input. Differences from official: values are rounded (not truncated) to uint8, which
+    is identical for images that came from uint8; odd sides are edge-padded to even and cropped back
+    instead of losing their last row/column."""
+    if image.ndim != 5 or image.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, F, H, W) frames in [-1, 1], got shape {tuple(image.shape)}")
+    if not (isinstance(crf, int) and 0 <= crf <= 51):
+        raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+    if crf == 0:
+        return image
+    if _h264_encoder() != "libx264":
+        raise RuntimeError(
+            "encode_as_h264_like needs libx264; install the PyPI wheel of PyAV (`pip install av`)"
         )
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    frames = frames[:, :, top : top + height, left : left + width]
-    return rearrange(frames, "(b f) c h w -> b c f h w", b=b, f=f).to(video.dtype)
+    b, _, _, h, w = image.shape
+    out = torch.empty_like(image)
+    for i in range(b):
+        frames = to_uint8_frames((image[i] + 1) / 2)  # (F, H, W, 3)
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        decoded = np.stack([_h264_round_trip(frame, crf) for frame in frames])[:, :h, :w]
+        out[i] = from_uint8_frames(decoded)[0].to(image)
+    return out
+
+
+def _h264_round_trip(frame: np.ndarray, crf: int) -> np.ndarray:
+    """(H, W, 3) uint8 with even sides -> the same frame after a one-frame libx264 mp4 in memory."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        stream.height, stream.width = frame.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
+        container.mux(stream.encode(yuv))
+        container.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer, mode="r") as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")

@@ -21,6 +21,7 @@ from .conditioning import Condition, LatentState, build_state, check_condition, 
 from .config import ModelSpec, SampleConfig
 from .dit.model import SkipLayers, VideoDiT
 from .layers.rope import latent_pixel_coords
+from .media import crop_video, padded_size
 from .upsampler import LatentUpsampler
 from .vae.model import VideoVAE
 
@@ -56,15 +57,6 @@ class TextEmbeddings:
 
     emb: Tensor
     mask: Tensor
-
-
-def padded_size(
-    height: int, width: int, num_frames: int, spatial: int = 32, temporal: int = 8
-) -> tuple[int, int, int]:
-    """Official inference padding: sides up to multiples of 32, frames up to 8k+1 (cropped back
-    afterwards)."""
-    frames = num_frames if num_frames == 1 else ((num_frames - 2) // temporal + 1) * temporal + 1
-    return -(-height // spatial) * spatial, -(-width // spatial) * spatial, frames
 
 
 class Pipeline:
@@ -251,7 +243,7 @@ class Pipeline:
         if not decode:
             return GenerationResult(None, latents, cfg.frame_rate, ts, seed)
         video = self._decode(latents, cfg, generator)
-        video = video[:, :, : cfg.num_frames, : cfg.height, : cfg.width]  # crop the padding back (top-left)
+        video = crop_video(video, cfg.height, cfg.width, cfg.num_frames)  # the centre, as official inference
         return GenerationResult(((video.float() + 1) / 2).clamp(0, 1), latents, cfg.frame_rate, ts, seed)
 
     @torch.inference_mode()

@@ -1,48 +1,76 @@
-"""T5 text encoder (transformers): prompts -> (embeddings (B, L, D), mask (B, L)); the only module that
-imports
-transformers. As the official pipeline: padding to max length, the padding mask passed *into* T5 and reused as
-the cross-attention mask (diffusers' LTXPipeline runs T5 without it)."""
+"""T5 text encoder: prompts -> (text_emb (B, L, D), text_mask (B, L)); the only module importing transformers.
+
+As the official LTX-Video pipeline: T5 v1.1 encoder only, prompts `strip()`ped, padded/truncated to
+`max_tokens` with EOS appended, and the padding mask passed *into* T5 and reused as the cross-attention mask
+(diffusers' LTXPipeline runs T5 without it, so its real-token embeddings depend on the padding)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+_LAYOUTS = "a root with text_encoder/ + tokenizer/, a folder with a T5 config.json + tokenizer, or a hub id"
 
-def _resolve(path: str) -> tuple[str, str | None, str | None]:
-    """(location, encoder subfolder, tokenizer subfolder): a model root with text_encoder/ + tokenizer/, a
-    folder
-    holding both side by side, or a hub id (resolved by transformers; subfolders as in the LTX-Video repo)."""
-    p = Path(path)
+
+def _resolve(path: str) -> tuple[str, str, str]:
+    """-> (location, encoder subfolder, tokenizer subfolder); "" means the location itself."""
+    p = Path(path).expanduser()
     if p.is_dir():
         if (p / "text_encoder").is_dir():
             return str(p), "text_encoder", "tokenizer" if (p / "tokenizer").is_dir() else "text_encoder"
         if (p / "config.json").is_file():
-            return str(p), None, None
+            return str(p), "", ""
+        raise ValueError(f"{path}: expected a T5 folder: {_LAYOUTS}")
+    if p.exists() or path.count("/") != 1 or path.startswith((".", "/", "~")):
+        raise ValueError(f"{path}: no such text-encoder folder (expected {_LAYOUTS})")
+    return path, "text_encoder", "tokenizer"  # hub id, e.g. PixArt-alpha/PixArt-XL-2-1024-MS
+
+
+def _has_protobuf() -> bool:
+    try:
+        import google.protobuf  # noqa: F401 - transformers 5 parses spiece.model with it
+    except ImportError:
+        return False
+    return True
+
+
+def _check_local(encoder_dir: Path, tokenizer_dir: Path) -> None:
+    """Fail early, with one line, on folders transformers would reject obscurely (or load via pickle)."""
+    config_file = encoder_dir / "config.json"
+    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    if model_type != "t5":
+        raise ValueError(f"{encoder_dir}: expected a T5 config.json (model_type 't5'), got {model_type!r}")
+    has_safetensors = any(encoder_dir.glob("*.safetensors"))
+    pickles = sorted(f.name for f in encoder_dir.glob("*.bin"))
+    if not has_safetensors and pickles:
         raise ValueError(
-            f"{path}: expected a T5 folder (config.json + weights + tokenizer) or text_encoder/ + tokenizer/"
+            f"{encoder_dir}: only pickled weights {pickles}; pickle files are refused. Convert once where you"
+            " trust them: T5EncoderModel.from_pretrained(d, use_safetensors=False).save_pretrained(d)"
         )
-    if path.count("/") != 1 or path.startswith((".", "/", "~")):
-        raise ValueError(f"{path}: no such text-encoder folder (or hub id like Lightricks/LTX-Video)")
-    return path, "text_encoder", "tokenizer"  # hub id: downloaded by transformers when online
-
-
-def _refuse_pickles(location: str, sub: str | None) -> None:
-    folder = Path(location) / (sub or "")
-    if folder.is_dir() and not list(folder.glob("*.safetensors")) and list(folder.glob("*.bin")):
+    if not has_safetensors:
+        raise ValueError(f"{encoder_dir}: expected T5 weights as *.safetensors, found none")
+    if (tokenizer_dir / "tokenizer.json").is_file():
+        return
+    if not (tokenizer_dir / "spiece.model").is_file():
+        raise ValueError(f"{tokenizer_dir}: expected a T5 tokenizer (tokenizer.json or spiece.model)")
+    if not _has_protobuf():
         raise ValueError(
-            f"{folder}: only pickled weights (*.bin), which ltxv never loads; convert them to safetensors"
+            f"{tokenizer_dir}: reading spiece.model needs `pip install protobuf` (transformers 5)"
         )
 
 
 class TextEncoder:
-    """T5 encoder + tokenizer. `encode` returns embeddings in the model's dtype and an int64 0/1 mask."""
+    """T5 encoder + tokenizer. `encode` returns embeddings in the encoder's dtype and an int64 0/1 mask.
 
-    def __init__(self, model: torch.nn.Module, tokenizer) -> None:  # noqa: ANN001 - a transformers tokenizer
-        self.model, self.tokenizer = model.eval(), tokenizer
+    Memory: `to("cpu")` parks T5 off the GPU between prompts (the pipeline's offload moves `.model`);
+    `free()` drops it for good once the prompts are encoded (T5-XXL is ~9.5 GB in bf16)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer) -> None:  # noqa: ANN001 - a transformers T5Tokenizer
+        self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
 
     @classmethod
     def from_pretrained(
@@ -51,33 +79,51 @@ class TextEncoder:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> TextEncoder:
-        from transformers import AutoTokenizer, T5EncoderModel
+        """Load safetensors weights + tokenizer (see `_LAYOUTS`) onto `device` (default CPU) in `dtype`
+        (default float32; the official pipeline uses bfloat16 on GPU; float16 overflows in T5)."""
+        from transformers import T5EncoderModel, T5Tokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # keep stderr to our own progress and one-line errors
-        hf_logging.set_verbosity_error()
-
-        location, enc_sub, tok_sub = _resolve(str(path))
-        _refuse_pickles(location, enc_sub)
+        location, enc_sub, tok_sub = _resolve(os.fspath(path))
+        if Path(location).is_dir():
+            _check_local(Path(location, enc_sub), Path(location, tok_sub))
         try:
             model = T5EncoderModel.from_pretrained(
-                location, subfolder=enc_sub or "", use_safetensors=True, dtype=dtype or torch.float32
+                location, subfolder=enc_sub, use_safetensors=True, dtype=dtype or torch.float32
             )
-            tokenizer = AutoTokenizer.from_pretrained(location, subfolder=tok_sub or "")
+            tokenizer = T5Tokenizer.from_pretrained(location, subfolder=tok_sub)
         except (OSError, ValueError) as err:
-            raise ValueError(
-                f"{path}: cannot load a T5 encoder and tokenizer ({str(err).splitlines()[0]})"
-            ) from None
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            hint = "" if _has_protobuf() else "; a spiece.model-only tokenizer needs `pip install protobuf`"
+            raise ValueError(f"{path}: cannot load a T5 encoder and tokenizer ({why}{hint})") from None
         return cls(model.to(device or "cpu"), tokenizer)
 
     @property
     def hidden_size(self) -> int:
         return self.model.config.d_model
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> TextEncoder:
+        self.model.to(device)
+        return self
+
+    def free(self) -> None:
+        """Release the encoder's memory; `encode` fails afterwards."""
+        on_cuda = self.device.type == "cuda"
+        self.model = self.tokenizer = None
+        if on_cuda:
+            torch.cuda.empty_cache()
+
     @torch.inference_mode()
     def encode(self, prompts: list[str], max_tokens: int) -> tuple[Tensor, Tensor]:
-        """prompts -> emb (B, max_tokens, D), mask (B, max_tokens) with 1 for real tokens (EOS included)."""
-        device = next(self.model.parameters()).device
+        """prompts -> text_emb (B, max_tokens, D), text_mask (B, max_tokens) int64: 1 = real token or EOS."""
+        if self.model is None:
+            raise RuntimeError("TextEncoder.encode after free(): load it again")
+        prompts = [prompts] if isinstance(prompts, str) else prompts
         batch = self.tokenizer(
             [p.strip() for p in prompts],
             padding="max_length",
@@ -86,6 +132,6 @@ class TextEncoder:
             add_special_tokens=True,
             return_tensors="pt",
         )
-        ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+        ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)  # (B, L)
         emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, D)
         return emb, mask.long()
