@@ -1,12 +1,10 @@
 """Pipeline parity with the official `ltx_video` LTXVideoPipeline on a tiny random model (fp32, CPU).
 
 Same weights (one native single-file checkpoint), same prompt embeddings, same seed: the official pipeline
-draws
-the initial noise, extra-token noise and I2V conditioning noise from the generator in the same order as ours.
-Decode noise is off (the official code draws it from the global RNG). The official `vae_encode` samples the
-posterior while ours uses the mode; the test patches the official sampling to the mode.
-Skipped unless `ltx_video` is importable (see tests/test_official_parity.py).
-"""
+draws the initial noise, extra-token noise and I2V conditioning noise from the generator in the same order as
+ours. Decode noise is off (the official code draws it from the global RNG). The official `vae_encode` samples
+the posterior while ours uses the mode; the test patches the official sampling to the mode. Skipped unless
+`ltx_video` is importable (see tests/test_official_parity.py)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
 """Conditioning items (images or 8k+1-frame clips at frame indices) -> latent tokens with per-token strength.
 
 Official LTX-Video semantics (`prepare_conditioning`): an item at frame 0 is written into the start of the
-latent
-grid (lerp by strength); an item at frame > 0 puts its latent frames after a 2-frame prefix into the grid at
-latent index frame/8 + 2, and its prefix (or the single latent frame of an image) becomes *extra tokens* in
-front
-of the video tokens, with their own RoPE coordinates; extra tokens are dropped before decoding. A token's
-conditioning strength c gives it the timestep min(t, 1 - c): c = 1 tokens stay clean.
-"""
+latent grid (lerp by strength); an item at frame > 0 puts its latent frames after a 2-frame prefix into the
+grid at latent index frame/8 + 2, and its prefix (or the single latent frame of an image) becomes *extra
+tokens* in front of the video tokens, with their own RoPE coordinates; extra tokens are dropped before
+decoding. A token's conditioning strength c gives it the timestep min(t, 1 - c): c = 1 tokens stay clean."""
 
 from __future__ import annotations
 

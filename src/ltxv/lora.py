@@ -1,14 +1,10 @@
-"""LoRA weights for the transformer: read peft / diffusers / ComfyUI-style safetensors and merge them (W +=
-s·B·A).
+"""LoRA for the transformer: read peft / diffusers / ComfyUI / kohya safetensors and merge (W += s·B·A).
 
 Accepted key layouts, for any linear layer of the DiT: `<prefix><module>.lora_A.weight` / `.lora_B.weight`
 (peft, diffusers, LTX-Video-Trainer) and `.lora_down.weight` / `.lora_up.weight` (kohya), with the
 prefixes `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.` or none; module
-names
-in the official layout or diffusers' (`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by
-alpha/rank;
-otherwise the scale is 1 (peft's default when alpha == rank).
-"""
+names in the official layout or diffusers' (`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by
+alpha/rank; otherwise the scale is 1 (peft's default when alpha == rank)."""
 
 from __future__ import annotations
 
@@ -73,8 +69,8 @@ def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
 @torch.no_grad()
 def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.0) -> int:
     """Add scale · (alpha/r) · B·A to each target Linear's weight in place; returns the number of layers
-    merged.
-    Unknown module names or shape mismatches raise a ValueError naming them (nothing is changed then)."""
+    merged. Unknown module names or shape mismatches raise a ValueError naming them (nothing is changed
+    then)."""
     modules = dict(model.named_modules())
     missing = [name for name in layers if not isinstance(modules.get(name), nn.Linear)]
     if missing:

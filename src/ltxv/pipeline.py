@@ -1,6 +1,9 @@
-"""Pipeline: the only place that wires text encoder, DiT, sampler and VAE together; one generate() for every
-mode
-(text-to-video, image-to-video, keyframes, extension) through conditioning items with per-token timesteps."""
+"""Pipeline: the only place that wires text encoder, DiT, sampler and VAE together.
+
+One generate() serves every mode (text-to-video, image-to-video, keyframes, extension, video-to-video)
+through conditioning items with per-token timesteps; generate_multiscale() chains two of them with the latent
+upsampler.
+"""
 
 from __future__ import annotations
 
@@ -94,8 +97,7 @@ class Pipeline:
         `path`/text_encoder + `path`/tokenizer when `path` is a model folder that has them.
 
         Memory: `offload` keeps every model on the CPU between uses; `text_encoder_on_cpu` runs T5 on the CPU
-        in
-        fp32 (it is used once per prompt) so its ~9.5 GB (bf16 T5-XXL) never reach the GPU."""
+        in fp32 (it is used once per prompt) so its ~9.5 GB (bf16 T5-XXL) never reach the GPU."""
         from .weights import load_transformer, load_vae, open_checkpoint
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -123,8 +125,7 @@ class Pipeline:
             return self.vae.encode(video.to(self.device, self.vae.latent_std.dtype))
 
     def load_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> int:
-        """Merge a LoRA file into the transformer's weights (scale multiplies alpha/rank); returns layers
-        merged."""
+        """Merge a LoRA file into the transformer (scale multiplies alpha/rank); returns the layers merged."""
         from .lora import merge_lora, read_lora
 
         return merge_lora(self.dit, read_lora(path), scale)
@@ -207,8 +208,7 @@ class Pipeline:
         """Generate videos. `config` fields default to `default_config()`; `noise` is the initial normalized
         latent noise (B, C, F', H', W') (else drawn in the official (B, N, C) layout from the seed).
         `init_latents` (normalized, same shape) start the sampling from t0 = the first timestep instead of
-        pure
-        noise: x = t0·noise + (1 − t0)·init (video-to-video, multi-scale second pass); pair it with
+        pure noise: x = t0·noise + (1 − t0)·init (video-to-video, multi-scale second pass); pair it with
         `skip_initial_steps` or explicit `timesteps` below 1. `decode=False` returns latents only."""
         cfg = config or self.default_config()
         bad = [
@@ -263,9 +263,8 @@ class Pipeline:
         """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples of
         32),
         latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size starting from
-        those
-        latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize to the
-        requested size. The requested size and frames are `first.width/height/num_frames`."""
+        those latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize
+        to the requested size. The requested size and frames are `first.width/height/num_frames`."""
         from .upsampler import adain_match
 
         _, ss, _ = self.vae.scale_factors

@@ -112,8 +112,7 @@ class LatentUpsampler(nn.Module):
 
     initial conv -> GN -> SiLU -> N ResBlocks -> conv to (factor x mid) channels + pixel shuffle
     -> N ResBlocks -> final conv. Spatial-only upsampling uses a per-frame Conv2d even when dims=3, as the
-    official model does.
-    """
+    official model does."""
 
     def __init__(self, config: UpsamplerConfig):
         super().__init__()
