@@ -71,16 +71,43 @@ def _models(tmp_path, scheduler: SchedulerConfig, causal: bool, sensitive: bool 
     return Pipeline(vae_ours, dit_ours, open_checkpoint(path).spec), ref
 
 
+LQ = SchedulerConfig("linear_quadratic", None)
+# per-step guidance schedules (as the official 13B dev configs), STG "attention skip", CFG-zero*
+SCHEDULES = (
+    {
+        "guidance_timesteps": (1.0, 0.98, 0.8),
+        "guidance_schedule": (1.0, 4.0, 2.0),
+        "stg_schedule": (0.0, 2.0, 1.0),
+        "rescale_schedule": (1.0, 0.5, 1.0),
+        "stg_blocks_schedule": ((), (0, 1), (1,)),
+        "stg_mode": "attention_skip",
+        "cfg_star": True,
+    },
+    {
+        "guidance_timesteps": [1.0, 0.98, 0.8],
+        "guidance_scale": [1.0, 4.0, 2.0],
+        "stg_scale": [0.0, 2.0, 1.0],
+        "rescaling_scale": [1.0, 0.5, 1.0],
+        "skip_block_list": [[], [0, 1], [1]],
+        "skip_layer_strategy": SkipLayerStrategy.AttentionSkip,
+        "cfg_star_rescale": True,
+    },
+)
+BLOCK_SKIP = ({"stg_mode": "transformer_block"}, {"skip_layer_strategy": SkipLayerStrategy.TransformerBlock})
+
+
 @pytest.mark.parametrize(
-    ("mode", "scheduler", "causal"),
+    ("mode", "scheduler", "causal", "variant"),
     [
-        ("t2v", SchedulerConfig("sd3", 0.1), False),
-        ("t2v", SchedulerConfig("linear_quadratic", None), True),
-        ("i2v", SchedulerConfig("linear_quadratic", None), True),
-        ("keyframes", SchedulerConfig("linear_quadratic", None), True),
+        ("t2v", SchedulerConfig("sd3", 0.1), False, None),
+        ("t2v", LQ, True, None),
+        ("i2v", LQ, True, None),
+        ("keyframes", LQ, True, None),
+        ("t2v", LQ, True, SCHEDULES),
+        ("i2v", LQ, True, BLOCK_SKIP),
     ],
 )
-def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatch):
+def test_matches_official_pipeline(mode, scheduler, causal, variant, tmp_path, monkeypatch):
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())
     ours, ref = _models(tmp_path, scheduler, causal)
     g = torch.Generator().manual_seed(0)
@@ -118,7 +145,15 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
     ts_ref = ref.scheduler.timesteps.tolist()
     tokens = ((frames - 1) // 8 + 1) * (h // 32) * (w // 32)
     assert ours.schedule(cfg, tokens) == pytest.approx(ts_ref, abs=1e-6)
-    cfg = dataclasses.replace(cfg, timesteps=tuple(ts_ref))
+    cfg = dataclasses.replace(cfg, timesteps=tuple(ts_ref), **(variant[0] if variant else {}))
+    official_guidance = {
+        "guidance_scale": 3.0,
+        "skip_layer_strategy": SkipLayerStrategy.AttentionValues,
+        "skip_block_list": [1],
+        "stg_scale": 1.0,
+        "rescaling_scale": 0.7,
+        **(variant[1] if variant else {}),
+    }
     result = ours.generate(
         TextEmbeddings(emb, mask),
         cfg,
@@ -133,11 +168,7 @@ def test_matches_official_pipeline(mode, scheduler, causal, tmp_path, monkeypatc
             num_frames=frames,
             frame_rate=fps,
             timesteps=ts_ref,
-            guidance_scale=3.0,
-            skip_layer_strategy=SkipLayerStrategy.AttentionValues,
-            skip_block_list=[1],
-            stg_scale=1.0,
-            rescaling_scale=0.7,
+            **official_guidance,
             generator=torch.Generator().manual_seed(42),
             prompt_embeds=emb,
             prompt_attention_mask=mask,
