@@ -74,3 +74,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(make, tmp_path, nati
 def test_unknown_format_is_an_argparse_error(native_file, tmp_path):
     out = run("convert", str(native_file), str(tmp_path / "x"), "--to", "pickle")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_data_synth_subcommand(tmp_path):
+    out = run("data", "synth", str(tmp_path / "shapes"), "--clips", "2", "--size", "32", "--frames", "9")
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "shapes" / "captions.jsonl").read_text().splitlines()) == 2
+    bad = run("data", "synth", str(tmp_path / "bad"), "--clips", "0")
+    assert (
+        bad.returncode == 2 and "clips" in bad.stderr and not (tmp_path / "bad" / "captions.jsonl").exists()
+    )

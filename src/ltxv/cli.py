@@ -24,6 +24,16 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
 
+    from .data import synth
+
+    data = sub.add_parser("data", help="datasets: the synthetic shapes world", formatter_class=fmt)
+    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_sub.add_parser(
+        "synth", help="render a shapes-world dataset (mp4 + captions.jsonl)", formatter_class=fmt
+    )
+    synth.add_arguments(p)
+    p.set_defaults(handler=synth.run)
+
     p = sub.add_parser("info", help="show what a checkpoint contains", formatter_class=fmt)
     p.add_argument(
         "path", help="official .safetensors file, diffusers folder (root, vae/ or transformer/), or ltxv file"

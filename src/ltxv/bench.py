@@ -1,0 +1,585 @@
+"""`ltxv bench`: time the real pipeline at a named shape (random weights unless given a checkpoint) and report
+stage timings, DiT TFLOP/s and MFU from the §A.5 FLOP model, the realtime factor and peak memory."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import DiTConfig, ModelSpec, SampleConfig
+from .dit.model import VideoDiT
+from .media import crop_video, padded_size
+from .pipeline import Pipeline, TextEmbeddings
+from .presets import PRESETS, get_preset
+from .vae.model import VideoVAE
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s, no sparsity), matched against torch.cuda.get_device_name().
+# First match wins, so the H100 PCIe / NVL rows come before the SXM default.
+PEAK_TFLOPS: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("H100", "PCIE"), 756.0),
+    (("H100", "NVL"), 835.0),
+    (("H100",), 989.0),
+    (("H200",), 989.0),
+    (("A100",), 312.0),
+    (("L40S",), 362.0),
+    (("4090",), 165.0),
+)
+
+
+def dit_flops(cfg: DiTConfig, num_tokens: int, text_tokens: int) -> float:
+    """FLOPs of one VideoDiT forward on one sample (a multiply-add counts 2), perf_and_users.md §A.5:
+
+        flops = L·(28·N·d² + 4·T·d² + 4·N²·d + 4·N·T·d) + 2·N·d·(C_in + C_out) + 2·T·d·(C_txt + d)
+
+    with d = hidden_dim, L = num_layers, N = num_tokens (video), T = text_tokens, C_txt = caption_channels.
+    Per block: 28·N·d² = self-attention q/k/v/out 8·N·d² + cross-attention q/out 4·N·d² + FFN (4d) 16·N·d²;
+    4·T·d² = cross-attention k/v on the text (§A.5 leaves it out as cacheable; ltxv recomputes it);
+    4·N²·d = self-attention QKᵀ and PV; 4·N·T·d = the same for cross-attention. Outside the blocks: the
+    patchify_proj / proj_out linears and the two-layer caption projection. Not counted: norms, RoPE, softmax,
+    modulation and the AdaLN timestep MLP (~1% at 2B with per-token t). A batched forward (CFG, STG) costs
+    batch x this. 2B at 6144 tokens, T = 128: 29.11 TFLOP (§A.5 table: 29.1); 13B: 169.3 (169)."""
+    n, t, d, layers = num_tokens, text_tokens, cfg.hidden_dim, cfg.num_layers
+    blocks = layers * (28 * n * d**2 + 4 * t * d**2 + 4 * n**2 * d + 4 * n * t * d)
+    return float(
+        blocks + 2 * n * d * (cfg.in_channels + cfg.out_channels) + 2 * t * d * (cfg.caption_channels + d)
+    )
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """Dense bf16 peak of a known GPU from its name (e.g. "NVIDIA H100 80GB HBM3" -> 989), else None."""
+    name = device_name.upper()
+    return next((peak for keys, peak in PEAK_TFLOPS if all(k in name for k in keys)), None)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to benchmark; `sample` carries the shape and guidance (validated by SampleConfig)."""
+
+    sample: SampleConfig
+    preset: str = "tiny"
+    model: str | None = None  # checkpoint path; None = random weights of `preset`
+    text_encoder: str | None = None  # T5 path; None = random prompt embeddings
+    prompt: str = "a red fox running through fresh snow, golden hour"
+    device: str = "cpu"
+    dtype: str = "fp32"
+    repeats: int = 3
+    warmup: int = 1
+    compare: str | None = None  # "diffusers": also time diffusers' LTXPipeline on the same weights
+
+
+@dataclass
+class RunTimes:
+    """Wall seconds of one generation: total = text (if encoded) + denoising (steps) + decode. The first step
+    also holds generate()'s set-up (schedule, initial noise), which is small next to a DiT forward."""
+
+    total: float
+    text: float | None
+    steps: list[float]
+    decode: float
+
+    @property
+    def denoise(self) -> float:
+        return sum(self.steps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models and inputs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def random_models(
+    spec: ModelSpec, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> tuple[VideoVAE, VideoDiT]:
+    """VAE and DiT with their constructors' random init, created on `device` in `dtype` (no file I/O, no fp32
+    copy). Compute does not depend on the weight values; this init keeps activations finite."""
+    previous = torch.get_default_dtype()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.device(device):
+        torch.manual_seed(seed)
+        torch.set_default_dtype(dtype)
+        try:
+            vae, dit = VideoVAE(spec.vae), VideoDiT(spec.dit)
+        finally:
+            torch.set_default_dtype(previous)
+    return vae.eval().requires_grad_(False), dit.eval().requires_grad_(False)
+
+
+def build_pipeline(s: BenchSettings) -> Pipeline:
+    """The checkpoint at `s.model`, else random weights of `s.preset`; plus the T5 at `s.text_encoder`."""
+    device, dtype = torch.device(s.device), DTYPES[s.dtype]
+    if s.model is not None:
+        return Pipeline.from_pretrained(s.model, s.text_encoder, device, dtype)
+    spec = get_preset(s.preset)
+    vae, dit = random_models(spec, device, dtype)
+    encoder = None
+    if s.text_encoder is not None:
+        from .text import TextEncoder
+
+        encoder = TextEncoder.from_pretrained(s.text_encoder, device="cpu", dtype=dtype)  # as from_pretrained
+    return Pipeline(vae, dit, spec, encoder, device)
+
+
+def text_tokens(pipe: Pipeline, cfg: SampleConfig) -> int:
+    """T5 length: `max_tokens`, else the checkpoint era's (128 for 0.9.0/0.9.1, 256 after), as generate()."""
+    return cfg.max_tokens or (128 if pipe.spec.scheduler.kind == "sd3" else 256)
+
+
+def random_text(pipe: Pipeline, cfg: SampleConfig, seed: int = 0) -> tuple[TextEmbeddings, TextEmbeddings]:
+    """Random (prompt, negative) embeddings (1, L, caption_channels) with all L tokens valid."""
+    g = torch.Generator(pipe.device).manual_seed(seed)
+    shape = (1, text_tokens(pipe, cfg), pipe.dit.cfg.caption_channels)
+    mask = torch.ones(shape[:2], dtype=torch.int64, device=pipe.device)
+    emb = [torch.randn(shape, generator=g, device=pipe.device, dtype=pipe.dtype) for _ in range(2)]
+    return TextEmbeddings(emb[0], mask), TextEmbeddings(emb[1], mask.clone())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Timing
+# ------------------------------------------------------------------------------------------------------------
+
+
+def clock(device: torch.device) -> Callable[[], float]:
+    """perf_counter after the device's queued work is done (CUDA kernels are asynchronous)."""
+
+    def now() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    return now
+
+
+def time_ltxv(
+    pipe: Pipeline, cfg: SampleConfig, text: TextEmbeddings | None, neg: TextEmbeddings | None, prompt: str
+) -> RunTimes:
+    """One generate(): text encoding when `text` is None, steps timed by the callback, then the official
+    decode (`Pipeline._decode`: decode noise + timestep, tiling when needed) and crop, timed separately."""
+    now = clock(pipe.device)
+    start = now()
+    text_s = None
+    if text is None:
+        tokens = text_tokens(pipe, cfg)
+        text = pipe.encode_text([prompt], tokens)
+        neg = pipe.encode_text([cfg.negative_prompt], tokens) if cfg.guidance > 1 else None
+        text_s = now() - start
+    marks = [now()]
+    generator = torch.Generator(pipe.device).manual_seed(cfg.seed or 0)
+    result = pipe.generate(
+        text,
+        cfg,
+        negative=neg,
+        generator=generator,
+        callback=lambda i, t, x: marks.append(now()),
+        decode=False,
+    )
+    with torch.inference_mode():
+        video = pipe._decode(result.latents, cfg, generator)  # the same generator, as generate() does
+        video = ((crop_video(video, cfg.height, cfg.width, cfg.num_frames).float() + 1) / 2).clamp(0, 1)
+    end = now()
+    steps = [b - a for a, b in itertools.pairwise(marks)]
+    return RunTimes(end - start, text_s, steps, end - marks[-1])
+
+
+def diffusers_pipeline(pipe: Pipeline) -> Any:
+    """A diffusers.LTXPipeline sharing `pipe`'s tensors (renamed in memory, no copy); raises
+    convert.ConversionError when the VAE or DiT has no diffusers equivalent."""
+    from diffusers import (
+        AutoencoderKLLTXVideo,
+        FlowMatchEulerDiscreteScheduler,
+        LTXPipeline,
+        LTXVideoTransformer3DModel,
+    )
+
+    from . import convert
+
+    layout = convert.vae_to_diffusers_layout(pipe.vae.cfg)
+    dit_config = convert.dit_config_to_diffusers(pipe.dit.cfg)
+    dit_config.pop("causal_temporal_positioning")  # ours only: LTXPipeline has no such option
+    with torch.device("meta"):
+        vae = AutoencoderKLLTXVideo.from_config(layout.config)
+        dit = LTXVideoTransformer3DModel.from_config(dit_config)
+    vae.load_state_dict(
+        convert.vae_keys_to_diffusers(pipe.vae.state_dict(), layout), strict=True, assign=True
+    )
+    dit.load_state_dict(convert.dit_keys_to_diffusers(pipe.dit.state_dict()), strict=True, assign=True)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        convert.scheduler_to_diffusers(pipe.spec.scheduler)
+    )
+    out = LTXPipeline(
+        scheduler=scheduler, vae=vae.eval(), text_encoder=None, tokenizer=None, transformer=dit.eval()
+    )
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+def time_diffusers(
+    dpipe: Any, cfg: SampleConfig, text: TextEmbeddings, neg: TextEmbeddings | None
+) -> RunTimes:
+    """One LTXPipeline call on prompt embeddings (padded size, as diffusers requires), steps timed by
+    callback_on_step_end; decode = the rest (un-pack, decode noise, VAE decode, postprocess)."""
+    device = dpipe.transformer.proj_in.weight.device
+    now = clock(device)
+    height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
+
+    def on_step(_pipe, _i, _t, _tensors):  # noqa: ANN001, ANN202
+        marks.append(now())
+        return {}
+
+    marks = [now()]
+    dpipe(
+        height=height,
+        width=width,
+        num_frames=frames,
+        frame_rate=cfg.frame_rate,
+        num_inference_steps=cfg.steps,
+        guidance_scale=cfg.guidance,
+        prompt_embeds=text.emb,
+        prompt_attention_mask=text.mask,
+        negative_prompt_embeds=None if neg is None else neg.emb,
+        negative_prompt_attention_mask=None if neg is None else neg.mask,
+        decode_timestep=cfg.decode_timestep,
+        decode_noise_scale=cfg.decode_noise_scale,
+        generator=torch.Generator(device).manual_seed(cfg.seed or 0),
+        output_type="pt",
+        callback_on_step_end=on_step,
+    )
+    end = now()
+    return RunTimes(end - marks[0], None, [b - a for a, b in itertools.pairwise(marks)], end - marks[-1])
+
+
+def repeat(
+    run_once: Callable[[], RunTimes], repeats: int, warmup: int, device: torch.device, label: str
+) -> tuple[list[RunTimes], float, str]:
+    """Warm-up runs (discarded), then `repeats` timed runs; -> (runs, peak memory in GB = 1e9 bytes, what was
+    measured: CUDA max_memory_allocated over the timed runs, or the process's lifetime max RSS on the CPU)."""
+    for i in range(warmup):
+        _log(f"{label}: warm-up {i + 1}/{warmup} ({run_once().total:.3f} s)")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    runs = []
+    for i in range(repeats):
+        runs.append(run_once())
+        _log(f"{label}: repeat {i + 1}/{repeats} ({runs[-1].total:.3f} s)")
+    if device.type == "cuda":
+        return runs, torch.cuda.max_memory_allocated(device) / 1e9, "cuda max_memory_allocated"
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return runs, rss_kb * (1 if sys.platform == "darwin" else 1024) / 1e9, "process max RSS"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The benchmark and its report
+# ------------------------------------------------------------------------------------------------------------
+
+
+def stage_figures(runs: list[RunTimes]) -> dict[str, Any]:
+    """Medians over repeats (steps: mean and median over every step of every repeat)."""
+    steps = [s for r in runs for s in r.steps]
+    texts = [r.text for r in runs if r.text is not None]
+    return {
+        "wall_s": statistics.median(r.total for r in runs),
+        "wall_s_all": [r.total for r in runs],
+        "stages": {
+            "text_s": statistics.median(texts) if texts else None,
+            "denoise_s": statistics.median(r.denoise for r in runs),
+            "steps": len(runs[0].steps),
+            "step_mean_s": statistics.fmean(steps),
+            "step_median_s": statistics.median(steps),
+            "decode_s": statistics.median(r.decode for r in runs),
+        },
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def run_bench(s: BenchSettings) -> dict[str, Any]:
+    """Build the pipeline, time `s.repeats` generations (after `s.warmup`), optionally diffusers too."""
+    from . import __version__
+
+    device = torch.device(s.device)
+    _log(f"building {'random ' + s.preset if s.model is None else s.model} models on {device} ({s.dtype})")
+    pipe = build_pipeline(s)
+    defaults = pipe.default_config()
+    cfg = dataclasses.replace(s.sample, stg_blocks=defaults.stg_blocks, stochastic=defaults.stochastic)
+    text, neg = (None, None) if pipe.text_encoder is not None else random_text(pipe, cfg)
+    runs, peak_gb, peak_kind = repeat(
+        lambda: time_ltxv(pipe, cfg, text, neg, s.prompt), s.repeats, s.warmup, device, "ltxv"
+    )
+    st, ss, _ = pipe.vae.scale_factors
+    height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
+    latent = ((frames - 1) // st + 1, height // ss, width // ss)
+    n, t = latent[0] * latent[1] * latent[2], text_tokens(pipe, cfg)
+    forwards = 1 + (cfg.guidance > 1) + (cfg.stg > 0)  # generate() batches [uncond?, cond, perturbed?]
+    figures = stage_figures(runs)
+    per_forward = dit_flops(pipe.dit.cfg, n, t)
+    total_flops = per_forward * forwards * figures["stages"]["steps"]
+    achieved = total_flops / figures["stages"]["denoise_s"] / 1e12
+    peak = peak_tflops(device_name(device)) if device.type == "cuda" and s.dtype != "fp32" else None
+    video_s = cfg.num_frames / cfg.frame_rate
+    report = {
+        "version": __version__,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": _settings_dict(s, cfg),
+        "shape": {"padded_whf": [width, height, frames], "latent_fhw": list(latent), "tokens": n},
+        "text_tokens": t,
+        "forwards_per_step": forwards,
+        **figures,
+        "video_seconds": video_s,
+        "realtime_factor": video_s / figures["wall_s"],
+        "dit_tflop_per_forward": per_forward / 1e12,
+        "dit_tflop_total": total_flops / 1e12,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "mfu": achieved / peak if peak else None,
+        "peak_mem_gb": peak_gb,
+        "peak_mem_kind": peak_kind,
+        "compare": None,
+    }
+    if s.compare == "diffusers":
+        report["compare"] = compare_diffusers(pipe, cfg, text, neg, s, runs)
+    return report
+
+
+def _settings_dict(s: BenchSettings, cfg: SampleConfig) -> dict[str, Any]:
+    keys = ("width", "height", "num_frames", "frame_rate", "steps", "guidance", "stg", "stg_blocks", "seed")
+    return {
+        "preset": None if s.model else s.preset,
+        "model": s.model,
+        "text_encoder": s.text_encoder,
+        "dtype": s.dtype,
+        "repeats": s.repeats,
+        "warmup": s.warmup,
+        "compare": s.compare,
+        **{k: getattr(cfg, k) for k in keys},
+    }
+
+
+def compare_diffusers(
+    pipe: Pipeline,
+    cfg: SampleConfig,
+    text: TextEmbeddings | None,
+    neg: TextEmbeddings | None,
+    s: BenchSettings,
+    ours: list[RunTimes],
+) -> dict[str, Any]:
+    """Time diffusers' LTXPipeline with the same weights, shape, steps and CFG (no STG: it has none);
+    ratio = diffusers / ltxv wall time without text encoding (diffusers gets the same embeddings)."""
+    import diffusers
+
+    from .convert import ConversionError
+
+    try:
+        dpipe = diffusers_pipeline(pipe)
+    except ConversionError as err:
+        return {"error": f"this model cannot be expressed in diffusers: {err}"}
+    if text is None:  # diffusers gets the embeddings ltxv's text encoder produced (not timed)
+        tokens = text_tokens(pipe, cfg)
+        text = pipe.encode_text([s.prompt], tokens)
+        neg = pipe.encode_text([cfg.negative_prompt], tokens) if cfg.guidance > 1 else None
+    device = torch.device(s.device)
+    runs, peak_gb, _ = repeat(
+        lambda: time_diffusers(dpipe, cfg, text, neg), s.repeats, s.warmup, device, "diffusers"
+    )
+    figures = stage_figures(runs)
+    ours_wall = statistics.median(r.total - (r.text or 0.0) for r in ours)
+    ours_step = statistics.median(x for r in ours for x in r.steps)
+    return {
+        "diffusers_version": diffusers.__version__,
+        **figures,
+        "peak_mem_gb": peak_gb if device.type == "cuda" else None,
+        "ltxv_wall_s_without_text": ours_wall,
+        "ratio": figures["wall_s"] / ours_wall,
+        "step_ratio": figures["stages"]["step_median_s"] / ours_step,
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable summary `ltxv bench` prints."""
+    st, cfg = r["stages"], r["settings"]
+    w, h, f = r["shape"]["padded_whf"]
+    text = "random embeddings (no text encoder)" if st["text_s"] is None else _dur(st["text_s"])
+    if r["mfu"] is not None:
+        mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:g} TFLOP/s"
+    elif not r["device"].startswith("cuda"):
+        mfu = "n/a on CPU"
+    else:
+        mfu = (
+            "n/a ("
+            + ("the peak table is for bf16/fp16" if cfg["dtype"] == "fp32" else "GPU not in the peak table")
+            + ")"
+        )
+    lines = [
+        f"ltxv {r['version']} bench: {cfg['model'] or 'preset ' + cfg['preset'] + ' (random weights)'}",
+        f"device: {r['device']} ({r['device_name']}, {r['threads']} threads), {cfg['dtype']}, "
+        f"torch {r['torch']}",
+        f"shape: {cfg['width']}x{cfg['height']}x{cfg['num_frames']} (computed {w}x{h}x{f}) -> latents "
+        f"{'x'.join(map(str, r['shape']['latent_fhw']))} = {r['shape']['tokens']} tokens, "
+        f"{r['text_tokens']} text tokens",
+        f"sampling: {st['steps']} steps, guidance {cfg['guidance']:g}, STG {cfg['stg']:g} -> "
+        f"{r['forwards_per_step']} DiT forwards/step; warm-up {cfg['warmup']}, repeats {cfg['repeats']}",
+        f"total wall (median):  {_dur(r['wall_s'])}   [{', '.join(_dur(x) for x in r['wall_s_all'])}]",
+        f"  text encoding:      {text}",
+        f"  denoising:          {_dur(st['denoise_s'])}   (per step: mean {_dur(st['step_mean_s'])}, "
+        f"median {_dur(st['step_median_s'])})",
+        f"  decode:             {_dur(st['decode_s'])}",
+        f"DiT: {_si(r['dit_tflop_per_forward'])}FLOP/forward (FLOP model), "
+        f"{_si(r['dit_tflop_total'])}FLOP/generation; achieved {_si(r['achieved_tflops'])}FLOP/s while "
+        f"denoising; MFU {mfu}",
+        f"realtime factor: {r['realtime_factor']:.3f} ({r['video_seconds']:.3f} s of video in "
+        f"{r['wall_s']:.3f} s)",
+        f"peak memory: {r['peak_mem_gb']:.2f} GB ({r['peak_mem_kind']})",
+    ]
+    c = r["compare"]
+    if c is not None and "error" in c:
+        lines.append(f"diffusers: skipped, {c['error']}")
+    elif c is not None:
+        cs = c["stages"]
+        lines += [
+            f"diffusers {c['diffusers_version']} LTXPipeline, same weights: {_dur(c['wall_s'])} (median; "
+            f"denoising {_dur(cs['denoise_s'])}, step median {_dur(cs['step_median_s'])}, "
+            f"decode {_dur(cs['decode_s'])})",
+            f"diffusers / ltxv time: {c['ratio']:.2f}x total (ltxv {c['ltxv_wall_s_without_text']:.3f} s "
+            f"without text encoding), {c['step_ratio']:.2f}x per step",
+        ]
+    return "\n".join(lines)
+
+
+def _dur(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.3f} s"
+
+
+def _si(tera: float) -> str:
+    """A value given in units of 1e12 with an SI prefix: 29.15 -> '29.15 T', 1.3e-6 -> '1.3 M'."""
+    value = tera * 1e12
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.4g} {prefix}"
+    return f"{value:.4g} "
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line (wired as `ltxv bench` by cli.py)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `ltxv bench` flags."""
+    d = SampleConfig()
+    parser.add_argument(
+        "--preset", default="tiny", help=f"model size with random weights: {', '.join(PRESETS)}"
+    )
+    parser.add_argument("--model", help="checkpoint to benchmark instead of random weights (any format)")
+    parser.add_argument("--text-encoder", help="T5 to time text encoding with (default: random embeddings)")
+    parser.add_argument("--prompt", default=BenchSettings.prompt, help="prompt for --text-encoder")
+    parser.add_argument("--width", type=int, default=d.width, help="pixels (padded to /32 as generate)")
+    parser.add_argument("--height", type=int, default=d.height, help="pixels (padded to /32 as generate)")
+    parser.add_argument("--frames", type=int, default=d.num_frames, help="frames (padded to 8k+1)")
+    parser.add_argument("--fps", type=float, default=d.frame_rate, help="frame rate of the video")
+    parser.add_argument("--steps", type=int, default=d.steps, help="denoising steps")
+    parser.add_argument("--guidance", type=float, default=d.guidance, help="CFG scale (1 = off)")
+    parser.add_argument(
+        "--stg", type=float, default=d.stg, help="STG scale (0 = off; forced off by --compare)"
+    )
+    parser.add_argument("--max-tokens", type=int, default=0, help="text tokens (0 = the era's: 128 or 256)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed generations (the median is reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed generations first")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument(
+        "--compare", choices=("diffusers",), help="also time diffusers' LTXPipeline on the same weights"
+    )
+    parser.add_argument("--json", help="write every figure to this JSON file")
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """Validate the flags (ValueError naming the flag) before any model is built."""
+    for flag, value, low in (
+        ("--width", args.width, 1),
+        ("--height", args.height, 1),
+        ("--frames", args.frames, 1),
+        ("--steps", args.steps, 1),
+        ("--repeats", args.repeats, 1),
+        ("--warmup", args.warmup, 0),
+        ("--max-tokens", args.max_tokens, 0),
+    ):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if args.model is None:
+        try:
+            get_preset(args.preset)
+        except ValueError as err:
+            raise ValueError(f"--preset: {err}") from None
+    if args.dtype is not None and args.dtype not in DTYPES:
+        raise ValueError(f"--dtype {args.dtype!r}: choose from {', '.join(DTYPES)}")
+    if args.compare not in (None, "diffusers"):
+        raise ValueError(f"--compare {args.compare!r}: only 'diffusers' is supported")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    stg = args.stg
+    if args.compare and stg > 0:
+        _log(f"note: --compare diffusers runs both without STG (LTXPipeline has none); --stg {stg:g} -> 0")
+        stg = 0.0
+    sample = SampleConfig(
+        width=args.width,
+        height=args.height,
+        num_frames=args.frames,
+        frame_rate=args.fps,
+        steps=args.steps,
+        guidance=args.guidance,
+        stg=stg,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
+    return BenchSettings(
+        sample=sample,
+        preset=args.preset,
+        model=args.model,
+        text_encoder=args.text_encoder,
+        prompt=args.prompt,
+        device=device,
+        dtype=args.dtype or ("bf16" if torch.device(device).type == "cuda" else "fp32"),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        compare=args.compare,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ltxv bench`: print the summary, and write the JSON figures when --json is given."""
+    report = run_bench(settings_from_args(args))
+    print(format_report(report))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0

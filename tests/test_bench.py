@@ -1,0 +1,179 @@
+"""`ltxv bench`: the DiT FLOP model against perf_and_users.md §A.5, the GPU peak table, and tiny-preset runs
+(JSON figures, diffusers comparison, flag validation) on the CPU."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from ltxv import bench
+from ltxv.pipeline import Pipeline
+from ltxv.presets import PRESETS
+
+SMALL = ["--preset", "tiny", "--width", "64", "--height", "64", "--frames", "9", "--steps", "2"]
+ONCE = ["--repeats", "1", "--warmup", "0"]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def tokens(width: int, height: int, frames: int) -> int:
+    return (width // 32) * (height // 32) * ((frames - 1) // 8 + 1)
+
+
+@pytest.mark.parametrize(
+    "preset, width, height, frames, tflop",
+    [
+        ("2b", 704, 480, 81, 15.1),
+        ("2b", 768, 512, 121, 29.1),
+        ("2b", 768, 512, 161, 41.7),
+        ("2b", 800, 448, 121, 25.8),
+        ("2b", 1216, 704, 121, 85.5),
+        ("2b", 1600, 896, 121, 189.5),
+        ("13b", 768, 512, 121, 169.0),
+        ("13b", 1216, 704, 121, 444.0),
+    ],
+)
+def test_dit_flops_matches_the_table(preset, width, height, frames, tflop):
+    """§A.5: 128 text tokens; 704x480x81 = 3630 tokens, 768x512x121 = 6144, 768x512x161 = 8064."""
+    flops = bench.dit_flops(PRESETS[preset].dit, tokens(width, height, frames), 128)
+    assert flops / 1e12 == pytest.approx(tflop, rel=0.02)
+
+
+def test_dit_flops_formula():
+    """The docstring's formula term by term on a small config, and linear in neither N nor T alone."""
+    cfg = dataclasses.replace(PRESETS["tiny"].dit, num_layers=3)  # d = 16, C = 16, C_txt = 32
+    n, t, d = 10, 7, 16
+    blocks = 3 * (28 * n * d**2 + 4 * t * d**2 + 4 * n**2 * d + 4 * n * t * d)
+    assert bench.dit_flops(cfg, n, t) == blocks + 2 * n * d * (16 + 16) + 2 * t * d * (32 + d)
+    share = 4 * 6144**2 * 2048 * 28 / bench.dit_flops(PRESETS["2b"].dit, 6144, 128)
+    assert share == pytest.approx(0.30, abs=0.01)  # §A.5: attention is 30% at 6144 tokens
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA GeForce RTX 4090", 165.0),
+        ("Tesla T4", None),
+        ("AMD EPYC", None),
+    ],
+)
+def test_peak_table(name, peak):
+    assert bench.peak_tflops(name) == peak
+
+
+def test_tiny_bench_writes_json(tmp_path, capsys):
+    path = tmp_path / "out" / "bench.json"
+    assert bench.run(parse(*SMALL, *ONCE, "--stg", "1", "--json", str(path))) == 0
+    printed = capsys.readouterr().out
+    assert "realtime factor" in printed and "MFU n/a on CPU" in printed
+    r = json.loads(path.read_text())
+    for key in ("wall_s", "realtime_factor", "peak_mem_gb", "device", "mfu", "stages", "settings", "version"):
+        assert key in r, key
+    assert r["device"] == "cpu" and r["mfu"] is None and r["version"] == bench_version()
+    st = r["stages"]
+    assert st["steps"] == 2 and st["text_s"] is None
+    assert min(r["wall_s"], st["denoise_s"], st["step_mean_s"], st["step_median_s"], st["decode_s"]) > 0
+    assert r["wall_s"] >= st["denoise_s"] + st["decode_s"] - 1e-6
+    assert r["realtime_factor"] == pytest.approx((9 / 24) / r["wall_s"])
+    assert r["peak_mem_gb"] > 0 and r["peak_mem_kind"] == "process max RSS"
+    assert (
+        r["settings"]["num_frames"] == 9 and r["settings"]["stg"] == 1.0 and r["settings"]["dtype"] == "fp32"
+    )
+    assert r["forwards_per_step"] == 3  # CFG 3 + STG 1: [uncond, cond, perturbed]
+    assert r["text_tokens"] == 256  # 0.9.5-era preset
+    expected = 3 * 2 * bench.dit_flops(PRESETS["tiny"].dit, 8, 256) / 1e12  # 2x2x2 latents
+    assert r["dit_tflop_total"] == pytest.approx(expected)
+
+
+def bench_version() -> str:
+    import ltxv
+
+    return ltxv.__version__
+
+
+def test_compare_diffusers_on_tiny(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert bench.run(parse(*SMALL, *ONCE, "--compare", "diffusers", "--json", str(path))) == 0
+    out = capsys.readouterr()
+    assert "diffusers / ltxv time" in out.out and "STG" in out.err  # STG forced off, and said so
+    r = json.loads(path.read_text())
+    c = r["compare"]
+    assert r["settings"]["stg"] == 0.0 and r["forwards_per_step"] == 2
+    assert c["ratio"] > 0 and c["step_ratio"] > 0 and c["stages"]["steps"] == 2
+    assert c["ratio"] == pytest.approx(c["wall_s"] / c["ltxv_wall_s_without_text"])
+
+
+def test_diffusers_pipeline_shares_the_weights():
+    pipe = Pipeline(
+        *bench.random_models(PRESETS["tiny"], torch.device("cpu"), torch.float32), PRESETS["tiny"]
+    )
+    dpipe = bench.diffusers_pipeline(pipe)
+    assert dpipe.transformer.proj_in.weight.data_ptr() == pipe.dit.patchify_proj.weight.data_ptr()
+    assert dpipe.vae.latents_std.data_ptr() == pipe.vae.latent_std.data_ptr()
+    tensors = list(dpipe.transformer.state_dict().values()) + list(dpipe.vae.state_dict().values())
+    assert not any(t.is_meta for t in tensors)
+
+
+def test_compare_reports_an_inexpressible_vae():
+    spec = PRESETS["tiny"]
+    spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, spatial_padding_mode="reflect"))
+    pipe = Pipeline(*bench.random_models(spec, torch.device("cpu"), torch.float32), spec)
+    settings = bench.settings_from_args(parse(*SMALL, *ONCE, "--compare", "diffusers"))
+    out = bench.compare_diffusers(pipe, settings.sample, None, None, settings, [])
+    assert "cannot be expressed in diffusers" in out["error"] and "padding" in out["error"]
+
+
+def test_random_models_dtype_and_rng():
+    state, default = torch.random.get_rng_state(), torch.get_default_dtype()
+    vae, dit = bench.random_models(PRESETS["tiny"], torch.device("cpu"), torch.bfloat16, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state) and torch.get_default_dtype() == default
+    assert {p.dtype for p in [*vae.parameters(), *vae.buffers(), *dit.parameters()]} == {torch.bfloat16}
+    again = bench.random_models(PRESETS["tiny"], torch.device("cpu"), torch.bfloat16, seed=3)[1]
+    assert torch.equal(dit.proj_out.weight, again.proj_out.weight)  # seeded
+
+
+def test_text_encoder_stage_is_timed(tmp_path):
+    """With --model and --text-encoder the text stage is timed (tiny T5: d_model 32 = the tiny DiT's)."""
+    from conftest import randomize_
+    from tiny_t5 import make_tiny_t5
+
+    import ltxv
+    from ltxv.weights import save_checkpoint
+
+    spec = PRESETS["tiny"]
+    model = tmp_path / "tiny.safetensors"
+    save_checkpoint(model, spec, randomize_(ltxv.VideoVAE(spec.vae)), randomize_(ltxv.VideoDiT(spec.dit)))
+    t5 = make_tiny_t5(tmp_path / "t5", "flat")
+    args = parse(*SMALL[2:], *ONCE, "--model", str(model), "--text-encoder", str(t5), "--json", "")
+    r = bench.run_bench(bench.settings_from_args(args))
+    assert r["stages"]["text_s"] > 0 and r["settings"]["model"] == str(model)
+    assert r["wall_s"] >= r["stages"]["text_s"] + r["stages"]["denoise_s"] + r["stages"]["decode_s"] - 1e-6
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--frames", "0"], "--frames"),
+        (["--frames", "-8"], "--frames"),
+        (["--steps", "0"], "--steps"),
+        (["--repeats", "0"], "--repeats"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--preset", "nope"], "nope"),
+    ],
+)
+def test_bad_flags_raise_value_error(flags, named):
+    with pytest.raises(ValueError, match=named):
+        bench.run(parse(*SMALL, *flags))
