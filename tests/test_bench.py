@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ltxv import bench
+from ltxv.config import SampleConfig
 from ltxv.pipeline import Pipeline
 from ltxv.presets import PRESETS
 
@@ -127,13 +128,38 @@ def test_diffusers_pipeline_shares_the_weights():
     assert not any(t.is_meta for t in tensors)
 
 
-def test_compare_reports_an_inexpressible_vae():
+def test_compare_reports_an_inexpressible_model(monkeypatch, tmp_path, capsys):
+    from ltxv.convert import ConversionError
+
     spec = PRESETS["tiny"]
     spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, spatial_padding_mode="reflect"))
     pipe = Pipeline(*bench.random_models(spec, torch.device("cpu"), torch.float32), spec)
-    settings = bench.settings_from_args(parse(*SMALL, *ONCE, "--compare", "diffusers"))
-    out = bench.compare_diffusers(pipe, settings.sample, None, None, settings, [])
-    assert "cannot be expressed in diffusers" in out["error"] and "padding" in out["error"]
+    with pytest.raises(ConversionError, match="padding"):
+        bench.diffusers_runner(pipe, SampleConfig(stg=0.0), None, None, "")
+
+    def refuse(_pipe):  # noqa: ANN001, ANN202
+        raise ConversionError("decoder compress_time/compress_space blocks have no diffusers equivalent")
+
+    monkeypatch.setattr(bench, "diffusers_pipeline", refuse)
+    path = tmp_path / "bench.json"
+    assert bench.run(parse(*SMALL, *ONCE, "--compare", "diffusers", "--json", str(path))) == 0
+    assert "diffusers: skipped, this model cannot be expressed in diffusers" in capsys.readouterr().out
+    assert "no diffusers equivalent" in json.loads(path.read_text())["compare"]["error"]
+
+
+def test_measure_interleaves_runners():
+    calls = []
+
+    def runner(name: str):  # noqa: ANN202
+        def run_once() -> bench.RunTimes:
+            calls.append(name)
+            return bench.RunTimes(total=1.0, text=None, steps=[0.5], decode=0.5)
+
+        return run_once
+
+    out = bench.measure({"a": runner("a"), "b": runner("b")}, 2, 1, torch.device("cpu"))
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # warm-ups, then rounds of a, b
+    assert [len(out[k][0]) for k in "ab"] == [2, 2] and out["a"][1] > 0
 
 
 def test_random_models_dtype_and_rng():

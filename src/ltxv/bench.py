@@ -261,23 +261,33 @@ def time_diffusers(
     return RunTimes(end - marks[0], None, [b - a for a, b in itertools.pairwise(marks)], end - marks[-1])
 
 
-def repeat(
-    run_once: Callable[[], RunTimes], repeats: int, warmup: int, device: torch.device, label: str
-) -> tuple[list[RunTimes], float, str]:
-    """Warm-up runs (discarded), then `repeats` timed runs; -> (runs, peak memory in GB = 1e9 bytes, what was
-    measured: CUDA max_memory_allocated over the timed runs, or the process's lifetime max RSS on the CPU)."""
-    for i in range(warmup):
-        _log(f"{label}: warm-up {i + 1}/{warmup} ({run_once().total:.3f} s)")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    runs = []
+def measure(
+    runners: dict[str, Callable[[], RunTimes]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, tuple[list[RunTimes], float]]:
+    """Warm-up runs (discarded), then `repeats` timed rounds. Each round runs every runner in turn
+    (interleaved, so that drift and other load on the machine hit all of them alike).
+    -> name: (runs, peak memory in GB = 1e9 bytes: CUDA max_memory_allocated during that runner's timed runs,
+    or on the CPU the process's lifetime max RSS)."""
+    for name, run_once in runners.items():
+        for i in range(warmup):
+            _log(f"{name}: warm-up {i + 1}/{warmup} ({run_once().total:.3f} s)")
+    runs: dict[str, list[RunTimes]] = {name: [] for name in runners}
+    peaks = dict.fromkeys(runners, 0.0)
     for i in range(repeats):
-        runs.append(run_once())
-        _log(f"{label}: repeat {i + 1}/{repeats} ({runs[-1].total:.3f} s)")
+        for name, run_once in runners.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            runs[name].append(run_once())
+            peaks[name] = max(peaks[name], peak_memory_gb(device))
+            _log(f"{name}: repeat {i + 1}/{repeats} ({runs[name][-1].total:.3f} s)")
+    return {name: (runs[name], peaks[name]) for name in runners}
+
+
+def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
-        return runs, torch.cuda.max_memory_allocated(device) / 1e9, "cuda max_memory_allocated"
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return runs, rss_kb * (1 if sys.platform == "darwin" else 1024) / 1e9, "process max RSS"
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss * (1 if sys.platform == "darwin" else 1024) / 1e9
 
 
 def _log(message: str) -> None:
@@ -319,18 +329,38 @@ def device_name(device: torch.device) -> str:
 
 
 def run_bench(s: BenchSettings) -> dict[str, Any]:
-    """Build the pipeline, time `s.repeats` generations (after `s.warmup`), optionally diffusers too."""
-    from . import __version__
-
+    """Build the pipeline, time `s.repeats` generations (after `s.warmup`), with diffusers interleaved."""
     device = torch.device(s.device)
     _log(f"building {'random ' + s.preset if s.model is None else s.model} models on {device} ({s.dtype})")
     pipe = build_pipeline(s)
     defaults = pipe.default_config()
     cfg = dataclasses.replace(s.sample, stg_blocks=defaults.stg_blocks, stochastic=defaults.stochastic)
     text, neg = (None, None) if pipe.text_encoder is not None else random_text(pipe, cfg)
-    runs, peak_gb, peak_kind = repeat(
-        lambda: time_ltxv(pipe, cfg, text, neg, s.prompt), s.repeats, s.warmup, device, "ltxv"
-    )
+    runners = {"ltxv": lambda: time_ltxv(pipe, cfg, text, neg, s.prompt)}
+    compare: dict[str, Any] | None = None
+    if s.compare == "diffusers":
+        from .convert import ConversionError
+
+        try:
+            runners["diffusers"] = diffusers_runner(pipe, cfg, text, neg, s.prompt)
+        except ConversionError as err:
+            compare = {"error": f"this model cannot be expressed in diffusers: {err}"}
+        except ImportError as err:
+            compare = {"error": f"diffusers is not importable ({err}); pip install diffusers"}
+    measured = measure(runners, s.repeats, s.warmup, device)
+    report = _report(s, pipe, cfg, *measured["ltxv"])
+    if "diffusers" in measured:
+        compare = compare_figures(*measured["diffusers"], measured["ltxv"][0], device)
+    return report | {"compare": compare}
+
+
+def _report(
+    s: BenchSettings, pipe: Pipeline, cfg: SampleConfig, runs: list[RunTimes], peak_gb: float
+) -> dict[str, Any]:
+    """Every figure of the ltxv runs: timings, FLOPs, MFU, realtime factor, memory, settings."""
+    from . import __version__
+
+    device = torch.device(s.device)
     st, ss, _ = pipe.vae.scale_factors
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
     latent = ((frames - 1) // st + 1, height // ss, width // ss)
@@ -342,7 +372,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     achieved = total_flops / figures["stages"]["denoise_s"] / 1e12
     peak = peak_tflops(device_name(device)) if device.type == "cuda" and s.dtype != "fp32" else None
     video_s = cfg.num_frames / cfg.frame_rate
-    report = {
+    return {
         "version": __version__,
         "device": str(device),
         "device_name": device_name(device),
@@ -361,12 +391,8 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
         "peak_tflops": peak,
         "mfu": achieved / peak if peak else None,
         "peak_mem_gb": peak_gb,
-        "peak_mem_kind": peak_kind,
-        "compare": None,
+        "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
     }
-    if s.compare == "diffusers":
-        report["compare"] = compare_diffusers(pipe, cfg, text, neg, s, runs)
-    return report
 
 
 def _settings_dict(s: BenchSettings, cfg: SampleConfig) -> dict[str, Any]:
@@ -383,32 +409,26 @@ def _settings_dict(s: BenchSettings, cfg: SampleConfig) -> dict[str, Any]:
     }
 
 
-def compare_diffusers(
-    pipe: Pipeline,
-    cfg: SampleConfig,
-    text: TextEmbeddings | None,
-    neg: TextEmbeddings | None,
-    s: BenchSettings,
-    ours: list[RunTimes],
+def diffusers_runner(
+    pipe: Pipeline, cfg: SampleConfig, text: TextEmbeddings | None, neg: TextEmbeddings | None, prompt: str
+) -> Callable[[], RunTimes]:
+    """One timed diffusers LTXPipeline generation on `pipe`'s weights with the same shape, steps and CFG (STG
+    must be off: LTXPipeline has none), fed the embeddings ltxv uses (from its text encoder, untimed, when it
+    has one). Raises convert.ConversionError when the model cannot be expressed in diffusers."""
+    dpipe = diffusers_pipeline(pipe)
+    if text is None:
+        tokens = text_tokens(pipe, cfg)
+        text = pipe.encode_text([prompt], tokens)
+        neg = pipe.encode_text([cfg.negative_prompt], tokens) if cfg.guidance > 1 else None
+    return lambda: time_diffusers(dpipe, cfg, text, neg)
+
+
+def compare_figures(
+    runs: list[RunTimes], peak_gb: float, ours: list[RunTimes], device: torch.device
 ) -> dict[str, Any]:
-    """Time diffusers' LTXPipeline with the same weights, shape, steps and CFG (no STG: it has none);
-    ratio = diffusers / ltxv wall time without text encoding (diffusers gets the same embeddings)."""
+    """diffusers' figures and ratio = diffusers / ltxv median wall time, ltxv's without text encoding."""
     import diffusers
 
-    from .convert import ConversionError
-
-    try:
-        dpipe = diffusers_pipeline(pipe)
-    except ConversionError as err:
-        return {"error": f"this model cannot be expressed in diffusers: {err}"}
-    if text is None:  # diffusers gets the embeddings ltxv's text encoder produced (not timed)
-        tokens = text_tokens(pipe, cfg)
-        text = pipe.encode_text([s.prompt], tokens)
-        neg = pipe.encode_text([cfg.negative_prompt], tokens) if cfg.guidance > 1 else None
-    device = torch.device(s.device)
-    runs, peak_gb, _ = repeat(
-        lambda: time_diffusers(dpipe, cfg, text, neg), s.repeats, s.warmup, device, "diffusers"
-    )
     figures = stage_figures(runs)
     ours_wall = statistics.median(r.total - (r.text or 0.0) for r in ours)
     ours_step = statistics.median(x for r in ours for x in r.steps)

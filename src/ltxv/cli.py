@@ -24,7 +24,14 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
 
+    from . import bench
     from .data import synth
+
+    p = sub.add_parser(
+        "bench", help="time the pipeline at a named shape (random weights by default)", formatter_class=fmt
+    )
+    bench.add_arguments(p)
+    p.set_defaults(handler=bench.run)
 
     data = sub.add_parser("data", help="datasets: the synthetic shapes world", formatter_class=fmt)
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
