@@ -108,6 +108,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         metavar="PATH@FRAME[:STRENGTH]",
         help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable",
     )
+    p.add_argument("--cond-crf", type=int, default=29, help="conditioning media get the official blur and "
+                   "H.264 round trip at this crf (0 = use them unchanged)")  # fmt: skip
     p.add_argument("--video", help="video-to-video: start from this video's latents instead of pure noise")
     p.add_argument(
         "--skip-steps", type=int, help="video-to-video: skip this many initial steps (default: half)"
@@ -188,7 +190,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from .conditioning import Condition
     from .config import SampleConfig
-    from .media import output_path, pad_video, padded_size, read_media, resize_center_crop, write_video
+    from .media import (
+        output_path,
+        pad_video,
+        padded_size,
+        preprocess_condition,
+        read_media,
+        resize_center_crop,
+        write_video,
+    )
     from .pipeline import Pipeline
 
     started = time.perf_counter()
@@ -220,9 +230,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     conditions = []
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
         media, _ = read_media(path, max_frames=frames)
-        fitted = pad_video(
-            resize_center_crop(media, cfg.height, cfg.width), height, width
-        )  # official geometry
+        fitted = resize_center_crop(media, cfg.height, cfg.width)
+        if args.cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
+            fitted = preprocess_condition(fitted, args.cond_crf)
+        fitted = pad_video(fitted, height, width)  # official geometry: centred
         conditions.append(Condition(fitted, frame, strength))
     source = None
     if args.video:

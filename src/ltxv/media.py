@@ -309,6 +309,26 @@ def read_media(path: str | os.PathLike[str], max_frames: int | None = None) -> t
 
 
 # I2V preprocessing -----------------------------------------------------------------------------------
+def gaussian_blur(video: Tensor, sigma: float = 1.0, kernel: int = 3) -> Tensor:
+    """Per-frame separable Gaussian blur with reflect padding (torchvision `gaussian_blur`, which the official
+    conditioning preprocessing applies with kernel 3, sigma 1.0); (B, C, F, H, W) -> same shape."""
+    x = torch.arange(kernel, dtype=torch.float32, device=video.device) - (kernel - 1) / 2
+    weights = torch.exp(-(x**2) / (2 * sigma**2))
+    weights = weights / weights.sum()
+    frames = video.float().reshape(-1, 1, *video.shape[-2:])  # (B*C*F, 1, H, W)
+    frames = F.pad(frames, (kernel // 2,) * 4, mode="reflect")
+    frames = F.conv2d(frames, weights.view(1, 1, 1, kernel))  # along rows
+    frames = F.conv2d(frames, weights.view(1, 1, kernel, 1))  # along columns
+    return frames.reshape(video.shape).to(video.dtype)
+
+
+def preprocess_condition(media: Tensor, crf: int = 29) -> Tensor:
+    """Official conditioning-media preprocessing (`inference.py`): blur (3x3, sigma 1), then one H.264 round
+    trip per frame at crf 29, so conditioning frames look like decoded video. (B, 3, F, H, W) in [-1, 1]."""
+    blurred = (gaussian_blur((media.float() + 1) / 2) * 2 - 1).clamp(-1, 1)
+    return encode_as_h264_like(blurred.to(media.dtype), crf)
+
+
 def encode_as_h264_like(image: Tensor, crf: int = 29) -> Tensor:
     """Give (B, 3, F, H, W) frames in [-1, 1] the artefacts of video compression, as the official I2V
     preprocessing does (`ltx_video/pipelines/crf_compressor.py`, spec §5.7): each frame alone goes through
