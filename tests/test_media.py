@@ -190,3 +190,20 @@ def test_encode_as_h264_like_is_lossy_like_video_compression():
     assert 0 < smooth_err < 3 / 127.5 and noise_err > 10 * smooth_err
     assert torch.equal(encode_as_h264_like(noise, crf=0), noise)
     assert encode_as_h264_like(torch.zeros(2, 3, 2, 33, 45)).shape == (2, 3, 2, 33, 45)
+
+
+def test_gaussian_blur_matches_the_kernel_and_keeps_constants():
+    import math
+
+    from ltxv.media import gaussian_blur, preprocess_condition
+
+    delta = torch.zeros(1, 1, 1, 7, 7)
+    delta[..., 3, 3] = 1.0
+    w = torch.tensor([math.exp(-0.5), 1.0, math.exp(-0.5)])
+    w = w / w.sum()  # 3 taps, sigma 1
+    torch.testing.assert_close(gaussian_blur(delta)[0, 0, 0, 2:5, 2:5], torch.outer(w, w))
+    flat = torch.full((1, 3, 2, 8, 8), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat), flat)
+    image = torch.rand(1, 3, 1, 32, 48) * 2 - 1
+    out = preprocess_condition(image)
+    assert out.shape == image.shape and 0 < (out - image).abs().mean() < 0.5
