@@ -35,7 +35,7 @@ StepCallback = Callable[[int, float, Tensor], None]  # (step index, t, tokens (B
 class GenerationResult:
     """video (B, 3, F, H, W) in [0, 1] at the requested size; latents (B, C, F', H', W') normalized."""
 
-    video: Tensor
+    video: Tensor | None  # None when generate(decode=False)
     latents: Tensor
     frame_rate: float
     timesteps: list[float] = field(default_factory=list)
@@ -43,7 +43,9 @@ class GenerationResult:
 
     @property
     def seconds(self) -> float:
-        return self.video.shape[2] / self.frame_rate
+        """Video duration; without a decoded video, that of the latents (8(F'-1)+1 frames)."""
+        frames = self.video.shape[2] if self.video is not None else 8 * (self.latents.shape[2] - 1) + 1
+        return frames / self.frame_rate
 
     def frames(self, index: int = 0) -> list:  # noqa: ANN201 - list of PIL.Image.Image
         """The frames of video `index` as PIL images."""
@@ -102,9 +104,9 @@ class Pipeline:
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        spec = open_checkpoint(path).spec
+        ckpt = open_checkpoint(path)  # headers read once, shared by both loaders
         home = torch.device("cpu") if offload else device
-        vae, dit = load_vae(path, home, dtype), load_transformer(path, home, dtype)
+        vae, dit = load_vae(ckpt, home, dtype), load_transformer(ckpt, home, dtype)
         te_path = text_encoder
         if te_path is None and os.path.isdir(os.path.join(path, "text_encoder")):
             te_path = path
@@ -116,7 +118,7 @@ class Pipeline:
                 torch.float32 if text_encoder_on_cpu else dtype
             )  # T5's home is the CPU (see encode_text)
             encoder = TextEncoder.from_pretrained(str(te_path), device="cpu", dtype=te_dtype)
-        return cls(vae, dit, spec, encoder, device, offload, text_encoder_on_cpu)
+        return cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu)
 
     @torch.inference_mode()
     def encode_video(self, video: Tensor) -> Tensor:

@@ -208,8 +208,8 @@ def _open_diffusers(root: Path) -> Checkpoint:
 def guess_version(vae: Component | None, dit: Component | None) -> str:
     """Release guess from the architecture (sizes other than the official ones are reported as custom)."""
     parts = []
-    if isinstance(dit and dit.config, DiTConfig):
-        d = dit.config  # type: ignore[union-attr]
+    if dit is not None and isinstance(dit.config, DiTConfig):
+        d = dit.config
         parts.append({(28, 2048): "2B", (48, 4096): "13B"}.get((d.num_layers, d.hidden_dim), "custom-size"))
     if vae is not None and isinstance(vae.config, VAEConfig):
         c = vae.config
@@ -294,28 +294,37 @@ def _default_dtype(sd: dict[str, Tensor]) -> torch.dtype:
     return torch.float32
 
 
+def _component(source: str | os.PathLike[str] | Checkpoint, which: str) -> tuple[Checkpoint, Component]:
+    """The VAE ("vae") or transformer ("dit") of a path or an opened checkpoint, or a one-line error."""
+    ckpt = source if isinstance(source, Checkpoint) else open_checkpoint(source)
+    comp, other = (ckpt.vae, ckpt.dit) if which == "vae" else (ckpt.dit, ckpt.vae)
+    if comp is None:
+        names = {"vae": "VAE", "dit": "transformer"}
+        has = names["dit" if which == "vae" else "vae"] if other is not None else "nothing usable"
+        raise CheckpointError(f"{ckpt.path}: holds no {names[which]} (it has: {has})")
+    return ckpt, comp
+
+
 def load_vae(
-    path: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    path: str | os.PathLike[str] | Checkpoint,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> VideoVAE:
-    """Load the Video-VAE from an official file, a diffusers root or vae/ folder, or an ltxv checkpoint."""
-    ckpt = open_checkpoint(path)
-    if ckpt.vae is None:
-        raise CheckpointError(
-            f"{path}: holds no VAE (it has: {'transformer' if ckpt.dit else 'nothing usable'})"
-        )
-    return build_model(VideoVAE, ckpt.vae, f"{path} (VAE)", device, dtype)  # type: ignore[return-value]
+    """Load the Video-VAE from an official file, a diffusers root or vae/ folder, or an ltxv checkpoint
+    (or from a Checkpoint already returned by `open_checkpoint`, to read the headers once)."""
+    ckpt, comp = _component(path, "vae")
+    return build_model(VideoVAE, comp, f"{ckpt.path} (VAE)", device, dtype)  # type: ignore[return-value]
 
 
 def load_transformer(
-    path: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    path: str | os.PathLike[str] | Checkpoint,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> VideoDiT:
-    """Load the diffusion transformer from an official file, diffusers root/transformer folder, or ours."""
-    ckpt = open_checkpoint(path)
-    if ckpt.dit is None:
-        raise CheckpointError(
-            f"{path}: holds no transformer (it has: {'VAE' if ckpt.vae else 'nothing usable'})"
-        )
-    return build_model(VideoDiT, ckpt.dit, f"{path} (transformer)", device, dtype)  # type: ignore[return-value]
+    """Load the diffusion transformer from an official file, diffusers root/transformer folder, ours, or an
+    opened Checkpoint."""
+    ckpt, comp = _component(path, "dit")
+    return build_model(VideoDiT, comp, f"{ckpt.path} (transformer)", device, dtype)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------------------
