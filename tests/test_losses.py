@@ -1,0 +1,238 @@
+"""Tests for the Video-VAE training losses: Haar DWT, KL, reconstruction GAN, LPIPS, weighted sum."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ltxv.train.losses import (
+    LPIPS,
+    DiscriminatorConfig,
+    PairDiscriminator,
+    VAELossWeights,
+    adaptive_gan_weight,
+    discriminator_loss,
+    generator_adversarial_loss,
+    haar_dwt3d,
+    haar_idwt3d,
+    kl_loss,
+    lpips_video,
+    vae_reconstruction_losses,
+    wavelet_loss,
+)
+
+
+def _video(frames: int, seed: int = 0, size: int = 8, batch: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, frames, size, size, generator=g)
+
+
+# --- Haar DWT ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [1, 2, 8])
+def test_dwt_preserves_energy(frames: int) -> None:
+    x = _video(frames)
+    bands = haar_dwt3d(x)
+    assert bands.shape == (2, 8, 3, math.ceil(frames / 2), 4, 4)
+    torch.testing.assert_close(bands.square().sum(), x.square().sum())
+
+
+def test_dwt_odd_frames_is_energy_of_causally_padded_video() -> None:
+    x = _video(9)
+    bands = haar_dwt3d(x)
+    assert bands.shape == (2, 8, 3, 5, 4, 4)
+    padded = torch.cat([x[:, :, :1], x], dim=2)
+    torch.testing.assert_close(bands.square().sum(), padded.square().sum())
+    assert bands[:, 4:, :, 0].abs().max() < 1e-6  # frame 0 paired with itself: no temporal detail
+
+
+@pytest.mark.parametrize("frames", [1, 2, 9, 17])
+def test_idwt_reconstructs(frames: int) -> None:
+    x = _video(frames)
+    torch.testing.assert_close(haar_idwt3d(haar_dwt3d(x), frames), x)
+
+
+def test_image_dwt_has_zero_temporal_bands() -> None:
+    bands = haar_dwt3d(_video(1))
+    assert bands[:, 4:].abs().max() == 0
+
+
+@pytest.mark.parametrize("frames", [1, 9])
+def test_constant_input_only_lll(frames: int) -> None:
+    bands = haar_dwt3d(torch.full((1, 2, frames, 4, 4), 0.7))
+    assert bands[:, 0].abs().min() > 0
+    assert bands[:, 1:].abs().max() < 1e-6
+
+
+def test_dwt_rejects_odd_sides() -> None:
+    with pytest.raises(ValueError, match="even H and W"):
+        haar_dwt3d(torch.zeros(1, 3, 1, 5, 4))
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+@pytest.mark.parametrize("frames", [1, 9])
+def test_wavelet_loss_zero_for_identical_and_grads_flow(frames: int, levels: int) -> None:
+    target = _video(frames)
+    assert wavelet_loss(target, target.clone(), levels=levels) == 0
+    recon = _video(frames, seed=1).requires_grad_()
+    loss = wavelet_loss(recon, target, levels=levels)
+    loss.backward()
+    assert loss > 0 and recon.grad is not None and recon.grad.abs().sum() > 0
+
+
+def test_wavelet_loss_single_level_is_mean_abs_of_bands() -> None:
+    recon, target = _video(8), _video(8, seed=1)
+    expected = (haar_dwt3d(recon) - haar_dwt3d(target)).abs().mean()
+    torch.testing.assert_close(wavelet_loss(recon, target), expected)
+
+
+# --- KL ---------------------------------------------------------------------------------------------------
+
+
+def test_kl_zero_for_standard_normal() -> None:
+    assert kl_loss(torch.zeros(2, 4, 2, 3, 3), torch.zeros(2, 4, 2, 3, 3)) == 0
+
+
+def test_kl_closed_form_uniform_logvar() -> None:
+    c, m, s = 4, 0.5, -1.0
+    mean = torch.full((2, c, 2, 3, 3), m)
+    logvar = torch.full((2, 1, 2, 3, 3), s).expand_as(mean)  # the VAE's uniform log-variance
+    expected = c * 0.5 * (m**2 + math.exp(s) - 1 - s)  # summed over channels, per position
+    torch.testing.assert_close(kl_loss(mean, logvar), torch.tensor(expected))
+
+
+# --- Reconstruction GAN -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [1, 9])
+def test_discriminator_shapes(frames: int) -> None:
+    disc = PairDiscriminator(DiscriminatorConfig(channels=8, layers=3))
+    logits = disc(torch.randn(2, 6, frames, 32, 32))
+    assert logits.shape == (2, 1, frames, 4, 4)
+
+
+def test_discriminator_learns_which_is_real() -> None:
+    torch.manual_seed(0)
+    disc = PairDiscriminator(DiscriminatorConfig(channels=8, layers=2))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    real = _video(1, size=16, batch=4)
+    recon = 0.3 * real  # a recognisably washed-out "reconstruction"
+
+    def eval_loss() -> float:
+        return discriminator_loss(disc, real, recon, torch.Generator().manual_seed(123)).item()
+
+    before = eval_loss()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        opt.zero_grad()
+        discriminator_loss(disc, real, recon, g).backward()
+        opt.step()
+    assert eval_loss() < 0.5 * before
+
+
+def test_discriminator_loss_detaches_recon_and_generator_loss_does_not() -> None:
+    disc = PairDiscriminator(DiscriminatorConfig(channels=8, layers=2))
+    real, recon = _video(9, size=16), _video(9, seed=1, size=16).requires_grad_()
+    discriminator_loss(disc, real, recon, torch.Generator().manual_seed(0)).backward()
+    assert recon.grad is None
+    generator_adversarial_loss(disc, real, recon).backward()
+    assert recon.grad is not None and recon.grad.abs().sum() > 0
+
+
+def test_adaptive_gan_weight_is_gradient_norm_ratio() -> None:
+    w = torch.ones(5, requires_grad=True)
+    weight = adaptive_gan_weight((3.0 * w).sum(), w.sum(), w)
+    torch.testing.assert_close(weight, torch.tensor(3.0 / (1.0 + 1e-4 / math.sqrt(5))))
+    assert not weight.requires_grad
+
+
+# --- LPIPS ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lpips_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    torch.manual_seed(0)
+    model = LPIPS()
+    for k in range(5):  # official lin weights are non-negative
+        lin = model.get_submodule(f"lin{k}").model[1]
+        lin.weight.data.abs_()
+    path = str(tmp_path_factory.mktemp("lpips") / "lpips_vgg.safetensors")
+    save_file(model.state_dict(), path)
+    return path
+
+
+def test_lpips_roundtrip_and_keys(lpips_file: str) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(lpips_file)
+    assert (
+        "net.slice2.5.weight" in state and "lin4.model.1.weight" in state and "scaling_layer.shift" in state
+    )
+    model = LPIPS.from_file(lpips_file)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_lpips_missing_key_error(lpips_file: str, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(lpips_file)
+    del state["lin3.model.1.weight"]
+    state["extra"] = torch.zeros(1)
+    path = str(tmp_path / "broken.safetensors")
+    save_file(state, path)
+    with pytest.raises(
+        ValueError, match=r"missing keys \['lin3.model.1.weight'\].*unexpected keys \['extra'\]"
+    ):
+        LPIPS.from_file(path)
+
+
+def test_lpips_video_zero_for_identical_positive_otherwise(lpips_file: str) -> None:
+    model = LPIPS.from_file(lpips_file)
+    target = _video(2, size=32).clamp(-1, 1)
+    assert lpips_video(model, target, target.clone()).abs() < 1e-6
+    recon = _video(2, seed=1, size=32).clamp(-1, 1).requires_grad_()
+    loss = lpips_video(model, recon, target)
+    loss.backward()
+    assert loss > 0 and recon.grad.abs().sum() > 0
+
+
+# --- Weighted sum -----------------------------------------------------------------------------------------
+
+
+def test_vae_losses_skip_zero_weights() -> None:
+    recon, target = _video(9, size=16), _video(9, seed=1, size=16)
+    mean, logvar = torch.randn(2, 4, 2, 1, 1), torch.zeros(2, 4, 2, 1, 1)
+    weights = VAELossWeights(mse=1.0, wavelet=0.0, kl=1e-3)
+    losses = vae_reconstruction_losses(recon, target, mean, logvar, weights)
+    assert set(losses) == {"mse", "kl", "total"}
+    torch.testing.assert_close(losses["total"], losses["mse"] + 1e-3 * losses["kl"])
+
+
+def test_vae_losses_all_terms(lpips_file: str) -> None:
+    recon, target = _video(9, size=32).requires_grad_(), _video(9, seed=1, size=32)
+    mean, logvar = torch.randn(2, 4, 2, 1, 1), torch.zeros(2, 4, 2, 1, 1)
+    weights = VAELossWeights(gan=0.1, lpips=0.5)
+    disc = PairDiscriminator(DiscriminatorConfig(channels=8, layers=2))
+    losses = vae_reconstruction_losses(
+        recon, target, mean, logvar, weights, disc, LPIPS.from_file(lpips_file)
+    )
+    assert set(losses) == {"mse", "wavelet", "kl", "gan", "lpips", "total"}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    expected = sum(getattr(weights, n) * v for n, v in losses.items() if n != "total")
+    torch.testing.assert_close(losses["total"], expected)
+    losses["total"].backward()
+    assert recon.grad is not None and recon.grad.abs().sum() > 0
+
+
+def test_vae_losses_require_networks_for_nonzero_weights() -> None:
+    x = _video(1)
+    with pytest.raises(ValueError, match="discriminator"):
+        vae_reconstruction_losses(x, x, x, x, VAELossWeights(gan=1.0))
+    with pytest.raises(ValueError, match="LPIPS"):
+        vae_reconstruction_losses(x, x, x, x, VAELossWeights(lpips=1.0))
