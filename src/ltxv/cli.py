@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_arguments(p)
     p.set_defaults(handler=synth.run)
 
+    from .data import cache
+    from .train import command as train_command
+
+    p = sub.add_parser(
+        "preprocess", help="precompute VAE latents + T5 embeddings of a dataset", formatter_class=fmt
+    )
+    cache.add_preprocess_arguments(p)
+    p.set_defaults(handler=cache.run_preprocess)
+    train_command.add_subcommands(sub, fmt)
+
     p = sub.add_parser("info", help="show what a checkpoint contains", formatter_class=fmt)
     p.add_argument(
         "path", help="official .safetensors file, diffusers folder (root, vae/ or transformer/), or ltxv file"

@@ -278,6 +278,132 @@ class ModelSpec:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Training (`ltxv train STAGE`): one TrainConfig per run, printed in full by --dry-run
+# ------------------------------------------------------------------------------------------------------------
+
+TRAIN_STAGES = ("vae", "decoder", "dit", "joint", "lora")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training clips come from and how they are cut."""
+
+    path: str = ""  # caption file or dataset folder (media + captions), or an `ltxv preprocess` cache
+    buckets: str = "9x64x64"  # "FxHxW;FxHxW": frames 8k+1, sides multiples of 32 (images: 1xHxW)
+    frame_rate: float = 24.0  # RoPE time scale of the training clips
+    text_encoder: str = ""  # T5 folder for captions of pixel datasets (dit / joint / lora stages)
+    max_tokens: int = 128  # T5 tokens per caption
+    workers: int = 0  # DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then a constant learning rate."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+
+
+@dataclass(frozen=True)
+class FlowTrainConfig:
+    """Rectified-flow transformer training (spec §5.2; LTX-Video-Trainer defaults where it has them)."""
+
+    t_sampling: str = "shifted_logit_normal"  # see flow.SAMPLE_T_MODES
+    caption_dropout: float = 0.1  # probability a caption is replaced by the empty prompt (for CFG)
+    first_frame_p: float = 0.1  # I2V: latent frame 0 kept clean at t = 0 and left out of the loss
+    token_drop: float = 0.0  # max fraction of tokens dropped per step, drawn uniformly in [0, token_drop]
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    """Video-VAE and denoising-decoder losses (LTX-Video paper §VAE; spec §2.9), weights of each term."""
+
+    mse: float = 1.0
+    wavelet: float = 1.0  # L1 between 3-D Haar DWT sub-bands
+    kl: float = 1e-6
+    gan: float = 0.0  # reconstruction GAN (pair discriminator); 0 = off
+    gan_start: int = 0  # step at which the adversarial term starts
+    disc_lr: float = 1e-4
+    lpips: float = 0.0  # needs lpips_path (a local safetensors file; nothing is downloaded)
+    lpips_path: str = ""
+    decoder_t_max: float = 0.2  # denoising decoder: latents noised to t ~ U[0, decoder_t_max]
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    """`train joint`: L = vae·L_vae + decoder·L_decoder + flow·L_flow in one optimiser step."""
+
+    vae: float = 1.0
+    decoder: float = 1.0
+    flow: float = 1.0
+    flow_to_encoder: float = 0.0  # scale of the flow loss gradient reaching the encoder (0 = detached)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA on the transformer's attention projections (peft layout on save)."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: stage, model, data, optimisation and bookkeeping."""
+
+    stage: str = "dit"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    init: str = ""  # checkpoint to start from (any supported format); the base model for `lora`
+    steps: int = 100
+    batch_size: int = 2  # global batch (split across processes)
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 100
+    keep_last: int = 2  # training checkpoints kept in RUN/checkpoints
+    val_every: int = 0  # validation samples (mp4) every N steps; 0 = only at the end
+    val_steps: int = 8  # denoising steps of validation samples
+    ema_decay: float = 0.0  # 0 = no EMA
+    grad_checkpointing: bool = False
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (FSDP2 fully_shard)
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    flow: FlowTrainConfig = field(default_factory=FlowTrainConfig)
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in TRAIN_STAGES:
+            raise ValueError(f"stage {self.stage!r}: choose from {', '.join(TRAIN_STAGES)}")
+        for name in ("steps", "batch_size", "log_every", "save_every", "keep_last", "val_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision {self.precision!r}: use auto, fp32 or bf16")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"parallel {self.parallel!r}: use ddp or fsdp")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.optim.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}")
+        for name in ("caption_dropout", "first_frame_p", "token_drop"):
+            if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
+                raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")
+        if not 0.0 < self.vae.decoder_t_max <= 1.0:
+            raise ValueError(f"vae.decoder_t_max must be in (0, 1], got {self.vae.decoder_t_max}")
+        if self.vae.lpips > 0 and not self.vae.lpips_path:
+            raise ValueError("vae.lpips > 0 needs vae.lpips_path (a local LPIPS safetensors file)")
+        if self.lora.rank < 1:
+            raise ValueError(f"lora.rank must be >= 1, got {self.lora.rank}")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Generic (de)serialisation: dataclass <-> JSON-safe dict, strict about unknown keys
 # ------------------------------------------------------------------------------------------------------------
 

@@ -125,10 +125,14 @@ def loss_per_t_bin(
     else:
         mask = loss_mask.float()  # (B, N)
         per_sample = (_token_loss(velocity, target) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return mean_by_t_bin(per_sample, t, num_bins)
+
+
+def mean_by_t_bin(values: Tensor, t: Tensor, num_bins: int = 4) -> dict[str, float]:
+    """Mean of per-sample `values` (B,) grouped into `num_bins` equal t ranges; keys "loss_t0.00-0.25"."""
     bins = (t.float() * num_bins).long().clamp(0, num_bins - 1).cpu()  # (B,)
-    per_sample = per_sample.detach().cpu()
-    losses = {}
-    for b in bins.unique().tolist():
-        key = f"loss_t{b / num_bins:.2f}-{(b + 1) / num_bins:.2f}"
-        losses[key] = per_sample[bins == b].mean().item()
-    return losses
+    values = values.detach().float().cpu()
+    return {
+        f"loss_t{b / num_bins:.2f}-{(b + 1) / num_bins:.2f}": values[bins == b].mean().item()
+        for b in bins.unique().tolist()
+    }

@@ -90,3 +90,71 @@ def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.
         delta = layer.up.float() @ layer.down.float() * (layer.scale * scale)
         weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
     return len(layers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training: trainable low-rank adapters on the transformer's Linear layers, saved in the peft layout
+# ---------------------------------------------------------------------------------------------------------
+
+
+class LoraLinear(nn.Module):
+    """y = base(x) + (alpha / r) · B(A(x)); the base layer is frozen, B starts at zero (the identity)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False, device=base.weight.device)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False, device=base.weight.device)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=5**0.5)  # peft's default init
+        nn.init.zeros_(self.lora_B.weight)
+        self.scale = alpha / rank
+        self.alpha = alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (
+            self.base(x) + self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype))).to(x.dtype) * self.scale
+        )
+
+
+def inject_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float) -> list[str]:
+    """Freeze `model` and wrap every Linear whose name ends with one of `targets` (e.g. "to_q", "to_out.0")
+    in a LoraLinear; returns the wrapped module names. ValueError when nothing matches."""
+    model.requires_grad_(False)
+    names = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    if not names:
+        raise ValueError(f"no Linear layer of the model matches the LoRA targets {list(targets)}")
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoraLinear(getattr(parent, child), rank, alpha))
+    return names
+
+
+def lora_tensors(state: dict[str, Tensor], alpha: float, prefix: str = "") -> dict[str, Tensor]:
+    """The adapters in a (LoRA-injected) transformer state dict, keys under `prefix`, in the peft layout
+    read by `read_lora`: `transformer.<module>.lora_A.weight`, `.lora_B.weight` and `.alpha`."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(prefix) and key.endswith((".lora_A.weight", ".lora_B.weight")):
+            name = key[len(prefix) :]
+            out[f"transformer.{name}"] = value.detach().float().cpu()
+            out[f"transformer.{name.rsplit('.', 2)[0]}.alpha"] = torch.tensor(float(alpha))
+    if not out:
+        raise ValueError("the state dict holds no LoRA adapters (was inject_lora called?)")
+    return out
+
+
+@torch.no_grad()
+def unwrap_lora(model: nn.Module) -> None:
+    """Merge every LoraLinear back into a plain Linear in place (inverse of `inject_lora`)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLinear):
+            base = module.base
+            delta = module.lora_B.weight.float() @ module.lora_A.weight.float() * module.scale
+            base.weight.copy_((base.weight.float() + delta).to(base.weight.dtype))
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, base)

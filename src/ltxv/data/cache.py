@@ -1,0 +1,291 @@
+"""Precomputed training inputs: VAE latents and T5 embeddings of a VideoDataset, written once by `preprocess`
+(`ltxv preprocess`) so that training runs on latents only. A cache folder OUT holds:
+
+    OUT/latents/000000.safetensors latents (C, F', H', W') float32, normalized (the VAE posterior mode),
+                                   text_emb (L, D) float32, text_mask (L,) int64; file k = dataset item k
+    OUT/null.safetensors           text_emb, text_mask of the empty prompt "" (for caption dropout)
+    OUT/index.jsonl                one CacheEntry per line (file, caption, media_path, row, bucket, ...)
+    OUT/meta.json                  format, vae config, latent_channels, max_tokens, text_hidden_size, count,
+                                   skipped (the dataset summary) and skipped_paths
+
+Each file is written to a temporary name and renamed. meta.json is removed first and written last, so a
+folder with meta.json holds a complete cache. Only safetensors and JSON are read or written, never pickle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from ..config import DataConfig, to_dict
+from ..vae.model import VideoVAE
+from ..weights import atomic_save
+from .dataset import (
+    Bucket,
+    MediaItem,
+    VideoDataset,
+    batch_bucket,
+    collate,
+    group_by_bucket,
+    parse_buckets,
+)
+
+CACHE_FORMAT = "ltxv-latent-cache"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One line of index.jsonl."""
+
+    file: str  # relative to the cache folder
+    caption: str
+    media_path: str
+    row: int  # row in the caption file
+    bucket: str  # pixel bucket "FxHxW" the clip was cut to
+    latent_shape: tuple[int, int, int, int]  # (C, F', H', W')
+
+
+# writing --------------------------------------------------------------------------------------------------
+def preprocess(
+    dataset: VideoDataset,
+    vae: VideoVAE,
+    text_encoder: Any,  # anything with .encode(prompts, max_tokens) -> (emb (B, L, D), mask (B, L))
+    out: str | os.PathLike[str],
+    max_tokens: int,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Encode every clip of `dataset` (batches of `batch_size` clips of one bucket) and its caption into
+    `out` (layout in the module docstring); returns the meta.json contents. `progress(done, total)` is
+    called after each batch; `num_workers` DataLoader processes decode the videos."""
+    for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; give a folder for the latent cache")
+    (out / "meta.json").unlink(missing_ok=True)  # an interrupted rewrite must not look like a cache
+    vae = vae.eval().to(device)
+    dtype = next(vae.parameters()).dtype
+    batches = _bucket_batches(dataset.buckets_of, batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers
+    )
+    entries: list[CacheEntry] = []
+    with torch.inference_mode():
+        for indices, batch in zip(batches, loader, strict=True):
+            latents = vae.encode(batch["video"].to(device, dtype))  # (B, C, F', H', W')
+            emb, mask = text_encoder.encode(batch["caption"], max_tokens)  # (B, L, D), (B, L)
+            for j, i in enumerate(indices):
+                entries.append(
+                    _save_item(out, i, dataset.items[i], dataset.buckets_of[i], latents[j], emb[j], mask[j])
+                )
+            if progress is not None:
+                progress(len(entries), len(dataset))
+        null_emb, null_mask = text_encoder.encode([""], max_tokens)  # (1, L, D), (1, L)
+    null = {"text_emb": null_emb[0].float().cpu(), "text_mask": null_mask[0].long().cpu()}
+    atomic_save(null, out / "null.safetensors", {})
+    entries.sort(key=lambda e: e.file)  # dataset order
+    _write_text(out / "index.jsonl", "".join(json.dumps(dataclasses.asdict(e)) + "\n" for e in entries))
+    meta = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "vae": to_dict(vae.cfg),
+        "latent_channels": vae.cfg.latent_channels,
+        "max_tokens": max_tokens,
+        "text_hidden_size": int(null_emb.shape[-1]),
+        "count": len(entries),
+        "skipped": dataset.summary(),
+        "skipped_paths": dataset.skipped,
+    }
+    _write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _save_item(
+    out: Path, i: int, item: MediaItem, bucket: Bucket, latents: Tensor, emb: Tensor, mask: Tensor
+) -> CacheEntry:
+    """Write item i's latents (C, F', H', W'), text_emb (L, D) and text_mask (L,); return its index entry."""
+    file = f"latents/{i:06d}.safetensors"
+    tensors = {
+        "latents": latents.float().cpu(),
+        "text_emb": emb.float().cpu(),
+        "text_mask": mask.long().cpu(),
+    }
+    atomic_save(tensors, out / file, {"caption": item.caption, "row": str(item.row)})
+    return CacheEntry(file, item.caption, str(item.media_path), item.row, str(bucket), tuple(latents.shape))
+
+
+def _bucket_batches(buckets_of: list[Bucket], batch_size: int) -> list[list[int]]:
+    """Every index once, in batches of one bucket (the last batch of a bucket may be smaller)."""
+    groups = group_by_bucket(buckets_of).values()
+    return [g[k : k + batch_size] for g in groups for k in range(0, len(g), batch_size)]
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A text file written to a temporary name in the same folder, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# reading --------------------------------------------------------------------------------------------------
+def is_cache(path: str | os.PathLike[str]) -> bool:
+    """True for a folder holding a complete cache written by `preprocess`."""
+    root = Path(path)
+    if not ((root / "meta.json").is_file() and (root / "index.jsonl").is_file()):
+        return False
+    try:
+        return json.loads((root / "meta.json").read_text(encoding="utf-8"))["format"] == CACHE_FORMAT
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """A cache folder written by `preprocess`. `buckets_of[i]` is the latent shape as Bucket(F', H', W'),
+    so BucketBatchSampler batches equal shapes. self[i] -> {"latents": (C, F', H', W'), "text_emb": (L, D),
+    "text_mask": (L,), "caption", "row", "bucket"}."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not is_cache(self.root):
+            raise ValueError(
+                f"{self.root}: not a latent cache (needs meta.json and index.jsonl written by preprocess); "
+                f"run `ltxv preprocess DATA --out {self.root} ...` first"
+            )
+        self.meta: dict[str, Any] = json.loads((self.root / "meta.json").read_text(encoding="utf-8"))
+        self.entries = _read_index(self.root / "index.jsonl")
+        missing = [e.file for e in self.entries if not (self.root / e.file).is_file()]
+        if missing:
+            raise ValueError(
+                f"{self.root}: {len(missing)} file(s) in index.jsonl are missing (first: {missing[0]}); "
+                "rerun `ltxv preprocess` into this folder"
+            )
+        if len(self.entries) != self.meta["count"]:
+            raise ValueError(
+                f"{self.root}: index.jsonl lists {len(self.entries)} items but meta.json says "
+                f"{self.meta['count']}; rerun `ltxv preprocess` into this folder"
+            )
+        self.buckets_of = [Bucket(*e.latent_shape[1:]) for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        entry = self.entries[i]
+        tensors = load_file(self.root / entry.file)
+        return {
+            "latents": tensors["latents"],  # (C, F', H', W')
+            "text_emb": tensors["text_emb"],  # (L, D)
+            "text_mask": tensors["text_mask"],  # (L,)
+            "caption": entry.caption,
+            "row": entry.row,
+            "bucket": self.buckets_of[i],
+        }
+
+    def null_text(self) -> tuple[Tensor, Tensor]:
+        """Embedding of the empty prompt: (L, D) float32, mask (L,) int64."""
+        path = self.root / "null.safetensors"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing; rerun `ltxv preprocess` into {self.root}")
+        tensors = load_file(path)
+        return tensors["text_emb"], tensors["text_mask"]
+
+
+def _read_index(path: Path) -> list[CacheEntry]:
+    entries = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            entry = CacheEntry(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(
+                f"{path}, line {n}: not a cache entry ({err}); rerun `ltxv preprocess`"
+            ) from None
+        entries.append(dataclasses.replace(entry, latent_shape=tuple(entry.latent_shape)))
+    return entries
+
+
+def collate_latents(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Samples of one latent shape -> {"latents": (B, C, F', H', W'), "text_emb": (B, L, D),
+    "text_mask": (B, L), "caption": [...], "row": [...], "bucket"}."""
+    bucket = batch_bucket(samples)  # first: stacking mixed shapes fails obscurely
+    return {
+        "latents": torch.stack([s["latents"] for s in samples]),
+        "text_emb": torch.stack([s["text_emb"] for s in samples]),
+        "text_mask": torch.stack([s["text_mask"] for s in samples]),
+        "caption": [s["caption"] for s in samples],
+        "row": [s["row"] for s in samples],
+        "bucket": bucket,
+    }
+
+
+# command line (wired by cli.py as `ltxv preprocess`) ------------------------------------------------------
+def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `ltxv preprocess`; defaults come from DataConfig."""
+    d = DataConfig()
+    parser.add_argument("data", help="caption file (CSV/JSON/JSONL: media_path, caption) or dataset folder")
+    parser.add_argument("--model", required=True, help="checkpoint holding the VAE (any supported format)")
+    parser.add_argument("--text-encoder", required=True, help="T5 folder (model + tokenizer)")
+    parser.add_argument("--out", required=True, help="cache folder to write")
+    parser.add_argument(
+        "--buckets", default=d.buckets, help="FRAMESxHEIGHTxWIDTH;...: frames 8k+1 (images 1), sides /32"
+    )
+    parser.add_argument("--max-tokens", type=int, default=d.max_tokens, help="T5 tokens per caption")
+    parser.add_argument("--batch-size", type=int, default=1, help="clips per VAE / T5 call")
+    parser.add_argument("--workers", type=int, default=d.workers, help="video-decoding worker processes")
+    parser.add_argument("--device", help="cuda, cpu, cuda:1 ... for the VAE (default: cuda when available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the cache in --out")
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    """`ltxv preprocess`: probe and bucket the dataset, print its summary, encode it into --out."""
+    from ..text import TextEncoder
+    from ..weights import load_vae
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the latent cache")
+    if is_cache(out) and not args.overwrite:
+        raise ValueError(f"--out {out} already holds a latent cache; pass --overwrite to replace it")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    for flag, value in (("--max-tokens", args.max_tokens), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    dataset = VideoDataset(args.data, parse_buckets(args.buckets))
+    counts = sorted(Counter(dataset.buckets_of).items())
+    print(f"{dataset.summary()}; buckets: " + ", ".join(f"{b} x{n}" for b, n in counts))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    vae = load_vae(args.model, device, torch.float32)
+    text_encoder = TextEncoder.from_pretrained(args.text_encoder, device="cpu", dtype=torch.float32)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rencoded {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    meta = preprocess(
+        dataset, vae, text_encoder, out, args.max_tokens, args.batch_size, device, progress, args.workers
+    )
+    print(f"wrote {meta['count']} latents and text embeddings to {out}")
+    return 0

@@ -1,0 +1,108 @@
+"""`ltxv train STAGE` flags -> one resolved TrainConfig -> `train()` (wired into the CLI by cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import TRAIN_STAGES, TrainConfig, apply_overrides, from_dict, to_dict
+
+STAGE_HELP = {
+    "vae": "train the Video-VAE (pixel MSE + DWT L1 + KL, optional GAN / LPIPS)",
+    "decoder": "train the decoder as the final denoising step (latents noised to t <= 0.2)",
+    "dit": "train the transformer with rectified flow (T2V and I2V together)",
+    "joint": "train encoder, decoder and transformer together in one loop",
+    "lora": "train LoRA adapters on a loaded transformer (--base MODEL)",
+}
+# flag -> dotted TrainConfig key; the defaults live in TrainConfig, a flag only overrides when given
+FLAGS = {
+    "data": "data.path",
+    "buckets": "data.buckets",
+    "text_encoder": "data.text_encoder",
+    "init": "init",
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "lr": "optim.lr",
+    "seed": "seed",
+    "log_every": "log_every",
+    "save_every": "save_every",
+    "val_every": "val_every",
+    "ema": "ema_decay",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    d = TrainConfig()
+    parser.add_argument(
+        "--data", help="caption file (csv/json/jsonl) or dataset folder; dit/lora: or a cache"
+    )
+    parser.add_argument(
+        "--out", required=True, help="run folder (re-running resumes from its last checkpoint)"
+    )
+    parser.add_argument("--preset", default="tiny", help="model size preset (ignored with --init/--base)")
+    if stage == "lora":
+        parser.add_argument("--base", dest="init", required=True, help="model whose transformer is adapted")
+    else:
+        parser.add_argument("--init", help="checkpoint to start from (e.g. the VAE of an earlier stage)")
+    parser.add_argument("--text-encoder", help="T5 folder, for captions of video datasets")
+    parser.add_argument("--buckets", help=f"'FxHxW;...' clip sizes (default {d.data.buckets})")
+    parser.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps})")
+    parser.add_argument("--batch-size", type=int, help=f"global batch (default {d.batch_size})")
+    parser.add_argument("--lr", type=float, help=f"learning rate (default {d.optim.lr})")
+    parser.add_argument("--seed", type=int, help=f"seed of weights, data order and noise (default {d.seed})")
+    parser.add_argument("--log-every", type=int, help=f"metrics.jsonl every N steps (default {d.log_every})")
+    parser.add_argument("--save-every", type=int, help=f"checkpoint every N steps (default {d.save_every})")
+    parser.add_argument("--val-every", type=int, help="validation mp4 every N steps (default: at the end)")
+    parser.add_argument("--ema", type=float, help="EMA decay, e.g. 0.999 (default: off)")
+    parser.add_argument("--config", help="a JSON TrainConfig (as printed by --dry-run) to start from")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set flow.first_frame_p=0.5 --set train.parallel=fsdp",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config as JSON and exit")
+    parser.set_defaults(handler=run, stage=stage)
+
+
+def resolve(args: argparse.Namespace) -> TrainConfig:
+    """Preset (or --config file) -> flags -> --set overrides: the config a run is pinned to."""
+    from ..presets import get_preset
+
+    if args.config:
+        cfg = from_dict(TrainConfig, json.loads(Path(args.config).read_text()))
+        cfg = replace(cfg, stage=args.stage)
+    else:
+        cfg = TrainConfig(stage=args.stage, model=get_preset(args.preset))
+    overrides = [
+        f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag) is not None
+    ]
+    # `train.x` is accepted as a synonym of `x` (the issue's spelling: --set train.parallel=fsdp)
+    sets = [s[len("train.") :] if s.startswith("train.") else s for s in args.set]
+    cfg = apply_overrides(cfg, overrides + sets)
+    if cfg.init:
+        from .loop import resolve_config
+
+        cfg = resolve_config(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(args)
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=1))
+        return 0
+    from .loop import train
+
+    train(cfg, args.out)
+    return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    train = sub.add_parser("train", help="train a stage of the model (vae, decoder, dit, joint, lora)")
+    stages = train.add_subparsers(dest="stage_command", metavar="STAGE", required=True)
+    for stage in TRAIN_STAGES:
+        add_arguments(stages.add_parser(stage, help=STAGE_HELP[stage], formatter_class=fmt), stage)

@@ -1,0 +1,542 @@
+"""`train(cfg, run)`: one loop for every stage, on one process or under torchrun (DDP or FSDP2).
+
+Set-up (models, data, wrappers, resume) -> for each step: seeded generator, forward, backward, clip, step,
+EMA, log, checkpoint, validation -> the final model. Re-running the same command on the same RUN folder
+resumes from its newest checkpoint and reaches the weights an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.utils.data import DataLoader
+
+from ..config import TrainConfig, to_dict
+from ..dit.model import VideoDiT
+from ..flow import mean_by_t_bin
+from ..vae.model import VideoVAE
+from . import state as st
+from .stages import STAGES, BatchRandom, Stage, latent_statistics, trainable_modules
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# settings that may change between a run and its resumption; everything else must match
+RESUMABLE_CHANGES = (
+    "steps",
+    "log_every",
+    "save_every",
+    "keep_last",
+    "val_every",
+    "val_steps",
+    "data.workers",
+)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(cfg: TrainConfig) -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
+    cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device.startswith("cuda")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(0, 1, torch.device("cuda" if cuda else cfg.device if cfg.device != "auto" else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu"))
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """The model spec comes from `init` when one is given (the checkpoint describes itself)."""
+    if not cfg.init:
+        return cfg
+    from ..weights import open_checkpoint
+
+    return replace(cfg, model=open_checkpoint(cfg.init).spec)
+
+
+# -- models and data ---------------------------------------------------------------------------------------
+
+
+def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
+    """(vae, dit, vae_is_trained): from `init` where it has them, else freshly initialised from the spec."""
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process and every run
+    vae, dit, trained = VideoVAE(cfg.model.vae), VideoDiT(cfg.model.dit), False
+    if cfg.init:
+        from ..weights import load_transformer, load_vae, open_checkpoint
+
+        ckpt = open_checkpoint(cfg.init)
+        if ckpt.vae is not None:
+            vae, trained = load_vae(ckpt, "cpu", torch.float32), True
+        if ckpt.dit is not None:
+            dit = load_transformer(ckpt, "cpu", torch.float32)
+    if cfg.stage == "lora":
+        if not cfg.init:
+            raise ValueError("train lora needs --base MODEL (the checkpoint whose transformer is adapted)")
+        from ..lora import inject_lora
+
+        inject_lora(dit, cfg.lora.targets, cfg.lora.rank, cfg.lora.alpha)
+    return vae, dit, trained
+
+
+def build_data(cfg: TrainConfig, d: Dist) -> tuple[Any, Any, Any]:
+    """(dataset, collate, text encoder or None). A `ltxv preprocess` cache feeds dit/lora stages directly."""
+    from ..data.cache import LatentDataset, collate_latents, is_cache
+    from ..data.dataset import VideoDataset, collate, parse_buckets
+
+    if not cfg.data.path:
+        raise ValueError("no training data: pass --data (a caption file, dataset folder or preprocess cache)")
+    if is_cache(cfg.data.path):
+        if cfg.stage not in ("dit", "lora"):
+            raise ValueError(f"{cfg.data.path} is a latent cache; `train {cfg.stage}` needs the videos")
+        data = LatentDataset(cfg.data.path)
+        return data, collate_latents, None
+    data = VideoDataset(cfg.data.path, parse_buckets(cfg.data.buckets))
+    if d.main:
+        print(data.summary(), file=sys.stderr)
+    encoder = None
+    if cfg.stage in ("dit", "joint", "lora"):
+        if not cfg.data.text_encoder:
+            raise ValueError(
+                f"`train {cfg.stage}` on videos needs --text-encoder T5_DIR "
+                "(or a cache from `ltxv preprocess`)"
+            )
+        from ..text import TextEncoder
+
+        encoder = TextEncoder.from_pretrained(cfg.data.text_encoder, device="cpu", dtype=torch.float32)
+    return data, collate, encoder
+
+
+class _Steps:
+    """Batch sampler over steps [start, end): the data position is the step number."""
+
+    def __init__(self, sampler: Any, start: int, end: int) -> None:
+        self.sampler, self.start, self.end = sampler, start, end
+
+    def __iter__(self):  # noqa: ANN204
+        return (self.sampler.batch(s) for s in range(self.start, self.end))
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def _to_device(batch: dict, device: torch.device, encoder: Any, max_tokens: int) -> dict:
+    out = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    if encoder is not None and "text_emb" not in out:
+        with torch.no_grad():
+            emb, mask = encoder.encode(list(out["caption"]), max_tokens)
+        # clones: the encoder runs in inference mode, and autograd may not save inference tensors
+        out["text_emb"], out["text_mask"] = emb.to(device, torch.float32).clone(), mask.to(device).clone()
+    return out
+
+
+# -- state dicts that work the same for plain, DDP and FSDP2 modules ---------------------------------------
+
+
+def _full(t: Tensor) -> Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _like(param: Tensor, full: Tensor) -> Tensor:
+    """`full` laid out like `param` (sharded again for FSDP2 DTensor parameters)."""
+    if hasattr(param, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        return distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements)
+    return full.to(param.device, torch.float32)
+
+
+# -- the loop ----------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None = None) -> Path:
+    """Run (or resume) training into the folder `run`; returns the path of the final model file."""
+    cfg, run = resolve_config(cfg), Path(run)
+    d = setup_distributed(cfg)
+    if cfg.batch_size % d.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes")
+    _check_run_folder(cfg, run, d)
+    from ..data.dataset import BucketBatchSampler
+
+    data, collate, encoder = build_data(cfg, d)
+    vae, dit, vae_trained = build_models(cfg)
+    if cfg.stage == "dit" and not vae_trained and d.main:
+        print("note: no trained VAE given (--init); validation samples will decode with an untrained one")
+    stage: Stage = STAGES[cfg.stage](cfg, vae, dit)
+    stage.requires_grad_(False)
+    for module in trainable_modules(stage):
+        if cfg.stage == "lora":
+            for name, p in module.named_parameters():
+                p.requires_grad_(".lora_" in name)
+        else:
+            module.requires_grad_(True)
+    dit.gradient_checkpointing = cfg.grad_checkpointing
+    stage.set_null_text(*_null_text(data, encoder, cfg))
+    if cfg.vae.lpips > 0:
+        from .losses import LPIPS
+
+        stage.lpips_net = (LPIPS.from_file(cfg.vae.lpips_path).to(d.device).requires_grad_(False),)
+    stage.to(d.device)
+    disc = _discriminator(cfg, d)
+    sampler = BucketBatchSampler(data.buckets_of, cfg.batch_size, cfg.seed, d.rank, d.world)
+
+    model = _wrap(stage, cfg, d)
+    params = [p for p in stage.parameters() if p.requires_grad]
+    optimizers = {"model": _adamw(params, cfg.optim.lr, cfg)}
+    if disc is not None:
+        optimizers["disc"] = _adamw(list(disc.parameters()), cfg.vae.disc_lr, cfg)
+    named = [(n, p) for n, p in stage.named_parameters() if p.requires_grad]
+    ema = st.EMA(named, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    start = _resume(run, stage, disc, optimizers, ema, d)
+    if start == 0 and cfg.stage == "joint":  # fix the latent normalisation from the initial encoder
+        _set_latent_statistics(stage.vae, data, collate, sampler, d)
+    if start >= cfg.steps:
+        if d.main:
+            print(f"{run}: already trained to step {start} (>= --steps {cfg.steps}); writing the final model")
+    loader = DataLoader(
+        data,
+        batch_sampler=_Steps(sampler, start, cfg.steps),
+        collate_fn=collate,
+        num_workers=cfg.data.workers,
+    )
+    autocast = _autocast(cfg, d)
+    show = (sys.stderr.isatty() if progress is None else progress) and d.main
+    t_start, window = time.perf_counter(), []
+    for step, batch in enumerate(loader, start=start):
+        batch = _to_device(batch, d.device, encoder, cfg.data.max_tokens)
+        rng = BatchRandom(st.step_generator(cfg.seed, step, d.device), d.rank, d.world)
+        lr_scale = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
+        for name, opt in optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = (cfg.vae.disc_lr if name == "disc" else cfg.optim.lr) * lr_scale
+        with autocast:
+            out = model(batch, rng, step, disc if step >= cfg.vae.gan_start else None)
+        out["loss"].backward()
+        grad_norm = _clip(params, cfg.optim.grad_clip)
+        optimizers["model"].step()
+        optimizers["model"].zero_grad(set_to_none=True)
+        record: dict[str, Any] = {"step": step + 1}
+        if disc is not None:
+            disc.zero_grad(set_to_none=True)  # the adversarial term's gradients are the autoencoder's
+            if step >= cfg.vae.gan_start:
+                from .losses import discriminator_loss
+
+                with autocast:
+                    d_loss = discriminator_loss(disc, batch["video"], out["recon"].detach(), rng.generator)
+                d_loss.backward()
+                optimizers["disc"].step()
+                optimizers["disc"].zero_grad(set_to_none=True)
+                record["loss_disc"] = d_loss.detach()
+        if ema is not None:
+            ema.update()
+        window.append(time.perf_counter())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            record |= _metrics(out, grad_norm, d)
+            record["lr"] = cfg.optim.lr * lr_scale
+            record["steps_per_s"] = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else None
+            window = window[-1:]
+            if d.main:
+                st.append_metrics(
+                    run, {k: float(v) if isinstance(v, Tensor) else v for k, v in record.items()}
+                )
+                if not show:
+                    print(_line(record, cfg.steps), file=sys.stderr)
+        if show:
+            print("\r" + _line(record | _metrics(out, grad_norm, None), cfg.steps), end="", file=sys.stderr)
+        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _save(run, step + 1, stage, disc, optimizers, ema, cfg, d)
+        if cfg.val_every and (step + 1) % cfg.val_every == 0:
+            _validate(run, step + 1, stage, ema, data, collate, cfg, d)
+    if show:
+        print(file=sys.stderr)
+    if start < cfg.steps:
+        _save(run, cfg.steps, stage, disc, optimizers, ema, cfg, d)
+    final = _final_model(run, stage, ema, data, collate, sampler, cfg, d)
+    _validate(run, cfg.steps, stage, ema, data, collate, cfg, d)
+    if d.main:
+        elapsed = time.perf_counter() - t_start
+        print(f"trained {cfg.stage} to step {cfg.steps} in {elapsed:.1f} s; wrote {final}", file=sys.stderr)
+    if d.world > 1:
+        dist.barrier()
+    return final
+
+
+def _check_run_folder(cfg: TrainConfig, run: Path, d: Dist) -> None:
+    """RUN/config.json pins the run: a different config in the same folder is an error, not a silent mix."""
+    path = run / "config.json"
+    if path.is_file():
+        import json
+
+        old = json.loads(path.read_text())
+        new = to_dict(cfg)
+        diff = sorted(_differences(old, new) - set(RESUMABLE_CHANGES))
+        if diff:
+            raise ValueError(
+                f"{run} holds a run with a different config ({', '.join(diff)}); "
+                "resume with the same settings or choose a new --out"
+            )
+    elif d.main:
+        st.write_json_atomic(path, to_dict(cfg))
+    if d.world > 1:
+        dist.barrier()
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix[:-1]}
+
+
+def _null_text(data: Any, encoder: Any, cfg: TrainConfig) -> tuple[Tensor, Tensor]:
+    if hasattr(data, "null_text"):
+        return data.null_text()
+    if encoder is None:  # vae / decoder stages never read it
+        return torch.zeros(1, cfg.model.dit.caption_channels), torch.ones(1, dtype=torch.long)
+    emb, mask = encoder.encode([""], cfg.data.max_tokens)
+    return emb[0].clone(), mask[0].clone()
+
+
+def _discriminator(cfg: TrainConfig, d: Dist) -> nn.Module | None:
+    if cfg.vae.gan <= 0 or cfg.stage not in ("vae", "joint"):
+        return None
+    from .losses import DiscriminatorConfig, PairDiscriminator
+
+    torch.manual_seed(cfg.seed + 1)
+    disc = PairDiscriminator(DiscriminatorConfig()).to(d.device)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        disc = DistributedDataParallel(disc, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    return disc
+
+
+def _wrap(stage: Stage, cfg: TrainConfig, d: Dist) -> nn.Module:
+    if d.world == 1:
+        return stage
+    if cfg.parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in stage.dit.transformer_blocks if cfg.stage in ("dit", "joint", "lora") else ():
+            fully_shard(block)
+        fully_shard(stage)
+        return stage
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(stage, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+
+def _adamw(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.AdamW:
+    o = cfg.optim
+    return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay, foreach=False)
+
+
+def _autocast(cfg: TrainConfig, d: Dist) -> Any:
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda")
+    return torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def _clip(params: list[nn.Parameter], max_norm: float) -> Tensor:
+    if max_norm > 0:
+        return _full(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grads = [_full(p.grad).float().norm() for p in params if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.zeros(())
+
+
+def _metrics(out: dict[str, Tensor], grad_norm: Tensor, d: Dist | None) -> dict[str, Any]:
+    """Scalar losses averaged over processes (so the curve is the global batch's), and per-t-bin flow loss."""
+    scalars = {k: v.detach().float() for k, v in out.items() if v.ndim == 0}  # every loss term
+    if d is not None and d.world > 1:
+        names = sorted(scalars)
+        packed = torch.stack([scalars[k] for k in names]).to(d.device)
+        dist.all_reduce(packed)
+        scalars = dict(zip(names, packed / d.world, strict=True))
+    record: dict[str, Any] = {k: v.item() for k, v in scalars.items()}
+    record["grad_norm"] = float(grad_norm)
+    if "t" in out:
+        t, per = out["t"].detach().float(), out["per_sample"].detach().float()
+        if d is not None and d.world > 1:
+            t, per = _gather(t, d), _gather(per, d)
+        record |= mean_by_t_bin(per, t)
+    return record
+
+
+def _gather(x: Tensor, d: Dist) -> Tensor:
+    parts = [torch.empty_like(x) for _ in range(d.world)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def _line(record: dict[str, Any], steps: int) -> str:
+    shown = " ".join(
+        f"{k} {v:.4g}"
+        for k, v in record.items()
+        if k.startswith("loss") and isinstance(v, float) and "_t" not in k
+    )
+    rate = record.get("steps_per_s")
+    return f"step {record['step']}/{steps} {shown}" + (f" {rate:.2f} steps/s" if rate else "")
+
+
+# -- checkpoints, resume, final model, validation ----------------------------------------------------------
+
+
+def _save(
+    run: Path, step: int, stage: Stage, disc: Any, optimizers: dict, ema: Any, cfg: TrainConfig, d: Dist
+):  # noqa: ANN202
+    model_sd = get_model_state_dict(stage, options=FULL)
+    optim_sds = {"model": get_optimizer_state_dict(stage, optimizers["model"], options=FULL)}
+    if disc is not None:
+        model_sd |= {f"disc.{k}": v for k, v in get_model_state_dict(disc, options=FULL).items()}
+        optim_sds["disc"] = get_optimizer_state_dict(disc, optimizers["disc"], options=FULL)
+    ema_sd = {n: _full(s).cpu() for n, s in ema.shadow.items()} if ema is not None else None
+    if d.main:
+        st.save_training_checkpoint(run, step, model_sd, optim_sds, ema_sd, cfg.keep_last)
+    if d.world > 1:
+        dist.barrier()
+
+
+def _resume(run: Path, stage: Stage, disc: Any, optimizers: dict, ema: Any, d: Dist) -> int:
+    ckpts = st.checkpoint_dirs(run)
+    if not ckpts:
+        return 0
+    step, model_sd, optim_sds, ema_sd = st.load_training_checkpoint(ckpts[-1])
+    disc_sd = {k[5:]: v for k, v in model_sd.items() if k.startswith("disc.")}
+    model_sd = {k: v for k, v in model_sd.items() if not k.startswith("disc.")}
+    set_model_state_dict(stage, model_sd, options=StateDictOptions(full_state_dict=True))
+    set_optimizer_state_dict(
+        stage, optimizers["model"], optim_sds["model"], options=StateDictOptions(full_state_dict=True)
+    )
+    if disc is not None:
+        set_model_state_dict(disc, disc_sd, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            disc, optimizers["disc"], optim_sds["disc"], options=StateDictOptions(full_state_dict=True)
+        )
+    if ema is not None and ema_sd is not None:
+        for n, p in ema.params.items():
+            ema.shadow[n] = _like(p, ema_sd[n]).float()
+    if d.main:
+        st.truncate_metrics(run, step)
+        print(f"resuming {run} from step {step} ({ckpts[-1].name})", file=sys.stderr)
+    return step
+
+
+def _set_latent_statistics(
+    vae: VideoVAE, data: Any, collate: Any, sampler: Any, d: Dist, batches: int = 8
+) -> None:
+    """Per-channel latent mean/std from the first batches of the data order (the same on every process)."""
+    n = min(batches, sampler.steps_per_epoch)
+    videos = [collate([data[i] for i in sampler.global_batch(s)])["video"].to(d.device) for s in range(n)]
+    mean, std = latent_statistics(vae, videos)
+    vae.latent_mean.copy_(mean)
+    vae.latent_std.copy_(std)
+
+
+def _final_model(
+    run: Path, stage: Stage, ema: Any, data: Any, collate: Any, sampler: Any, cfg: TrainConfig, d: Dist
+) -> Path:
+    """RUN/model.safetensors (our format: spec + VAE + DiT, EMA weights when kept) or RUN/lora.safetensors."""
+    from ..weights import atomic_save, save_checkpoint
+
+    if ema is not None:
+        ema.swap()
+    if cfg.stage == "vae":  # the transformer will want latents of zero mean and unit variance per channel
+        _set_latent_statistics(stage.vae, data, collate, sampler, d, batches=16)
+    sd = get_model_state_dict(stage, options=FULL)
+    if ema is not None:
+        ema.swap()
+    path = run / ("lora.safetensors" if cfg.stage == "lora" else "model.safetensors")
+    if d.main:
+        if cfg.stage == "lora":
+            from ..lora import lora_tensors
+
+            atomic_save(lora_tensors(sd, cfg.lora.alpha, "dit."), path, {"format": "peft-lora"})
+        else:
+            vae_sd = {k[4:]: v for k, v in sd.items() if k.startswith("vae.")}
+            dit_sd = {k[4:]: v for k, v in sd.items() if k.startswith("dit.")}
+            save_checkpoint(path, cfg.model, vae_sd, dit_sd)
+    return path
+
+
+def _validate(
+    run: Path, step: int, stage: Stage, ema: Any, data: Any, collate: Any, cfg: TrainConfig, d: Dist
+) -> None:
+    """Validation video: a reconstruction (vae / decoder stages) or a sample for the first caption."""
+    from ..media import write_video
+
+    if ema is not None:
+        ema.swap()
+    try:
+        item = collate([data[0]])
+        with torch.no_grad():
+            if cfg.stage in ("vae", "decoder"):
+                video = item["video"].to(d.device)
+                t = 0.05 if stage.vae.cfg.timestep_conditioning else None
+                recon = stage.vae.decode(stage.vae.encode(video), t)
+                frames = torch.cat([video, recon.clamp(-1, 1)], dim=-1)[0]  # side by side (3, F, H, 2W)
+            else:
+                frames = _sample(stage, item, cfg, d)
+        if d.main:
+            write_video(
+                run / "samples" / f"step_{step:08d}.mp4", (frames.float().cpu() + 1) / 2, cfg.data.frame_rate
+            )
+    finally:
+        if ema is not None:
+            ema.swap()
+
+
+def _sample(stage: Stage, item: dict, cfg: TrainConfig, d: Dist) -> Tensor:
+    from ..config import SampleConfig
+    from ..pipeline import Pipeline, TextEmbeddings
+
+    if "latents" in item:  # cache: the latent grid tells the pixel size
+        _, _, f, h, w = item["latents"].shape
+        st_, ss, _ = stage.vae.scale_factors
+        frames, height, width = (f - 1) * st_ + 1, h * ss, w * ss
+        emb, mask = item["text_emb"], item["text_mask"]
+    else:
+        _, _, frames, height, width = item["video"].shape
+        emb, mask = item.get("text_emb"), item.get("text_mask")
+    if emb is None:
+        return torch.zeros(3, frames, height, width)
+    text = TextEmbeddings(emb.to(d.device), mask.to(d.device))
+    negative = TextEmbeddings(stage.null_emb[None], stage.null_mask[None])
+    sample = SampleConfig(
+        width=width,
+        height=height,
+        num_frames=frames,
+        steps=cfg.val_steps,
+        guidance=3.0,
+        stg=0.0,
+        frame_rate=cfg.data.frame_rate,
+        seed=cfg.seed,
+    )
+    pipe = Pipeline(stage.vae, stage.dit, cfg.model, None, d.device)
+    return pipe.generate(text, sample, negative=negative).video[0] * 2 - 1

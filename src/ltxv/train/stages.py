@@ -1,0 +1,243 @@
+"""Training objectives, one nn.Module per stage: forward(batch, rng, step) -> {"loss": ..., metrics}.
+
+Each stage owns the models it trains (and the frozen ones it needs), so one DDP/FSDP wrapper around the stage
+covers every trainable parameter. All randomness comes from the `BatchRandom` handed in, which the loop
+derives from (seed, step): a resumed run draws exactly what an uninterrupted one would.
+
+    vae      encoder + decoder: pixel MSE + 3-D DWT L1 + KL (+ reconstruction GAN, LPIPS), decoded at t = 0
+    decoder  decoder only, as the final denoising step: latents noised to t ~ U[0, t_max] -> clean pixels
+    dit      rectified flow on VAE latents (frozen VAE or a latent cache), T2V and I2V together
+    joint    encoder, decoder and transformer in one step: vae·L_vae + decoder·L_decoder + flow·L_flow
+    lora     `dit` with only the LoRA adapters trainable
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..config import TrainConfig
+from ..dit.model import VideoDiT
+from ..flow import flow_loss, interpolate, sample_t, velocity_target
+from ..vae.model import VideoVAE
+from .losses import VAELossWeights, generator_adversarial_loss, vae_reconstruction_losses
+
+
+class BatchRandom:
+    """Every random draw of one step, made for the whole global batch from one generator seeded by (seed,
+    step); this process keeps its rows [rank::world], the rows the batch sampler gave it. N processes thus
+    draw exactly what one process with the same global batch would. Draws shared by the batch (token-drop
+    ratio and permutation) use `generator` directly and are the same on every process."""
+
+    def __init__(self, generator: torch.Generator, rank: int = 0, world: int = 1) -> None:
+        self.generator, self.rank, self.world = generator, rank, world
+
+    def _rows(self, full: Tensor, like_device: torch.device) -> Tensor:
+        return full[self.rank :: self.world].to(like_device)
+
+    def randn(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        g = self.generator
+        full = torch.randn((shape[0] * self.world, *shape[1:]), generator=g, device=g.device)
+        return self._rows(full, like.device).to(like.dtype)
+
+    def rand(self, n: int, device: torch.device) -> Tensor:
+        return self._rows(
+            torch.rand(n * self.world, generator=self.generator, device=self.generator.device), device
+        )
+
+    def t(self, n: int, num_tokens: int, mode: str, device: torch.device) -> Tensor:
+        g = self.generator
+        return self._rows(sample_t(n * self.world, num_tokens, g, g.device, mode), device)
+
+
+def _weights(cfg: TrainConfig, adversarial: bool) -> VAELossWeights:
+    v = cfg.vae
+    return VAELossWeights(v.mse, v.wavelet, v.kl, v.gan if adversarial else 0.0, v.lpips)
+
+
+class Stage(nn.Module):
+    """Base: the models of a run. `vae` / `dit` are None where a stage has no use for them."""
+
+    def __init__(self, cfg: TrainConfig, vae: VideoVAE | None, dit: VideoDiT | None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vae, self.dit = vae, dit
+        # frozen perceptual net when cfg.vae.lpips > 0, held in a tuple so it is neither trained nor saved
+        self.lpips_net: tuple[nn.Module, ...] = ()
+
+    def set_null_text(self, emb: Tensor, mask: Tensor) -> None:
+        """The empty prompt's embedding (L, D) and mask (L,), used for caption dropout."""
+        self.register_buffer("null_emb", emb.float(), persistent=False)
+        self.register_buffer("null_mask", mask, persistent=False)
+
+    # -- the pieces shared by several stages -------------------------------------------------------------
+
+    @property
+    def lpips(self) -> nn.Module | None:
+        return self.lpips_net[0] if self.lpips_net else None
+
+    def reconstruction(
+        self, video: Tensor, rng: BatchRandom, step: int, disc: nn.Module | None
+    ) -> dict[str, Tensor]:
+        """Encode, sample the posterior, decode at t = 0: the Video-VAE losses (spec §2.9). `disc` is the
+        (possibly DDP-wrapped) pair discriminator when the reconstruction GAN is on."""
+        mean, logvar = self.vae.encode_moments(video)  # (B, C, F', H', W') each, un-normalized
+        z = mean + (0.5 * logvar).exp() * rng.randn(mean.shape, mean)
+        t0 = torch.zeros(video.shape[0], device=video.device) if self.vae.cfg.timestep_conditioning else None
+        recon = self.vae.decoder(z, t0, rng.generator)  # (B, 3, F, H, W)
+        adversarial = disc is not None and step >= self.cfg.vae.gan_start
+        losses = vae_reconstruction_losses(
+            recon, video, mean, logvar, _weights(self.cfg, adversarial), None, self.lpips
+        )
+        if adversarial:  # the pair discriminator's verdict on this reconstruction, for the autoencoder
+            gan = generator_adversarial_loss(disc, video, recon)
+            losses["gan"] = gan
+            losses["total"] = losses["total"] + self.cfg.vae.gan * gan
+        losses["recon"] = recon
+        losses["mean"] = mean
+        return losses
+
+    def denoising_decode(self, latents: Tensor, video: Tensor, rng: BatchRandom) -> dict[str, Tensor]:
+        """The decoder as the last denoising step: normalized latents noised to t ~ U[0, t_max] (the same
+        interpolation the sampler uses, spec §2.7), decoded with t as condition, compared to clean pixels."""
+        b = latents.shape[0]
+        t = rng.rand(b, latents.device) * self.cfg.vae.decoder_t_max  # (B,)
+        noisy = interpolate(latents, rng.randn(latents.shape, latents), t)
+        recon = self.vae.decode(noisy, t, rng.generator)
+        w = _weights(self.cfg, adversarial=False)
+        losses = vae_reconstruction_losses(
+            recon, video, None, None, VAELossWeights(w.mse, w.wavelet, 0.0, 0.0, w.lpips), None, self.lpips
+        )
+        losses["recon"] = recon
+        return losses
+
+    def flow(
+        self, latents: Tensor, text_emb: Tensor, text_mask: Tensor, rng: BatchRandom
+    ) -> dict[str, Tensor]:
+        """Rectified flow (spec §5.1-5.2) on normalized latents (B, C, F, H, W): caption dropout, shifted
+        logit-normal t by token count, first-frame conditioning (clean, t = 0, out of the loss) with
+        probability first_frame_p, optional random token dropping."""
+        f_cfg, dev = self.cfg.flow, latents.device
+        b, _, f, h, w = latents.shape
+        n = f * h * w
+        drop = rng.rand(b, dev) < f_cfg.caption_dropout  # (B,)
+        if drop.any():
+            text_emb = torch.where(drop[:, None, None], self.null_emb.to(text_emb.dtype), text_emb)
+            text_mask = torch.where(drop[:, None], self.null_mask.to(text_mask.dtype), text_mask)
+        x0 = rearrange(latents, "b c f h w -> b (f h w) c")
+        noise = rng.randn(x0.shape, x0)
+        t = rng.t(b, n, f_cfg.t_sampling, dev)  # (B,)
+        first = (rng.rand(b, dev) < f_cfg.first_frame_p)[:, None] & (
+            torch.arange(n, device=dev)[None] < h * w
+        )  # (B, N): the tokens of latent frame 0 of the conditioned samples
+        t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
+        xt = torch.where(first[..., None], x0, interpolate(x0, noise, t_tok))
+        target = velocity_target(x0, noise)
+        coords = self.dit.token_coords(f, h, w, b, dev)  # (B, N, 3)
+        g = rng.generator
+        keep = n - int(torch.rand((), generator=g, device=g.device).item() * f_cfg.token_drop * n)
+        if keep < n:  # stochastic token dropping: the same random subset for the whole batch
+            idx = torch.randperm(n, generator=g, device=g.device).to(dev)[:keep].sort().values
+            xt, target, coords, t_tok, first = (
+                xt[:, idx],
+                target[:, idx],
+                coords[:, idx],
+                t_tok[:, idx],
+                first[:, idx],
+            )
+        velocity = self.dit(xt, t_tok, text_emb, text_mask, self.cfg.data.frame_rate, coords)  # (B, N', C)
+        loss_mask = (~first).float()
+        per_sample = ((velocity.float() - target.float()).square().mean(-1) * loss_mask).sum(1)
+        per_sample = per_sample / loss_mask.sum(1).clamp(min=1.0)  # (B,)
+        return {"total": flow_loss(velocity, target, loss_mask), "t": t, "per_sample": per_sample}
+
+
+class VAEStage(Stage):
+    def forward(
+        self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
+    ) -> dict[str, Tensor]:
+        out = self.reconstruction(batch["video"], rng, step, disc)
+        return {"loss": out.pop("total"), **out}
+
+
+class DecoderStage(Stage):
+    def forward(
+        self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
+    ) -> dict[str, Tensor]:
+        with torch.no_grad():
+            latents = self.vae.encode(batch["video"])
+        out = self.denoising_decode(latents, batch["video"], rng)
+        return {"loss": out.pop("total"), **out}
+
+
+class DiTStage(Stage):
+    def forward(
+        self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
+    ) -> dict[str, Tensor]:
+        latents = batch.get("latents")
+        if latents is None:
+            with torch.no_grad():
+                latents = self.vae.encode(batch["video"])
+        out = self.flow(latents, batch["text_emb"], batch["text_mask"], rng)
+        return {"loss": out.pop("total"), **out}
+
+
+class JointStage(Stage):
+    """Encoder, decoder and transformer in one loop (the seed's "VAE and transformer trained jointly").
+
+    L = w_vae·L_vae(posterior sample decoded at t = 0) + w_dec·L_decoder(latents noised to t ≤ t_max)
+      + w_flow·L_flow(the encoder's normalized posterior mean). The flow gradient reaches the encoder scaled
+    by `joint.flow_to_encoder` (0 = detached): an unconstrained flow loss would shrink the latents, since
+    near-constant latents make the velocity trivially predictable."""
+
+    def forward(
+        self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
+    ) -> dict[str, Tensor]:
+        j, video = self.cfg.joint, batch["video"]
+        rec = self.reconstruction(video, rng, step, disc)
+        latents = self.vae.normalize(rec["mean"])
+        s = j.flow_to_encoder
+        flow_in = latents * s + latents.detach() * (1 - s) if s > 0 else latents.detach()
+        flow = self.flow(flow_in, batch["text_emb"], batch["text_mask"], rng)
+        dec = self.denoising_decode(latents.detach(), video, rng)
+        loss = j.vae * rec["total"] + j.decoder * dec["total"] + j.flow * flow["total"]
+        return {
+            "loss": loss,
+            "loss_vae": rec["total"].detach(),
+            "loss_decoder": dec["total"].detach(),
+            "loss_flow": flow["total"].detach(),
+            "recon": rec["recon"],
+            "t": flow["t"],
+            "per_sample": flow["per_sample"],
+        }
+
+
+STAGES: dict[str, type[Stage]] = {
+    "vae": VAEStage,
+    "decoder": DecoderStage,
+    "dit": DiTStage,
+    "joint": JointStage,
+    "lora": DiTStage,
+}
+
+
+def trainable_modules(stage: Stage) -> list[nn.Module]:
+    """What each stage optimises (the rest stays frozen); LoRA adapters mark themselves trainable."""
+    name = stage.cfg.stage
+    if name == "vae":
+        return [stage.vae]
+    if name == "decoder":
+        return [stage.vae.decoder]
+    if name in ("dit", "lora"):
+        return [stage.dit]
+    return [stage.vae, stage.dit]
+
+
+@torch.no_grad()
+def latent_statistics(vae: VideoVAE, videos: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of the posterior means over `videos`, for the VAE's normalisation buffers
+    (the DiT then sees latents of about zero mean and unit variance per channel)."""
+    means = [vae.encode_moments(v)[0].transpose(0, 1).flatten(1) for v in videos]  # (C, B·F'·H'·W') each
+    z = torch.cat(means, dim=1).double()
+    return z.mean(1).float(), z.std(1).clamp(min=1e-4).float()

@@ -1,0 +1,159 @@
+"""Latent cache: preprocess -> LatentDataset returns exactly vae.encode(video) and the T5 embedding of the
+right caption, the empty-prompt embedding, atomic and self-invalidating writes, errors, and the CLI glue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import randomize_
+from tiny_t5 import make_tiny_t5
+
+import ltxv.data.cache as cache
+from ltxv.data.cache import (
+    LatentDataset,
+    add_preprocess_arguments,
+    collate_latents,
+    is_cache,
+    preprocess,
+    run_preprocess,
+)
+from ltxv.data.dataset import Bucket, BucketBatchSampler, VideoDataset, parse_buckets
+from ltxv.data.synth import SynthConfig, write_dataset
+from ltxv.presets import get_preset
+from ltxv.text import TextEncoder
+from ltxv.vae.model import VideoVAE
+from ltxv.weights import load_vae, save_checkpoint
+
+MAX_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A synth dataset whose caption file has a missing clip between real ones, a tiny VAE and T5."""
+    root = tmp_path_factory.mktemp("cache")
+    records = write_dataset(root / "data", SynthConfig(clips=3, size=64, frames=9, seed=4))
+    rows = [{"media_path": r["media_path"], "caption": r["caption"]} for r in records]
+    rows.insert(1, {"media_path": "videos/gone.mp4", "caption": "a missing clip"})
+    (root / "data" / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = VideoDataset(root / "data", parse_buckets("9x64x64"))
+    vae = randomize_(VideoVAE(get_preset("tiny").vae), 1, 0.2).eval()
+    t5 = make_tiny_t5(root / "t5", "flat")
+    return root, dataset, vae, TextEncoder.from_pretrained(t5, device="cpu", dtype=torch.float32), t5
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_round_trip_gives_the_vae_latents_and_the_right_caption_embedding(world, tmp_path, batch_size):
+    _, dataset, vae, t5, _ = world
+    calls = []
+    meta = preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS, batch_size, progress=lambda *a: calls.append(a))
+    assert calls[-1] == (3, 3) and len(calls) == (3 if batch_size == 1 else 2)
+    assert is_cache(tmp_path) and meta == json.loads((tmp_path / "meta.json").read_text())
+    assert meta["count"] == 3 and meta["latent_channels"] == 16 and meta["max_tokens"] == MAX_TOKENS
+    assert meta["text_hidden_size"] == 32 and meta["skipped"] == "kept 3 of 4 clips: 1 missing"
+    assert meta["vae"]["latent_channels"] == 16
+    cached = LatentDataset(tmp_path)
+    assert len(cached) == 3 and cached.buckets_of == [Bucket(2, 2, 2)] * 3
+    tol = 0.0 if batch_size == 1 else 1e-5  # bit-exact alone; batched convolutions may round differently
+    with torch.inference_mode():
+        for i in range(3):
+            sample, item = cached[i], dataset[i]
+            assert sample["caption"] == item["caption"] and sample["row"] == item["row"] == [0, 2, 3][i]
+            assert sample["bucket"] == Bucket(2, 2, 2) and sample["latents"].dtype == torch.float32
+            expected = vae.encode(item["video"][None])[0]  # (C, F', H', W')
+            torch.testing.assert_close(sample["latents"], expected, atol=tol, rtol=tol)
+            emb, mask = t5.encode([item["caption"]], MAX_TOKENS)
+            torch.testing.assert_close(sample["text_emb"], emb[0], atol=1e-5, rtol=1e-5)
+            assert torch.equal(sample["text_mask"], mask[0])
+            assert sample["text_mask"].dtype == torch.int64 and sample["text_emb"].shape == (MAX_TOKENS, 32)
+        null_emb, null_mask = cached.null_text()
+        emb, mask = t5.encode([""], MAX_TOKENS)
+    assert torch.allclose(null_emb, emb[0], atol=1e-6) and torch.equal(null_mask, mask[0])
+    assert null_mask.sum() == 1  # only the EOS token
+    index = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
+    assert [e["file"] for e in index] == [f"latents/{i:06d}.safetensors" for i in range(3)]
+    assert len({e["caption"] for e in index}) == 3  # distinct captions: a mix-up would show
+    assert index[1]["row"] == 2 and index[1]["bucket"] == "9x64x64"
+    assert index[1]["latent_shape"] == [16, 2, 2, 2]
+    assert index[1]["media_path"] == str(dataset.items[1].media_path)
+    sampler = BucketBatchSampler(cached.buckets_of, batch_size=3, seed=0)
+    batch = collate_latents([cached[i] for i in sampler.batch(0)])
+    assert batch["latents"].shape == (3, 16, 2, 2, 2) and batch["text_emb"].shape == (3, MAX_TOKENS, 32)
+    assert batch["text_mask"].shape == (3, MAX_TOKENS) and sorted(batch["row"]) == [0, 2, 3]
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.pt"))
+
+
+def test_interrupted_rewrite_leaves_no_cache_and_no_temporary_files(world, tmp_path, monkeypatch):
+    _, dataset, vae, t5, _ = world
+    preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS)
+    assert is_cache(tmp_path)
+    saved = []
+
+    def failing_save(tensors, path, metadata):
+        if saved:
+            raise OSError("disk full")
+        saved.append(path)
+        real_save(tensors, path, metadata)
+
+    real_save = cache.atomic_save
+    monkeypatch.setattr(cache, "atomic_save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS)
+    assert not is_cache(tmp_path) and not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(ValueError, match="not a latent cache"):
+        LatentDataset(tmp_path)
+
+
+def test_cache_errors(world, tmp_path):
+    _, dataset, vae, t5, _ = world
+    with pytest.raises(ValueError, match="not a latent cache .* run `ltxv preprocess"):
+        LatentDataset(tmp_path)
+    with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
+        preprocess(dataset, vae, t5, tmp_path, 0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        preprocess(dataset, vae, t5, tmp_path / "file", MAX_TOKENS)
+    out = tmp_path / "out"
+    preprocess(dataset, vae, t5, out, MAX_TOKENS)
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "latents/000001.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"1 file\(s\) in index.jsonl are missing \(first: latents/000001"):
+        LatentDataset(broken)
+    (broken / "index.jsonl").write_text("{not json}\n")
+    with pytest.raises(ValueError, match="index.jsonl, line 1: not a cache entry"):
+        LatentDataset(broken)
+    (out / "null.safetensors").unlink()
+    with pytest.raises(ValueError, match="null.safetensors is missing"):
+        LatentDataset(out).null_text()
+    (out / "meta.json").write_text("[]")
+    assert not is_cache(out) and not is_cache(tmp_path / "nowhere")
+
+
+def test_cli_preprocess(world, tmp_path, capsys):
+    root, dataset, vae, _, t5_dir = world
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(ckpt, get_preset("tiny"), vae=vae)
+    parser = argparse.ArgumentParser()
+    add_preprocess_arguments(parser)
+    out = tmp_path / "cache"
+    argv = [str(root / "data"), "--model", str(ckpt), "--text-encoder", str(t5_dir), "--out", str(out)]
+    args = parser.parse_args([*argv, "--max-tokens", str(MAX_TOKENS), "--device", "cpu", "--batch-size", "2"])
+    assert args.buckets == "9x64x64" and run_preprocess(args) == 0
+    printed = capsys.readouterr().out
+    assert "kept 3 of 4 clips: 1 missing; buckets: 9x64x64 x3" in printed and f"to {out}" in printed
+    cached, loaded = LatentDataset(out), load_vae(ckpt, "cpu", torch.float32)
+    with torch.inference_mode():
+        expected = loaded.encode(dataset[2]["video"][None])[0]
+    assert (
+        torch.allclose(cached[2]["latents"], expected, atol=1e-5) and cached.meta["max_tokens"] == MAX_TOKENS
+    )
+    with pytest.raises(ValueError, match="already holds a latent cache; pass --overwrite"):
+        run_preprocess(args)
+    with pytest.raises(ValueError, match="bad bucket '9x64x65'"):
+        run_preprocess(parser.parse_args([*argv, "--overwrite", "--buckets", "9x64x65"]))
+    with pytest.raises(ValueError, match="--max-tokens must be >= 1"):
+        run_preprocess(parser.parse_args([*argv, "--overwrite", "--max-tokens", "0"]))
