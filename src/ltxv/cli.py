@@ -41,8 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_arguments(p)
     p.set_defaults(handler=synth.run)
 
+    from . import evaluate
     from .data import cache
     from .train import command as train_command
+
+    p = sub.add_parser("eval", help="score a model on the held-out shapes world", formatter_class=fmt)
+    evaluate.add_arguments(p)
+    p.set_defaults(handler=evaluate.run)
 
     p = sub.add_parser(
         "preprocess", help="precompute VAE latents + T5 embeddings of a dataset", formatter_class=fmt

@@ -31,7 +31,14 @@ from ..dit.model import VideoDiT
 from ..flow import mean_by_t_bin
 from ..vae.model import VideoVAE
 from . import state as st
-from .stages import STAGES, BatchRandom, Stage, latent_statistics, trainable_modules
+from .stages import (
+    STAGES,
+    BatchRandom,
+    Stage,
+    init_vae_for_training,
+    latent_statistics,
+    trainable_modules,
+)
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 # settings that may change between a run and its resumption; everything else must match
@@ -95,6 +102,8 @@ def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
             vae, trained = load_vae(ckpt, "cpu", torch.float32), True
         if ckpt.dit is not None:
             dit = load_transformer(ckpt, "cpu", torch.float32)
+    if not trained and cfg.stage in ("vae", "joint"):
+        init_vae_for_training(vae)
     if cfg.stage == "lora":
         if not cfg.init:
             raise ValueError("train lora needs --base MODEL (the checkpoint whose transformer is adapted)")

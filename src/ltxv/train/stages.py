@@ -235,6 +235,17 @@ def trainable_modules(stage: Stage) -> list[nn.Module]:
 
 
 @torch.no_grad()
+def init_vae_for_training(vae: VideoVAE, log_std: float = -3.0) -> None:
+    """Fresh VAEs only: start the posterior narrow (log σ = log_std via the log-variance bias, zero weights
+    on that output). With the default init σ ≈ 1 swamps latent means of std ≈ 0.3, the decoder learns to
+    ignore z, and the reconstruction sits at the mean image for hundreds of steps before it escapes."""
+    conv = vae.encoder.conv_out.conv
+    c = vae.cfg.latent_channels
+    conv.weight[c:].zero_()
+    conv.bias[c:].fill_(2 * log_std)
+
+
+@torch.no_grad()
 def latent_statistics(vae: VideoVAE, videos: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Per-channel mean and std of the posterior means over `videos`, for the VAE's normalisation buffers
     (the DiT then sees latents of about zero mean and unit variance per channel)."""

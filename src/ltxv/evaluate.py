@@ -1,0 +1,283 @@
+"""`ltxv eval --suite shapes`: score a model on the held-out shapes-world combinations with the judge.
+
+The suite renders the held-out clips (`synth.write_dataset` with --holdout into a temporary folder: H.264,
+as training data is) and reports, each averaged over the clips:
+- reference: the judge's accuracy on the rendered clips themselves (should be 1: a check of the judge);
+- vae: reconstruction PSNR / SSIM (encode, decode at the sampling decode timestep without decode noise), and
+  the judge's accuracy on the reconstructions;
+- t2v: per-attribute accuracy (colour, shape, motion, background) of videos generated from the captions;
+- i2v: videos conditioned on each clip's first frame (prepared as `ltxv generate --image` does): PSNR of the
+  first generated frame against it, and per-attribute accuracy (motion is the one the image cannot give);
+- temporal: area coefficient of variation and colour std of the object across frames (t2v videos);
+- speed: wall seconds per text-to-video generation and the realtime factor (video seconds / wall seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import judge
+from .data import synth
+from .media import read_video
+
+SUITES = ("shapes",)
+
+
+@dataclass(frozen=True)
+class ShapesEval:
+    """Settings of the shapes suite; the defaults of `ltxv eval`."""
+
+    model: str
+    text_encoder: str | None = None
+    clips: int = len(synth.HOLDOUT_COMBOS)  # held-out clips (the default covers every held-out triple once)
+    size: int = 128  # frame side, a multiple of 32
+    frames: int = 25  # 8k+1
+    steps: int | None = None  # None: the checkpoint's default
+    seed: int = 0  # clips and generation noise
+    fps: float = 24.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.frames, int) or self.frames < 1 or self.frames % 8 != 1:
+            raise ValueError(f"frames must be 8k+1 (9, 17, 25, ...) for the VAE, got {self.frames!r}")
+        if not isinstance(self.clips, int) or self.clips < 1:
+            raise ValueError(
+                f"clips must be a positive integer (held-out clips to evaluate), got {self.clips!r}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        synth.SynthConfig(size=self.size, frames=self.frames, seed=self.seed)  # synth's own checks
+
+
+def holdout_clips(cfg: ShapesEval, folder: Path) -> list[tuple[dict, Tensor]]:
+    """Write the held-out split into `folder`; (record, video (1, 3, F, H, W) in [0, 1]) per clip."""
+    synth_cfg = synth.SynthConfig(
+        clips=1,
+        size=cfg.size,
+        frames=cfg.frames,
+        seed=cfg.seed,
+        fps=cfg.fps,
+        holdout=True,
+        holdout_clips=cfg.clips,
+    )
+    synth.write_dataset(folder, synth_cfg)
+    lines = (folder / "holdout.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    return [(r, (read_video(folder / r["media_path"])[0] + 1) / 2) for r in records]
+
+
+def _mean(values: list) -> float | None:
+    """Mean of the values that are not None (bools count as 0/1); None when there are none."""
+    kept = [float(v) for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
+
+
+def _accuracy(scores: list[dict[str, bool]]) -> dict[str, float | None]:
+    out = {a: _mean([s[a] for s in scores]) for a in judge.ATTRIBUTES}
+    out["all"] = _mean([all(s.values()) for s in scores])
+    return out
+
+
+def _judged(video: Tensor, record: dict) -> dict:
+    """The judgement of one video as JSON-friendly fields, with its score against `record`."""
+    j = judge.judge_video(video)
+    return {
+        "found": j.found,
+        **{a: getattr(j, a) for a in judge.ATTRIBUTES},
+        "velocity": list(j.velocity),
+        "score": judge.score(j, record),
+    }
+
+
+def _consistency(video: Tensor) -> dict[str, float | None]:
+    mask = judge.segment(video, judge.estimate_background(video))
+    return judge.temporal_consistency(video, mask)
+
+
+def _reconstruct(pipe, video: Tensor, decode_timestep: float) -> Tensor:  # noqa: ANN001 - Pipeline
+    """(1, 3, F, H, W) in [0, 1] -> the VAE round trip in [0, 1] (no decode noise: deterministic)."""
+    latents = pipe.encode_video(video * 2 - 1)
+    timestep = decode_timestep if pipe.vae.cfg.timestep_conditioning else None
+    with torch.inference_mode():
+        recon = pipe.vae.decode(latents, timestep=timestep)
+    return ((recon.float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def _image_condition(video: Tensor):  # noqa: ANN202 - Condition
+    """The clip's first frame as `ltxv generate --image` prepares it (official blur + H.264, crf 29)."""
+    from .conditioning import Condition
+    from .media import preprocess_condition
+
+    return Condition(preprocess_condition(video[:, :, :1] * 2 - 1), frame=0, strength=1.0)
+
+
+def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(str)
+    """Run the shapes suite (see the module docstring); returns the report (JSON-safe but for NaN/inf)."""
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(cfg.model, cfg.text_encoder)
+    base = pipe.default_config()
+    sample = dataclasses.replace(
+        base,
+        width=cfg.size,
+        height=cfg.size,
+        num_frames=cfg.frames,
+        frame_rate=cfg.fps,
+        steps=cfg.steps or base.steps,
+    )
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="ltxv-eval-") as tmp:
+        clips = holdout_clips(cfg, Path(tmp))
+    for i, (record, clip) in enumerate(clips):
+        log(f"[{i + 1}/{len(clips)}] {record['caption']}")
+        row = {"caption": record["caption"], **{a: record[a] for a in judge.ATTRIBUTES}}
+        row["reference"] = _judged(clip, record)
+        row["reference_temporal"] = _consistency(clip)
+        recon = _reconstruct(pipe, clip, sample.decode_timestep)
+        row["vae"] = {
+            "psnr": judge.psnr(recon, clip),
+            "ssim": judge.ssim(recon, clip),
+            **_judged(recon, record),
+        }
+        config = dataclasses.replace(sample, seed=cfg.seed + i)
+        started = time.perf_counter()
+        video = pipe.generate(record["caption"], config).video.float().cpu()
+        row["seconds"] = time.perf_counter() - started
+        row["t2v"] = _judged(video, record)
+        row["temporal"] = _consistency(video)
+        i2v = (
+            pipe.generate(record["caption"], config, conditions=[_image_condition(clip)]).video.float().cpu()
+        )
+        row["i2v"] = {"first_frame_psnr": judge.psnr(i2v[:, :, :1], clip[:, :, :1]), **_judged(i2v, record)}
+        rows.append(row)
+    return summarize(cfg, rows, str(pipe.device))
+
+
+def summarize(cfg: ShapesEval, rows: list[dict], device: str) -> dict:
+    """The report: settings, per-section means over the clips, and every clip's row."""
+    seconds = _mean([r["seconds"] for r in rows])
+    video_seconds = cfg.frames / cfg.fps
+    return {
+        "suite": "shapes",
+        "settings": {**dataclasses.asdict(cfg), "device": device},
+        "reference": {
+            "accuracy": _accuracy([r["reference"]["score"] for r in rows]),
+            "area_cv": _mean([r["reference_temporal"]["area_cv"] for r in rows]),
+        },
+        "vae": {
+            "psnr": _mean([r["vae"]["psnr"] for r in rows]),
+            "ssim": _mean([r["vae"]["ssim"] for r in rows]),
+            "accuracy": _accuracy([r["vae"]["score"] for r in rows]),
+        },
+        "t2v": {
+            "accuracy": _accuracy([r["t2v"]["score"] for r in rows]),
+            "found": _mean([r["t2v"]["found"] for r in rows]),
+        },
+        "i2v": {
+            "first_frame_psnr": _mean([r["i2v"]["first_frame_psnr"] for r in rows]),
+            "accuracy": _accuracy([r["i2v"]["score"] for r in rows]),
+        },
+        "temporal": {
+            "area_cv": _mean([r["temporal"]["area_cv"] for r in rows]),
+            "colour_std": _mean([r["temporal"]["colour_std"] for r in rows]),
+            "found": _mean([r["temporal"]["found"] for r in rows]),
+        },
+        "speed": {
+            "seconds_per_video": seconds,
+            "realtime_factor": video_seconds / seconds if seconds else None,
+            "video_seconds": video_seconds,
+        },
+        "clips": rows,
+    }
+
+
+def _finite(value):  # noqa: ANN001, ANN202 - any JSON-like value
+    """NaN and inf (e.g. the PSNR of identical images) become None: strict JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike[str], report: dict) -> Path:
+    """Write `report` as strict JSON to a hidden file beside `path`, then rename it into place."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def format_table(report: dict) -> str:
+    """The section means as an aligned two-column table."""
+
+    def fmt(v: object) -> str:
+        return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = []
+    for section in ("reference", "vae", "t2v", "i2v", "temporal", "speed"):
+        for key, value in report[section].items():
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for sub, v in items:
+                name = f"{section}.{key}" + (f".{sub}" if sub else "")
+                lines.append(f"{name:<30} {fmt(v)}")
+    return "\n".join(lines)
+
+
+# command line (wired by cli.py as `ltxv eval`) -----------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `ltxv eval`; defaults come from ShapesEval."""
+    d = ShapesEval(model="")
+    parser.add_argument("--suite", choices=SUITES, default="shapes", help="what to evaluate")
+    parser.add_argument("--model", help="checkpoint file or folder (required until a bundled model exists)")
+    parser.add_argument("--text-encoder", help="T5 folder (default: the model folder's text_encoder/)")
+    parser.add_argument("--clips", type=int, default=d.clips, help="held-out clips to render and generate")
+    parser.add_argument("--size", type=int, default=d.size, help="frame side in pixels, a multiple of 32")
+    parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, 8k+1")
+    parser.add_argument(
+        "--steps", type=int, default=d.steps, help="sampling steps (default: the checkpoint's)"
+    )
+    parser.add_argument("--seed", type=int, default=d.seed, help="clips and generation noise")
+    parser.add_argument("--json", dest="json_out", help="write the full report here (JSON)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`ltxv eval`: validate, run the suite, print the table, write the JSON report."""
+    if not args.model:
+        raise ValueError(
+            "--model is required: pass a checkpoint trained on the shapes world (ltxv data synth)"
+        )
+    cfg = ShapesEval(
+        model=args.model,
+        text_encoder=args.text_encoder,
+        clips=args.clips,
+        size=args.size,
+        frames=args.frames,
+        steps=args.steps,
+        seed=args.seed,
+    )
+    report = evaluate_shapes(cfg, log=lambda line: print(line, file=sys.stderr))
+    print(format_table(report))
+    if args.json_out:
+        print(f"wrote {write_json(args.json_out, report)}")
+    return 0
