@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from ltxv import bench
+from ltxv import bench, bench_diffusers
 from ltxv.config import SampleConfig
 from ltxv.pipeline import Pipeline
 from ltxv.presets import PRESETS
@@ -54,6 +54,9 @@ def test_dit_flops_formula():
     n, t, d = 10, 7, 16
     blocks = 3 * (28 * n * d**2 + 4 * t * d**2 + 4 * n**2 * d + 4 * n * t * d)
     assert bench.dit_flops(cfg, n, t) == blocks + 2 * n * d * (16 + 16) + 2 * t * d * (32 + d)
+    text = 3 * 4 * t * d**2 + 2 * t * d * (32 + d)  # every block's k/v + the caption projection
+    assert bench.text_flops(cfg, t) == text
+    assert bench.dit_flops(cfg, n, t, text_cached=True) == bench.dit_flops(cfg, n, t) - text
     share = 4 * 6144**2 * 2048 * 28 / bench.dit_flops(PRESETS["2b"].dit, 6144, 128)
     assert share == pytest.approx(0.30, abs=0.01)  # §A.5: attention is 30% at 6144 tokens
 
@@ -95,8 +98,11 @@ def test_tiny_bench_writes_json(tmp_path, capsys):
     )
     assert r["forwards_per_step"] == 3  # CFG 3 + STG 1: [uncond, cond, perturbed]
     assert r["text_tokens"] == 256  # 0.9.5-era preset
-    expected = 3 * 2 * bench.dit_flops(PRESETS["tiny"].dit, 8, 256) / 1e12  # 2x2x2 latents
+    tiny = PRESETS["tiny"].dit  # 2x2x2 latents; the text's keys/values once per generation (text cache)
+    expected = 3 * (2 * bench.dit_flops(tiny, 8, 256, text_cached=True) + bench.text_flops(tiny, 256)) / 1e12
     assert r["dit_tflop_total"] == pytest.approx(expected)
+    assert r["time_to_first_frame_s"] == pytest.approx(r["wall_s"])  # not streamed: all frames at the end
+    assert r["settings"]["speed"] == dataclasses.asdict(bench.SpeedConfig())
 
 
 def bench_version() -> str:
@@ -121,7 +127,7 @@ def test_diffusers_pipeline_shares_the_weights():
     pipe = Pipeline(
         *bench.random_models(PRESETS["tiny"], torch.device("cpu"), torch.float32), PRESETS["tiny"]
     )
-    dpipe = bench.diffusers_pipeline(pipe)
+    dpipe = bench_diffusers.diffusers_pipeline(pipe)
     assert dpipe.transformer.proj_in.weight.data_ptr() == pipe.dit.patchify_proj.weight.data_ptr()
     assert dpipe.vae.latents_std.data_ptr() == pipe.vae.latent_std.data_ptr()
     tensors = list(dpipe.transformer.state_dict().values()) + list(dpipe.vae.state_dict().values())
@@ -135,12 +141,12 @@ def test_compare_reports_an_inexpressible_model(monkeypatch, tmp_path, capsys):
     spec = dataclasses.replace(spec, vae=dataclasses.replace(spec.vae, spatial_padding_mode="reflect"))
     pipe = Pipeline(*bench.random_models(spec, torch.device("cpu"), torch.float32), spec)
     with pytest.raises(ConversionError, match="padding"):
-        bench.diffusers_runner(pipe, SampleConfig(stg=0.0), None, None, "")
+        bench_diffusers.diffusers_runner(pipe, SampleConfig(stg=0.0), None, None, "")
 
     def refuse(_pipe):  # noqa: ANN001, ANN202
         raise ConversionError("decoder compress_time/compress_space blocks have no diffusers equivalent")
 
-    monkeypatch.setattr(bench, "diffusers_pipeline", refuse)
+    monkeypatch.setattr(bench_diffusers, "diffusers_pipeline", refuse)
     path = tmp_path / "bench.json"
     assert bench.run(parse(*SMALL, *ONCE, "--compare", "diffusers", "--json", str(path))) == 0
     assert "diffusers: skipped, this model cannot be expressed in diffusers" in capsys.readouterr().out
@@ -203,3 +209,36 @@ def test_text_encoder_stage_is_timed(tmp_path):
 def test_bad_flags_raise_value_error(flags, named):
     with pytest.raises(ValueError, match=named):
         bench.run(parse(*SMALL, *flags))
+
+
+def test_speed_flags_reach_the_pipeline_and_the_report(tmp_path, capsys):
+    """--attention / --fp8 / --no-text-cache / --block-cache / --stream: parsed, applied, reported."""
+    path = tmp_path / "bench.json"
+    flags = ["--frames", "25", "--attention", "sdpa-math", "--fp8", "--no-text-cache", "--block-cache", "0.1"]
+    assert bench.run(parse(*SMALL, *ONCE, *flags, "--stream", "1", "--json", str(path))) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "speed-ups: no text K/V cache, attention sdpa-math, eager, fp8 linears, first-block cache 0.1"
+        in printed
+    )
+    r = json.loads(path.read_text())
+    assert r["settings"]["speed"] == dict(
+        text_cache=False, attention="sdpa-math", compile=None, fp8=True, block_cache=0.1
+    )
+    assert r["settings"]["stream_chunk"] == 1 and "streamed in chunks of 1" in printed
+    assert 0 < r["time_to_first_frame_s"] < r["wall_s"]  # 4 latent frames in chunks of 1: 4 runs of frames
+    tiny = PRESETS["tiny"].dit  # 4x2x2 latents, text recomputed at every forward
+    assert r["dit_tflop_total"] == pytest.approx(3 * 2 * bench.dit_flops(tiny, 16, 256) / 1e12)
+
+
+def test_bench_help_lists_the_speed_flags():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    text = parser.format_help()
+    for flag in ("--attention", "--compile", "--fp8", "--no-text-cache", "--block-cache", "--stream"):
+        assert flag in text, flag
+    assert parse("--compile").compile == "default" and parse("--stream").stream == 4
+    with pytest.raises(ValueError, match="--stream"):
+        bench.settings_from_args(parse("--stream", "0"))
+    with pytest.raises(ValueError, match=">= 0"):
+        bench.settings_from_args(parse("--block-cache", "-1"))

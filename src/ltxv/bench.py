@@ -19,50 +19,17 @@ from typing import Any
 
 import torch
 
-from .config import DiTConfig, ModelSpec, SampleConfig
+from .config import ModelSpec, SampleConfig
 from .dit.model import VideoDiT
+from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
+from .layers.attention import ATTENTION_BACKENDS
 from .media import crop_video, padded_size
 from .pipeline import Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
+from .speed import COMPILE_MODES, SpeedConfig
 from .vae.model import VideoVAE
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# Dense bf16/fp16 tensor-core peaks (TFLOP/s, no sparsity), matched against torch.cuda.get_device_name().
-# First match wins, so the H100 PCIe / NVL rows come before the SXM default.
-PEAK_TFLOPS: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("H100", "PCIE"), 756.0),
-    (("H100", "NVL"), 835.0),
-    (("H100",), 989.0),
-    (("H200",), 989.0),
-    (("A100",), 312.0),
-    (("L40S",), 362.0),
-    (("4090",), 165.0),
-)
-
-
-def dit_flops(cfg: DiTConfig, num_tokens: int, text_tokens: int) -> float:
-    """FLOPs of one VideoDiT forward on one sample (a multiply-add counts 2), perf_and_users.md §A.5:
-
-        flops = L·(28·N·d² + 4·T·d² + 4·N²·d + 4·N·T·d) + 2·N·d·(C_in + C_out) + 2·T·d·(C_txt + d)
-
-    with d = hidden_dim, L = num_layers, N = num_tokens (video), T = text_tokens, C_txt = caption_channels.
-    Per block: 28·N·d² = self-attention q/k/v/out 8·N·d² + cross-attention q/out 4·N·d² + FFN (4d) 16·N·d²;
-    4·T·d² = cross-attention k/v on the text (§A.5 leaves it out as cacheable; ltxv recomputes it);
-    4·N²·d = self-attention QKᵀ and PV; 4·N·T·d = the same for cross-attention. Outside the blocks: the
-    patchify_proj / proj_out linears and the two-layer caption projection. Not counted: norms, RoPE, softmax,
-    modulation and the AdaLN timestep MLP (~1% at 2B with per-token t). A batched forward (CFG, STG) costs
-    batch x this. 2B at 6144 tokens, T = 128: 29.11 TFLOP (§A.5 table: 29.1); 13B: 169.3 (169)."""
-    n, t, d, layers = num_tokens, text_tokens, cfg.hidden_dim, cfg.num_layers
-    blocks = layers * (28 * n * d**2 + 4 * t * d**2 + 4 * n**2 * d + 4 * n * t * d)
-    return float(
-        blocks + 2 * n * d * (cfg.in_channels + cfg.out_channels) + 2 * t * d * (cfg.caption_channels + d)
-    )
-
-
-def peak_tflops(device_name: str) -> float | None:
-    """Dense bf16 peak of a known GPU from its name (e.g. "NVIDIA H100 80GB HBM3" -> 989), else None."""
-    name = device_name.upper()
-    return next((peak for keys, peak in PEAK_TFLOPS if all(k in name for k in keys)), None)
 
 
 @dataclass(frozen=True)
@@ -79,6 +46,8 @@ class BenchSettings:
     repeats: int = 3
     warmup: int = 1
     compare: str | None = None  # "diffusers": also time diffusers' LTXPipeline on the same weights
+    speed: SpeedConfig = SpeedConfig()  # ltxv's speed-ups (not applied to the diffusers comparison)
+    stream_chunk: int | None = None  # decode streamed in chunks of this many latent frames; None = whole
 
 
 @dataclass
@@ -90,6 +59,7 @@ class RunTimes:
     text: float | None
     steps: list[float]
     decode: float
+    first_frame: float | None = None  # from the start until the first decoded frames exist
 
     @property
     def denoise(self) -> float:
@@ -119,10 +89,11 @@ def random_models(
 
 
 def build_pipeline(s: BenchSettings) -> Pipeline:
-    """The checkpoint at `s.model`, else random weights of `s.preset`; plus the T5 at `s.text_encoder`."""
+    """The checkpoint at `s.model`, else random weights of `s.preset`; plus the T5 at `s.text_encoder`; with
+    the speed-ups `s.speed`."""
     device, dtype = torch.device(s.device), DTYPES[s.dtype]
     if s.model is not None:
-        return Pipeline.from_pretrained(s.model, s.text_encoder, device, dtype)
+        return Pipeline.from_pretrained(s.model, s.text_encoder, device, dtype, speed=s.speed)
     spec = get_preset(s.preset)
     vae, dit = random_models(spec, device, dtype)
     encoder = None
@@ -130,7 +101,7 @@ def build_pipeline(s: BenchSettings) -> Pipeline:
         from .text import TextEncoder
 
         encoder = TextEncoder.from_pretrained(s.text_encoder, device="cpu", dtype=dtype)  # as from_pretrained
-    return Pipeline(vae, dit, spec, encoder, device)
+    return Pipeline(vae, dit, spec, encoder, device, speed=s.speed)
 
 
 def text_tokens(pipe: Pipeline, cfg: SampleConfig) -> int:
@@ -164,10 +135,16 @@ def clock(device: torch.device) -> Callable[[], float]:
 
 
 def time_ltxv(
-    pipe: Pipeline, cfg: SampleConfig, text: TextEmbeddings | None, neg: TextEmbeddings | None, prompt: str
+    pipe: Pipeline,
+    cfg: SampleConfig,
+    text: TextEmbeddings | None,
+    neg: TextEmbeddings | None,
+    prompt: str,
+    stream_chunk: int | None = None,
 ) -> RunTimes:
     """One generate(): text encoding when `text` is None, steps timed by the callback, then the official
-    decode (`Pipeline._decode`: decode noise + timestep, tiling when needed) and crop, timed separately."""
+    decode (`Pipeline._decode`: decode noise + timestep, tiling when needed) and crop, timed separately;
+    with `stream_chunk`, `Pipeline.decode_stream` instead, noting when its first frames arrive."""
     now = clock(pipe.device)
     start = now()
     text_s = None
@@ -186,79 +163,17 @@ def time_ltxv(
         callback=lambda i, t, x: marks.append(now()),
         decode=False,
     )
-    with torch.inference_mode():
-        video = pipe._decode(result.latents, cfg, generator)  # the same generator, as generate() does
-        video = ((crop_video(video, cfg.height, cfg.width, cfg.num_frames).float() + 1) / 2).clamp(0, 1)
+    first = None
+    if stream_chunk is not None:
+        for _frames in pipe.decode_stream(result.latents, cfg, generator, stream_chunk):
+            first = now() if first is None else first  # a player would show/encode them here
+    else:
+        with torch.inference_mode():
+            video = pipe._decode(result.latents, cfg, generator)  # the same generator, as generate() does
+            video = ((crop_video(video, cfg.height, cfg.width, cfg.num_frames).float() + 1) / 2).clamp(0, 1)
     end = now()
     steps = [b - a for a, b in itertools.pairwise(marks)]
-    return RunTimes(end - start, text_s, steps, end - marks[-1])
-
-
-def diffusers_pipeline(pipe: Pipeline) -> Any:
-    """A diffusers.LTXPipeline sharing `pipe`'s tensors (renamed in memory, no copy); raises
-    convert.ConversionError when the VAE or DiT has no diffusers equivalent."""
-    from diffusers import (
-        AutoencoderKLLTXVideo,
-        FlowMatchEulerDiscreteScheduler,
-        LTXPipeline,
-        LTXVideoTransformer3DModel,
-    )
-
-    from . import convert
-
-    layout = convert.vae_to_diffusers_layout(pipe.vae.cfg)
-    dit_config = convert.dit_config_to_diffusers(pipe.dit.cfg)
-    dit_config.pop("causal_temporal_positioning")  # ours only: LTXPipeline has no such option
-    with torch.device("meta"):
-        vae = AutoencoderKLLTXVideo.from_config(layout.config)
-        dit = LTXVideoTransformer3DModel.from_config(dit_config)
-    vae.load_state_dict(
-        convert.vae_keys_to_diffusers(pipe.vae.state_dict(), layout), strict=True, assign=True
-    )
-    dit.load_state_dict(convert.dit_keys_to_diffusers(pipe.dit.state_dict()), strict=True, assign=True)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-        convert.scheduler_to_diffusers(pipe.spec.scheduler)
-    )
-    out = LTXPipeline(
-        scheduler=scheduler, vae=vae.eval(), text_encoder=None, tokenizer=None, transformer=dit.eval()
-    )
-    out.set_progress_bar_config(disable=True)
-    return out
-
-
-def time_diffusers(
-    dpipe: Any, cfg: SampleConfig, text: TextEmbeddings, neg: TextEmbeddings | None
-) -> RunTimes:
-    """One LTXPipeline call on prompt embeddings (padded size, as diffusers requires), steps timed by
-    callback_on_step_end; decode = the rest (un-pack, decode noise, VAE decode, postprocess)."""
-    device = dpipe.transformer.proj_in.weight.device
-    now = clock(device)
-    height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
-
-    def on_step(_pipe, _i, _t, _tensors):  # noqa: ANN001, ANN202
-        marks.append(now())
-        return {}
-
-    marks = [now()]
-    dpipe(
-        height=height,
-        width=width,
-        num_frames=frames,
-        frame_rate=cfg.frame_rate,
-        num_inference_steps=cfg.steps,
-        guidance_scale=cfg.guidance,
-        prompt_embeds=text.emb,
-        prompt_attention_mask=text.mask,
-        negative_prompt_embeds=None if neg is None else neg.emb,
-        negative_prompt_attention_mask=None if neg is None else neg.mask,
-        decode_timestep=cfg.decode_timestep,
-        decode_noise_scale=cfg.decode_noise_scale,
-        generator=torch.Generator(device).manual_seed(cfg.seed or 0),
-        output_type="pt",
-        callback_on_step_end=on_step,
-    )
-    end = now()
-    return RunTimes(end - marks[0], None, [b - a for a, b in itertools.pairwise(marks)], end - marks[-1])
+    return RunTimes(end - start, text_s, steps, end - marks[-1], (first or end) - start)
 
 
 def measure(
@@ -303,9 +218,11 @@ def stage_figures(runs: list[RunTimes]) -> dict[str, Any]:
     """Medians over repeats (steps: mean and median over every step of every repeat)."""
     steps = [s for r in runs for s in r.steps]
     texts = [r.text for r in runs if r.text is not None]
+    firsts = [r.first_frame for r in runs if r.first_frame is not None]
     return {
         "wall_s": statistics.median(r.total for r in runs),
         "wall_s_all": [r.total for r in runs],
+        "time_to_first_frame_s": statistics.median(firsts) if firsts else None,
         "stages": {
             "text_s": statistics.median(texts) if texts else None,
             "denoise_s": statistics.median(r.denoise for r in runs),
@@ -336,9 +253,10 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     defaults = pipe.default_config()
     cfg = dataclasses.replace(s.sample, stg_blocks=defaults.stg_blocks, stochastic=defaults.stochastic)
     text, neg = (None, None) if pipe.text_encoder is not None else random_text(pipe, cfg)
-    runners = {"ltxv": lambda: time_ltxv(pipe, cfg, text, neg, s.prompt)}
+    runners = {"ltxv": lambda: time_ltxv(pipe, cfg, text, neg, s.prompt, s.stream_chunk)}
     compare: dict[str, Any] | None = None
     if s.compare == "diffusers":
+        from .bench_diffusers import diffusers_runner
         from .convert import ConversionError
 
         try:
@@ -350,6 +268,8 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
     measured = measure(runners, s.repeats, s.warmup, device)
     report = _report(s, pipe, cfg, *measured["ltxv"])
     if "diffusers" in measured:
+        from .bench_diffusers import compare_figures
+
         compare = compare_figures(*measured["diffusers"], measured["ltxv"][0], device)
     return report | {"compare": compare}
 
@@ -367,8 +287,10 @@ def _report(
     n, t = latent[0] * latent[1] * latent[2], text_tokens(pipe, cfg)
     forwards = 1 + (cfg.guidance > 1) + (cfg.stg > 0)  # generate() batches [uncond?, cond, perturbed?]
     figures = stage_figures(runs)
-    per_forward = dit_flops(pipe.dit.cfg, n, t)
+    cached = pipe.speed.text_cache  # then the text's share is computed once per generation, not per step
+    per_forward = dit_flops(pipe.dit.cfg, n, t, text_cached=cached)
     total_flops = per_forward * forwards * figures["stages"]["steps"]
+    total_flops += text_flops(pipe.dit.cfg, t) * forwards if cached else 0.0
     achieved = total_flops / figures["stages"]["denoise_s"] / 1e12
     peak = peak_tflops(device_name(device)) if device.type == "cuda" and s.dtype != "fp32" else None
     video_s = cfg.num_frames / cfg.frame_rate
@@ -405,40 +327,9 @@ def _settings_dict(s: BenchSettings, cfg: SampleConfig) -> dict[str, Any]:
         "repeats": s.repeats,
         "warmup": s.warmup,
         "compare": s.compare,
+        "speed": dataclasses.asdict(s.speed),
+        "stream_chunk": s.stream_chunk,
         **{k: getattr(cfg, k) for k in keys},
-    }
-
-
-def diffusers_runner(
-    pipe: Pipeline, cfg: SampleConfig, text: TextEmbeddings | None, neg: TextEmbeddings | None, prompt: str
-) -> Callable[[], RunTimes]:
-    """One timed diffusers LTXPipeline generation on `pipe`'s weights with the same shape, steps and CFG (STG
-    must be off: LTXPipeline has none), fed the embeddings ltxv uses (from its text encoder, untimed, when it
-    has one). Raises convert.ConversionError when the model cannot be expressed in diffusers."""
-    dpipe = diffusers_pipeline(pipe)
-    if text is None:
-        tokens = text_tokens(pipe, cfg)
-        text = pipe.encode_text([prompt], tokens)
-        neg = pipe.encode_text([cfg.negative_prompt], tokens) if cfg.guidance > 1 else None
-    return lambda: time_diffusers(dpipe, cfg, text, neg)
-
-
-def compare_figures(
-    runs: list[RunTimes], peak_gb: float, ours: list[RunTimes], device: torch.device
-) -> dict[str, Any]:
-    """diffusers' figures and ratio = diffusers / ltxv median wall time, ltxv's without text encoding."""
-    import diffusers
-
-    figures = stage_figures(runs)
-    ours_wall = statistics.median(r.total - (r.text or 0.0) for r in ours)
-    ours_step = statistics.median(x for r in ours for x in r.steps)
-    return {
-        "diffusers_version": diffusers.__version__,
-        **figures,
-        "peak_mem_gb": peak_gb if device.type == "cuda" else None,
-        "ltxv_wall_s_without_text": ours_wall,
-        "ratio": figures["wall_s"] / ours_wall,
-        "step_ratio": figures["stages"]["step_median_s"] / ours_step,
     }
 
 
@@ -470,7 +361,14 @@ def format_report(r: dict[str, Any]) -> str:
         f"  text encoding:      {text}",
         f"  denoising:          {_dur(st['denoise_s'])}   (per step: mean {_dur(st['step_mean_s'])}, "
         f"median {_dur(st['step_median_s'])})",
-        f"  decode:             {_dur(st['decode_s'])}",
+        f"  decode:             {_dur(st['decode_s'])}"
+        + (
+            ""
+            if cfg["stream_chunk"] is None
+            else f"   (streamed in chunks of {cfg['stream_chunk']} latent frames)"
+        ),
+        f"time to first frame:  {_dur(r['time_to_first_frame_s'])}",
+        f"speed-ups: {_speed_line(cfg['speed'])}",
         f"DiT: {_si(r['dit_tflop_per_forward'])}FLOP/forward (FLOP model), "
         f"{_si(r['dit_tflop_total'])}FLOP/generation; achieved {_si(r['achieved_tflops'])}FLOP/s while "
         f"denoising; MFU {mfu}",
@@ -491,6 +389,17 @@ def format_report(r: dict[str, Any]) -> str:
             f"without text encoding), {c['step_ratio']:.2f}x per step",
         ]
     return "\n".join(lines)
+
+
+def _speed_line(speed: dict[str, Any]) -> str:
+    on = [
+        "text K/V cache" if speed["text_cache"] else "no text K/V cache",
+        f"attention {speed['attention']}",
+        f"compile {speed['compile']}" if speed["compile"] else "eager",
+    ]
+    on += ["fp8 linears"] if speed["fp8"] else []
+    on += [f"first-block cache {speed['block_cache']:g}"] if speed["block_cache"] else []
+    return ", ".join(on)
 
 
 def _dur(seconds: float) -> str:
@@ -538,6 +447,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare", choices=("diffusers",), help="also time diffusers' LTXPipeline on the same weights"
     )
+    parser.add_argument(
+        "--attention", default="auto", choices=ATTENTION_BACKENDS, help="attention kernel (auto: PyTorch's)"
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        help="torch.compile each DiT block (regional) with this mode (bare flag: default); compile time "
+        "falls in the warm-up",
+    )
+    parser.add_argument("--fp8", action="store_true", help="e4m3 linears in the DiT blocks (approximate)")
+    parser.add_argument(
+        "--no-text-cache", action="store_true", help="recompute the text's cross-attention K/V every step"
+    )
+    parser.add_argument(
+        "--block-cache",
+        type=float,
+        default=0.0,
+        metavar="THRESHOLD",
+        help="first-block cache threshold: skip blocks 1.. when block 0's residual changed less (0 = off; "
+        "the FLOP figures still count the skipped blocks)",
+    )
+    parser.add_argument(
+        "--stream",
+        type=int,
+        nargs="?",
+        const=4,
+        metavar="CHUNK",
+        help="stream the decode in chunks of CHUNK latent frames (bare flag: 4), timing the first frames",
+    )
     parser.add_argument("--json", help="write every figure to this JSON file")
 
 
@@ -551,6 +491,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         ("--repeats", args.repeats, 1),
         ("--warmup", args.warmup, 0),
         ("--max-tokens", args.max_tokens, 0),
+        ("--stream", 1 if args.stream is None else args.stream, 1),
     ):
         if value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
@@ -579,6 +520,13 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
+    speed = SpeedConfig(
+        text_cache=not args.no_text_cache,
+        attention=args.attention,
+        compile=args.compile,
+        fp8=args.fp8,
+        block_cache=args.block_cache,
+    )  # ValueError for an unknown attention backend or a negative threshold
     return BenchSettings(
         sample=sample,
         preset=args.preset,
@@ -590,6 +538,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         repeats=args.repeats,
         warmup=args.warmup,
         compare=args.compare,
+        speed=speed,
+        stream_chunk=args.stream,
     )
 
 

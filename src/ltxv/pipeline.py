@@ -22,9 +22,12 @@ from torch import Tensor
 from . import sampling
 from .conditioning import Condition, LatentState, build_state, check_condition, trim_frames
 from .config import ModelSpec, SampleConfig
-from .dit.model import SkipLayers, VideoDiT
+from .dit.cache import FirstBlockCache
+from .dit.model import SkipLayers, TextContext, VideoDiT
+from .layers.attention import attention_backend
 from .layers.rope import latent_pixel_coords
 from .media import crop_video, padded_size
+from .speed import SpeedConfig, apply_to_dit
 from .upsampler import LatentUpsampler
 from .vae.model import VideoVAE
 
@@ -64,6 +67,15 @@ class TextEmbeddings:
     mask: Tensor
 
 
+@dataclass
+class _Reuse:
+    """What one generate() reuses across its steps: the prepared text per set of guidance branches (None:
+    recomputed every step), and the first-block cache (None: off)."""
+
+    texts: dict[tuple[str, ...], TextContext] | None
+    blocks: FirstBlockCache | None
+
+
 class Pipeline:
     """A loaded model family member: VAE + DiT (+ optional text encoder) and its checkpoint spec."""
 
@@ -76,14 +88,19 @@ class Pipeline:
         device: str | torch.device | None = None,
         offload: bool = False,
         text_encoder_on_cpu: bool = False,
+        speed: SpeedConfig | None = None,
     ) -> None:
         """`device` is where computation runs (default: where the DiT is). The text encoder waits on the CPU
         and visits `device` for each encode (or stays there with `text_encoder_on_cpu`). With `offload`, the
-        DiT and VAE also wait on the CPU and visit `device` one at a time (model-level sequential offload)."""
+        DiT and VAE also wait on the CPU and visit `device` one at a time (model-level sequential offload).
+        `speed` selects the inference speed-ups (default `SpeedConfig()`: the exact ones); its fp8 and
+        compile options change the DiT in place."""
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
         self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
         self.offload = offload
         self.text_encoder_on_cpu = text_encoder_on_cpu
+        self.speed = speed or SpeedConfig()
+        apply_to_dit(self.dit, self.speed)
 
     @classmethod
     def from_pretrained(
@@ -94,6 +111,7 @@ class Pipeline:
         dtype: torch.dtype | None = None,
         offload: bool = False,
         text_encoder_on_cpu: bool = False,
+        speed: SpeedConfig | None = None,
     ) -> Pipeline:
         """Load VAE + transformer from any supported checkpoint; the text encoder from `text_encoder`, or from
         `path`/text_encoder + `path`/tokenizer when `path` is a model folder that has them.
@@ -118,7 +136,7 @@ class Pipeline:
                 torch.float32 if text_encoder_on_cpu else dtype
             )  # T5's home is the CPU (see encode_text)
             encoder = TextEncoder.from_pretrained(str(te_path), device="cpu", dtype=te_dtype)
-        return cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu)
+        return cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu, speed)
 
     @torch.inference_mode()
     def encode_video(self, video: Tensor) -> Tensor:
@@ -234,9 +252,13 @@ class Pipeline:
         state = self._initial_state(
             shape, noise, init_latents, ts[0], conditions, frames, height, width, generator
         )
-        with self._visit(self.dit):
+        reuse = _Reuse(
+            {} if self.speed.text_cache else None,
+            FirstBlockCache(self.speed.block_cache) if self.speed.block_cache > 0 else None,
+        )
+        with self._visit(self.dit), attention_backend(self.speed.attention):
             for i, t in enumerate(ts):
-                state.tokens = self._step(state, ts, i, t, text, neg, cfg, generator)
+                state.tokens = self._step(state, ts, i, t, text, neg, cfg, generator, reuse)
                 if callback is not None:
                     callback(i, t, state.tokens)
         latents = rearrange(
@@ -394,6 +416,7 @@ class Pipeline:
         neg: TextEmbeddings | None,
         cfg: SampleConfig,
         generator: torch.Generator,
+        reuse: _Reuse,
     ) -> Tensor:
         """One Euler step with all guidance branches batched into one forward: [uncond?, cond, perturbed?]."""
         cfg_scale, stg_scale, rescale, blocks = self._guidance(cfg, t)
@@ -411,16 +434,17 @@ class Pipeline:
             mask = torch.zeros(k * b, dtype=torch.bool, device=tokens.device)
             mask[(k - 1) * b :] = True
             skip = SkipLayers(tuple(blocks), mask, cfg.stg_mode)
+        names = tuple(name for name, _ in branches)
         velocity = self.dit(
             tokens.repeat(k, 1, 1),
             t_tok.repeat(k, 1),
-            torch.cat([e.emb for _, e in branches]),
-            torch.cat([e.mask for _, e in branches]),
+            *self._text_input(branches, reuse.texts),
             frame_rate=cfg.frame_rate,
             coords=state.coords.repeat(k, 1, 1),
             skip=skip,
+            block_cache=reuse.blocks,
         ).float()
-        parts = dict(zip([name for name, _ in branches], velocity.chunk(k), strict=True))
+        parts = dict(zip(names, velocity.chunk(k), strict=True))
         v = sampling.guided_velocity(
             parts["cond"],
             parts.get("uncond"),
@@ -439,9 +463,32 @@ class Pipeline:
         update = (t - 1e-6 < 1 - strength)[..., None]  # hard-conditioned tokens never move
         return torch.where(update, stepped.to(tokens.dtype), tokens)
 
+    def _text_input(
+        self, branches: list[tuple[str, TextEmbeddings]], cache: dict[tuple[str, ...], TextContext] | None
+    ) -> tuple[Tensor | TextContext, Tensor | None]:
+        """The DiT's text arguments for the batched branches: (emb, mask), or with a cache their prepared
+        context, computed at the first step that has this set of branches (the prompt does not change)."""
+        names = tuple(name for name, _ in branches)
+        if cache is not None and names in cache:
+            return cache[names], None
+        emb, mask = torch.cat([e.emb for _, e in branches]), torch.cat([e.mask for _, e in branches])
+        if cache is None:
+            return emb, mask
+        cache[names] = self.dit.prepare_text(emb, mask)
+        return cache[names], None
+
     def _decode(self, latents: Tensor, cfg: SampleConfig, generator: torch.Generator) -> Tensor:
         """Official decode: decode noise mixed in normalized space, optional tone map, decoder at
         decode_timestep."""
+        z, timestep = self._decoder_input(latents, cfg, generator)
+        with self._visit(self.vae):
+            if _should_tile(cfg.vae_tiling, z, self.device):
+                return self.vae.decode_tiled(z, timestep=timestep, generator=generator)
+            return self.vae.decode(z, timestep=timestep, generator=generator)
+
+    def _decoder_input(
+        self, latents: Tensor, cfg: SampleConfig, generator: torch.Generator | None
+    ) -> tuple[Tensor, float | None]:
         z = latents.to(self.vae.latent_std.dtype)
         timestep = None
         if self.vae.cfg.timestep_conditioning:
@@ -450,10 +497,31 @@ class Pipeline:
             timestep = cfg.decode_timestep
         if cfg.tone_map > 0:
             z = tone_map(z, cfg.tone_map)
+        return z, timestep
+
+    @torch.inference_mode()
+    def decode_stream(
+        self,
+        latents: Tensor,
+        config: SampleConfig | None = None,
+        generator: torch.Generator | None = None,
+        chunk_frames: int = 4,
+    ) -> Iterator[Tensor]:
+        """generate()'s decode, streamed: latents of `generate(..., decode=False)` -> frames (B, 3, f, H, W)
+        in [0, 1], cropped to `config`'s size, each run as soon as it is final (`VideoVAE.decode_stream`:
+        chunks of `chunk_frames` latent frames: the tiled decode with that chunk length, which is close to,
+        not equal to, the untiled one). `generator` draws the decode noise, as generate() does after
+        sampling."""
+        cfg = config or self.default_config()
+        z, timestep = self._decoder_input(latents, cfg, generator)
+        left = cfg.num_frames
         with self._visit(self.vae):
-            if _should_tile(cfg.vae_tiling, z, self.device):
-                return self.vae.decode_tiled(z, timestep=timestep, generator=generator)
-            return self.vae.decode(z, timestep=timestep, generator=generator)
+            for frames in self.vae.decode_stream(z, timestep, chunk_frames, generator=generator):
+                n = min(frames.shape[2], left)
+                yield ((crop_video(frames, cfg.height, cfg.width, n).float() + 1) / 2).clamp(0, 1)
+                left -= n
+                if left == 0:
+                    return
 
 
 def _should_tile(setting: bool | None, latents: Tensor, device: torch.device) -> bool:

@@ -8,12 +8,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import STG_MODES, DiTConfig
 from ..layers.attention import attention
 from ..layers.embed import AdaLNSingle, TextProjection
 from ..layers.norm import RMSNorm, modulate, rms_norm
 from ..layers.rope import apply_rope, latent_pixel_coords, rope_cos_sin
+from .cache import FirstBlockCache
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,17 @@ class SkipLayers:
             raise ValueError(f"STG mode {self.mode!r}: choose from {', '.join(STG_MODES)}")
 
 
+@dataclass(frozen=True)
+class TextContext:
+    """What cross-attention needs from the prompt, which is the same at every denoising step, so
+    `VideoDiT.prepare_text` computes it once per generation: per block the normalized keys and the values
+    (B, L, D) of the projected text, and the additive mask bias (B, 1, 1, L) or None."""
+
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
+    bias: Tensor | None
+
+
 class Attention(nn.Module):
     """Multi-head attention with RMSNorm on q and k across all heads (before the split), optional RoPE."""
 
@@ -41,17 +54,22 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=out_bias)])
         self.q_norm, self.k_norm = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
+    def key_value(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """context (B, L, D) -> normalized keys and values (B, L, D) each."""
+        return self.k_norm(self.to_k(context)), self.to_v(context)
+
     def forward(
         self,
         x: Tensor,
-        context: Tensor | None = None,
+        kv: tuple[Tensor, Tensor] | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
         bias: Tensor | None = None,
         skip: SkipLayers | None = None,
     ) -> Tensor:
-        """x (B, N, D), context (B, L, D) or None (self-attn), additive bias (B, 1, 1, L) -> (B, N, D)."""
-        ctx = x if context is None else context
-        q, k, v = self.q_norm(self.to_q(x)), self.k_norm(self.to_k(ctx)), self.to_v(ctx)
+        """x (B, N, D); kv = `key_value(context)` (cross-attn) or None (self-attn); additive bias (B, 1, 1, L)
+        -> (B, N, D)."""
+        q = self.q_norm(self.to_q(x))
+        k, v = self.key_value(x) if kv is None else kv
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = attention(q, k, v, self.heads, bias)  # (B, N, D)
@@ -90,17 +108,17 @@ class DiTBlock(nn.Module):
         self,
         x: Tensor,
         temb: Tensor,
-        text: Tensor,
-        text_bias: Tensor,
+        text_kv: tuple[Tensor, Tensor],
+        text_bias: Tensor | None,
         rope: tuple[Tensor, Tensor],
         skip: SkipLayers | None = None,
     ) -> Tensor:
-        """x (B, N, D); temb (B, T, 6D) with T = 1 or N (per-token t); text (B, L, D)."""
+        """x (B, N, D); temb (B, T, 6D) with T = 1 or N (per-token t); text_kv = attn2.key_value(text)."""
         ada = self.scale_shift_table[None, None] + temb.unflatten(-1, (6, -1))  # (B, T, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(2)
         h = modulate(rms_norm(x, self.eps), shift_msa, scale_msa)
         out = x + gate_msa * self.attn1(h, rope=rope, skip=skip)
-        out = out + self.attn2(out, context=text, bias=text_bias)
+        out = out + self.attn2(out, kv=text_kv, bias=text_bias)
         h = modulate(rms_norm(out, self.eps), shift_mlp, scale_mlp)
         out = out + gate_mlp * self.ff(h)
         if skip is not None and skip.mode == "transformer_block":
@@ -121,6 +139,7 @@ class VideoDiT(nn.Module):
         self.transformer_blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.num_layers)])
         self.scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
         self.proj_out = nn.Linear(d, cfg.out_channels)
+        self.gradient_checkpointing = False  # training: recompute each block in backward to save memory
 
     def token_coords(
         self, num_frames: int, height: int, width: int, batch: int, device: torch.device
@@ -131,22 +150,35 @@ class VideoDiT(nn.Module):
         )
         return coords.expand(batch, -1, -1)
 
+    def prepare_text(self, text_emb: Tensor, text_mask: Tensor | None = None) -> TextContext:
+        """text_emb (B, L, caption_channels), text_mask (B, L) with 1 = keep -> every block's cross-attention
+        keys/values and the mask bias; pass it to `forward` in place of the embeddings to reuse it."""
+        text = self.caption_projection(text_emb)  # (B, L, D)
+        bias = None
+        if text_mask is not None:
+            bias = ((1 - text_mask.to(text.dtype)) * -10000.0)[:, None, None, :]  # (B, 1, 1, L)
+        kv = [block.attn2.key_value(text) for block in self.transformer_blocks]
+        return TextContext(tuple(k for k, _ in kv), tuple(v for _, v in kv), bias)
+
     def forward(
         self,
         latents: Tensor,
         timestep: Tensor | float,
-        text_emb: Tensor,
+        text_emb: Tensor | TextContext,
         text_mask: Tensor | None = None,
         frame_rate: float = 25.0,
         coords: Tensor | None = None,
         skip: SkipLayers | None = None,
+        block_cache: FirstBlockCache | None = None,
     ) -> Tensor:
         """Velocity for normalized latents.
 
         latents (B, C, F, H, W), or tokens (B, N, C) together with explicit `coords` (B, N, 3) in
         (pixel frame, pixel y, pixel x) -- e.g. for extra conditioning tokens; timestep in [0, 1] as a float,
-        (B,) or per-token (B, N); text_emb (B, L, caption_channels); text_mask (B, L), 1 = keep.
-        Returns a velocity with the shape of `latents`.
+        (B,) or per-token (B, N); text_emb (B, L, caption_channels) with text_mask (B, L), 1 = keep, or
+        their `prepare_text` context (bit-identical, without recomputing the text keys/values).
+        `block_cache` (inference, approximate): reuse the previous step's residual of blocks 1.. when block
+        0's residual barely changed (see `ltxv.dit.cache`). Returns a velocity with the shape of `latents`.
         """
         grid = latents.ndim == 5
         if grid:
@@ -168,15 +200,42 @@ class VideoDiT(nn.Module):
         temb, emb = self.adaln_single(t.flatten() * self.cfg.timestep_scale_multiplier, x.dtype)
         temb, emb = temb.view(b, -1, temb.shape[-1]), emb.view(b, -1, emb.shape[-1])  # (B, T, 6D), (B, T, D)
         rope = rope_cos_sin(coords, frame_rate, x.shape[-1], self.cfg.rope_theta, self.cfg.rope_max_pos)
-        text = self.caption_projection(text_emb)  # (B, L, D)
-        text_bias = None
-        if text_mask is not None:
-            text_bias = ((1 - text_mask.to(x.dtype)) * -10000.0)[:, None, None, :]  # (B, 1, 1, L)
-        for i, block in enumerate(self.transformer_blocks):
-            x = block(x, temb, text, text_bias, rope, skip if skip is not None and i in skip.blocks else None)
+        if isinstance(text_emb, TextContext):
+            if text_mask is not None:
+                raise ValueError("text_mask must be None with a TextContext (prepare_text took the mask)")
+            text = text_emb
+        else:
+            text = self.prepare_text(text_emb, text_mask)
+
+        def run(x: Tensor, blocks: range) -> Tensor:
+            for i in blocks:
+                x = self._block(i, x, temb, text, rope, skip)
+            return x
+
+        layers = len(self.transformer_blocks)
+        if block_cache is None:
+            x = run(x, range(layers))
+        else:
+            x = block_cache(x, lambda h: run(h, range(1)), lambda h: run(h, range(1, layers)))
         shift, scale = (self.scale_shift_table[None, None] + emb[:, :, None]).unbind(2)  # (B, T, D) each
         x = modulate(F.layer_norm(x, x.shape[-1:], eps=self.cfg.norm_eps), shift, scale)
         velocity = self.proj_out(x)  # (B, N, C)
         if grid:
             return rearrange(velocity, "b (f h w) c -> b c f h w", f=f, h=h, w=w)
         return velocity
+
+    def _block(
+        self,
+        i: int,
+        x: Tensor,
+        temb: Tensor,
+        text: TextContext,
+        rope: tuple[Tensor, Tensor],
+        skip: SkipLayers | None,
+    ) -> Tensor:
+        """Block i, recomputed in backward under `gradient_checkpointing` (training)."""
+        block = self.transformer_blocks[i]
+        kv, skip = (text.keys[i], text.values[i]), skip if skip is not None and i in skip.blocks else None
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, temb, kv, text.bias, rope, skip, use_reentrant=False)
+        return block(x, temb, kv, text.bias, rope, skip)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,7 +14,7 @@ from ..layers.embed import TimestepEmbedding
 from ..layers.norm import modulate, pixel_norm
 from .blocks import ResBlock, ResStage
 from .conv import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, patchify, unpatchify
-from .tiling import TileConfig, tiled_decode, tiled_encode
+from .tiling import STREAM_TILE, TileConfig, tiled_decode, tiled_decode_stream, tiled_encode
 
 
 class Encoder(nn.Module):
@@ -183,3 +186,19 @@ class VideoVAE(nn.Module):
     ) -> Tensor:
         """`decode` in overlapping space-time tiles to bound memory (approximate; see `ltxv.vae.tiling`)."""
         return tiled_decode(self, latents, tile, timestep, generator)
+
+    def decode_stream(
+        self,
+        latents: Tensor,
+        timestep: float | Tensor | None = None,
+        chunk_frames: int = 4,
+        tile: TileConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """`decode_tiled` in chunks of `chunk_frames` latent frames (8 pixel frames each), yielding frames
+        (B, 3, f, H, W) as soon as they are final; concatenated, they are `decode_tiled` with `tile` and
+        temporal_tile = chunk_frames. `tile` sets the overlap, context and spatial tiling (default
+        STREAM_TILE: no overlap, 3 context latents each side; see `ltxv.vae.tiling` for its error). The first
+        frames need one decode of chunk_frames + temporal_context latent frames."""
+        tile = dataclasses.replace(tile or STREAM_TILE, temporal_tile=chunk_frames)
+        return tiled_decode_stream(self, latents, tile, timestep, generator)

@@ -1,0 +1,47 @@
+"""First-block cache (ParaAttention's FBCache, after TeaCache): skip the DiT's blocks 1.. at a denoising step
+when block 0's output residual barely changed since the last fully computed step, and add the residual that
+blocks 1.. produced then. Inference only; approximate (see tests/test_fast.py for its measured cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+
+class FirstBlockCache:
+    """Per-generation state: create one per `generate()` and pass it to every `VideoDiT.forward` step.
+
+    Step k reuses when mean|r0_k - r0_ref| / mean|r0_ref| < threshold, where r0 = block 0's output minus its
+    input and r0_ref is r0 at the last fully computed step (ParaAttention keeps the reference there too, so
+    consecutive reuses cannot drift away from it unnoticed). threshold 0 never reuses.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        if threshold < 0:
+            raise ValueError(f"first-block cache threshold must be >= 0 (0 = off), got {threshold}")
+        self.threshold = threshold
+        self.first: Tensor | None = None  # r0_ref (B, N, D)
+        self.rest: Tensor | None = None  # residual of blocks 1.. at the reference step (B, N, D)
+        self.steps = 0
+        self.reused = 0
+
+    def change(self, first: Tensor) -> float:
+        """Relative L1 change of block 0's residual against the reference (inf when there is none)."""
+        if self.first is None or self.first.shape != first.shape:
+            return float("inf")
+        return ((first - self.first).abs().mean() / self.first.abs().mean().clamp_min(1e-12)).item()
+
+    def __call__(
+        self, x: Tensor, first_block: Callable[[Tensor], Tensor], rest: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """x (B, N, D) -> output of all blocks: first_block(x), then rest() or the cached residual."""
+        h = first_block(x)
+        first = h - x
+        self.steps += 1
+        if self.change(first) < self.threshold:
+            self.reused += 1
+            return h + self.rest
+        out = rest(h)
+        self.first, self.rest = first, out - h
+        return out

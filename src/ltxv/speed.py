@@ -1,0 +1,52 @@
+"""SpeedConfig: a Pipeline's switchable inference speed-ups, independent of what is sampled (SampleConfig).
+
+Exact ones are on by default (text_cache); approximate or hardware-dependent ones are opt-in. Model changes
+(regional compile, fp8 linears) are applied once, in place, by `apply_to_dit`, and cannot be undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .layers.attention import check_attention_backend
+from .layers.fp8 import Fp8Linear, quantize_linears
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Inference speed-ups; the defaults are exact (bit-identical to the plain path)."""
+
+    text_cache: bool = True  # prompt's cross-attention keys/values computed once per generate() (exact)
+    attention: str = "auto"  # attention kernel, one of ltxv.layers.attention.ATTENTION_BACKENDS
+    compile: str | None = None  # torch.compile mode applied to each DiT block (regional); None = eager
+    fp8: bool = False  # e4m3 linears with per-tensor scales in the DiT blocks (approximate)
+    block_cache: float = 0.0  # first-block cache: reuse blocks 1.. below this relative change (0 = off)
+
+    def __post_init__(self) -> None:
+        check_attention_backend(self.attention)
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile mode {self.compile!r}: choose from {', '.join(COMPILE_MODES)}")
+        if self.block_cache < 0:
+            raise ValueError(f"block_cache threshold must be >= 0 (0 = off), got {self.block_cache}")
+
+
+def compile_blocks(dit: nn.Module, mode: str = "default") -> int:
+    """Regional torch.compile: compile each of `dit.transformer_blocks` in place (nn.Module.compile, so the
+    state_dict keys are unchanged). The blocks share one code object and their parameters are graph inputs,
+    so one compilation serves them all (diffusers' `compile_repeated_blocks`). Returns the blocks compiled."""
+    blocks = [b for b in dit.transformer_blocks if getattr(b, "_compiled_call_impl", None) is None]
+    for block in blocks:
+        block.compile(mode=mode)
+    return len(blocks)
+
+
+def apply_to_dit(dit: nn.Module, speed: SpeedConfig) -> None:
+    """The model changes of `speed`, idempotent: fp8 linears in the blocks, then regional compile."""
+    if speed.fp8 and not any(isinstance(m, Fp8Linear) for m in dit.transformer_blocks.modules()):
+        quantize_linears(dit.transformer_blocks)
+    if speed.compile is not None:
+        compile_blocks(dit, speed.compile)
