@@ -340,6 +340,7 @@ class JointConfig:
     decoder: float = 1.0
     flow: float = 1.0
     flow_to_encoder: float = 0.0  # scale of the flow loss gradient reaching the encoder (0 = detached)
+    stats_momentum: float = 0.99  # running per-channel latent mean/std (the VAE's normalisation buffers)
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,9 @@ class JointStage(Stage):
     """Encoder, decoder and transformer in one loop (the seed's "VAE and transformer trained jointly").
 
     L = w_vae·L_vae(posterior sample decoded at t = 0) + w_dec·L_decoder(latents noised to t ≤ t_max)
-      + w_flow·L_flow(the encoder's normalized posterior mean). The flow gradient reaches the encoder scaled
+      + w_flow·L_flow(the encoder's normalized posterior mean). The normalisation statistics are running
+    averages over the batches (momentum `joint.stats_momentum`; under DDP rank 0's are broadcast), started
+    from the first batches' statistics. The flow gradient reaches the encoder scaled
     by `joint.flow_to_encoder` (0 = detached): an unconstrained flow loss would shrink the latents, since
     near-constant latents make the velocity trivially predictable."""
 
@@ -196,6 +198,10 @@ class JointStage(Stage):
     ) -> dict[str, Tensor]:
         j, video = self.cfg.joint, batch["video"]
         rec = self.reconstruction(video, rng, step, disc)
+        if self.training:  # the encoder moves, so the normalisation follows it (like BatchNorm's running stats)
+            mean, std = _channel_stats(rec["mean"].detach())
+            self.vae.latent_mean.lerp_(mean, 1 - j.stats_momentum)
+            self.vae.latent_std.lerp_(std, 1 - j.stats_momentum)
         latents = self.vae.normalize(rec["mean"])
         s = j.flow_to_encoder
         flow_in = latents * s + latents.detach() * (1 - s) if s > 0 else latents.detach()
@@ -245,10 +251,14 @@ def init_vae_for_training(vae: VideoVAE, log_std: float = -3.0) -> None:
     conv.bias[c:].fill_(2 * log_std)
 
 
+def _channel_stats(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of latents (B, C, F', H', W') -> (C,), (C,)."""
+    flat = z.transpose(0, 1).flatten(1).double()  # (C, B·F'·H'·W')
+    return flat.mean(1).float(), flat.std(1).clamp(min=1e-4).float()
+
+
 @torch.no_grad()
 def latent_statistics(vae: VideoVAE, videos: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Per-channel mean and std of the posterior means over `videos`, for the VAE's normalisation buffers
     (the DiT then sees latents of about zero mean and unit variance per channel)."""
-    means = [vae.encode_moments(v)[0].transpose(0, 1).flatten(1) for v in videos]  # (C, B·F'·H'·W') each
-    z = torch.cat(means, dim=1).double()
-    return z.mean(1).float(), z.std(1).clamp(min=1e-4).float()
+    return _channel_stats(torch.cat([vae.encode_moments(v)[0] for v in videos]))
