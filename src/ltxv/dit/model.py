@@ -37,11 +37,14 @@ class SkipLayers:
 class TextContext:
     """What cross-attention needs from the prompt, which is the same at every denoising step, so
     `VideoDiT.prepare_text` computes it once per generation: per block the normalized keys and the values
-    (B, L, D) of the projected text, and the additive mask bias (B, 1, 1, L) or None."""
+    (B, L, D) of the projected text, and the additive mask bias (B, 1, 1, L) or None. Without precomputed
+    keys (`keys == ()`, training), each block computes its own from `projected` inside its forward, where
+    FSDP has gathered its weights."""
 
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
     bias: Tensor | None
+    projected: Tensor | None = None  # (B, L, D) caption_projection(text_emb)
 
 
 class Attention(nn.Module):
@@ -108,12 +111,15 @@ class DiTBlock(nn.Module):
         self,
         x: Tensor,
         temb: Tensor,
-        text_kv: tuple[Tensor, Tensor],
+        text_kv: tuple[Tensor, Tensor] | Tensor,
         text_bias: Tensor | None,
         rope: tuple[Tensor, Tensor],
         skip: SkipLayers | None = None,
     ) -> Tensor:
-        """x (B, N, D); temb (B, T, 6D) with T = 1 or N (per-token t); text_kv = attn2.key_value(text)."""
+        """x (B, N, D); temb (B, T, 6D) with T = 1 or N (per-token t); text_kv = attn2.key_value(text), or the
+        projected text (B, L, D) itself."""
+        if isinstance(text_kv, Tensor):
+            text_kv = self.attn2.key_value(text_kv)
         ada = self.scale_shift_table[None, None] + temb.unflatten(-1, (6, -1))  # (B, T, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(2)
         h = modulate(rms_norm(x, self.eps), shift_msa, scale_msa)
@@ -150,15 +156,19 @@ class VideoDiT(nn.Module):
         )
         return coords.expand(batch, -1, -1)
 
-    def prepare_text(self, text_emb: Tensor, text_mask: Tensor | None = None) -> TextContext:
+    def prepare_text(
+        self, text_emb: Tensor, text_mask: Tensor | None = None, per_block: bool = True
+    ) -> TextContext:
         """text_emb (B, L, caption_channels), text_mask (B, L) with 1 = keep -> every block's cross-attention
         keys/values and the mask bias; pass it to `forward` in place of the embeddings to reuse it."""
         text = self.caption_projection(text_emb)  # (B, L, D)
         bias = None
         if text_mask is not None:
             bias = ((1 - text_mask.to(text.dtype)) * -10000.0)[:, None, None, :]  # (B, 1, 1, L)
+        if not per_block:  # the blocks derive their keys/values from `projected` themselves
+            return TextContext((), (), bias, text)
         kv = [block.attn2.key_value(text) for block in self.transformer_blocks]
-        return TextContext(tuple(k for k, _ in kv), tuple(v for _, v in kv), bias)
+        return TextContext(tuple(k for k, _ in kv), tuple(v for _, v in kv), bias, text)
 
     def forward(
         self,
@@ -205,7 +215,7 @@ class VideoDiT(nn.Module):
                 raise ValueError("text_mask must be None with a TextContext (prepare_text took the mask)")
             text = text_emb
         else:
-            text = self.prepare_text(text_emb, text_mask)
+            text = self.prepare_text(text_emb, text_mask, per_block=False)
 
         def run(x: Tensor, blocks: range) -> Tensor:
             for i in blocks:
@@ -235,7 +245,8 @@ class VideoDiT(nn.Module):
     ) -> Tensor:
         """Block i, recomputed in backward under `gradient_checkpointing` (training)."""
         block = self.transformer_blocks[i]
-        kv, skip = (text.keys[i], text.values[i]), skip if skip is not None and i in skip.blocks else None
+        kv = (text.keys[i], text.values[i]) if text.keys else text.projected
+        skip = skip if skip is not None and i in skip.blocks else None
         if self.gradient_checkpointing and torch.is_grad_enabled():
             return checkpoint(block, x, temb, kv, text.bias, rope, skip, use_reentrant=False)
         return block(x, temb, kv, text.bias, rope, skip)

@@ -353,12 +353,16 @@ def _discriminator(cfg: TrainConfig, d: Dist) -> nn.Module | None:
 def _wrap(stage: Stage, cfg: TrainConfig, d: Dist) -> nn.Module:
     if d.world == 1:
         return stage
-    if cfg.parallel == "fsdp":
+    if cfg.parallel == "fsdp":  # FSDP2 shards the transformer (per block); a frozen VAE stays replicated
+        if cfg.stage not in ("dit", "lora"):
+            raise ValueError(
+                f"parallel=fsdp shards the transformer; use parallel=ddp for `train {cfg.stage}`"
+            )
         from torch.distributed.fsdp import fully_shard
 
-        for block in stage.dit.transformer_blocks if cfg.stage in ("dit", "joint", "lora") else ():
+        for block in stage.dit.transformer_blocks:
             fully_shard(block)
-        fully_shard(stage)
+        fully_shard(stage.dit)
         return stage
     from torch.nn.parallel import DistributedDataParallel
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..dit.model import VideoDiT
-from ..flow import flow_loss, interpolate, sample_t, velocity_target
+from ..flow import interpolate, sample_t, velocity_target
 from ..vae.model import VideoVAE
 from .losses import VAELossWeights, generator_adversarial_loss, vae_reconstruction_losses
 
@@ -149,8 +149,10 @@ class Stage(nn.Module):
         velocity = self.dit(xt, t_tok, text_emb, text_mask, self.cfg.data.frame_rate, coords)  # (B, N', C)
         loss_mask = (~first).float()
         per_sample = ((velocity.float() - target.float()).square().mean(-1) * loss_mask).sum(1)
-        per_sample = per_sample / loss_mask.sum(1).clamp(min=1.0)  # (B,)
-        return {"total": flow_loss(velocity, target, loss_mask), "t": t, "per_sample": per_sample}
+        per_sample = per_sample / loss_mask.sum(1).clamp(min=1.0)  # (B,): each sample's masked token mean
+        # the mean over samples (not over all counted tokens, as the official trainer): the same quantity on
+        # any split of the global batch, so averaging the processes' gradients is exact
+        return {"total": per_sample.mean(), "t": t, "per_sample": per_sample}
 
 
 class VAEStage(Stage):
@@ -198,7 +200,9 @@ class JointStage(Stage):
     ) -> dict[str, Tensor]:
         j, video = self.cfg.joint, batch["video"]
         rec = self.reconstruction(video, rng, step, disc)
-        if self.training:  # the encoder moves, so the normalisation follows it (like BatchNorm's running stats)
+        if (
+            self.training
+        ):  # the encoder moves, so the normalisation follows it (like BatchNorm's running stats)
             mean, std = _channel_stats(rec["mean"].detach())
             self.vae.latent_mean.lerp_(mean, 1 - j.stats_momentum)
             self.vae.latent_std.lerp_(std, 1 - j.stats_momentum)
