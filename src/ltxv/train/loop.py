@@ -225,6 +225,10 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     ema = st.EMA(named, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     start = _resume(run, stage, disc, optimizers, ema, d)
+    if d.main:
+        st.write_json_atomic(run / "config.json", to_dict(cfg))
+    if d.world > 1:
+        dist.barrier()
     if start == 0 and cfg.stage == "joint":  # fix the latent normalisation from the initial encoder
         _set_latent_statistics(stage.vae, data, collate, sampler, d)
     if start >= cfg.steps:
@@ -299,23 +303,18 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
 
 
 def _check_run_folder(cfg: TrainConfig, run: Path, d: Dist) -> None:
-    """RUN/config.json pins the run: a different config in the same folder is an error, not a silent mix."""
+    """RUN/config.json pins a run that has checkpoints: resuming it with a different config is an error, not a
+    silent mix. (Written once set-up succeeded, so a typo in the first attempt does not pin anything.)"""
     path = run / "config.json"
-    if path.is_file():
+    if path.is_file() and st.checkpoint_dirs(run):
         import json
 
-        old = json.loads(path.read_text())
-        new = to_dict(cfg)
-        diff = sorted(_differences(old, new) - set(RESUMABLE_CHANGES))
+        diff = sorted(_differences(json.loads(path.read_text()), to_dict(cfg)) - set(RESUMABLE_CHANGES))
         if diff:
             raise ValueError(
                 f"{run} holds a run with a different config ({', '.join(diff)}); "
                 "resume with the same settings or choose a new --out"
             )
-    elif d.main:
-        st.write_json_atomic(path, to_dict(cfg))
-    if d.world > 1:
-        dist.barrier()
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> set[str]:
