@@ -270,3 +270,21 @@ def test_cli_dry_run_and_errors(world, tmp_path, capsys):
     )
     assert "batch" in capsys.readouterr().err
     assert not (tmp_path / "v" / "model.safetensors").exists()
+
+
+def test_vae_gan_trains_the_discriminator_and_resumes_exactly(world, tmp_path):
+    cfg = config(world, "vae", 4, save_every=2, **{"vae.gan": 0.1, "vae.gan_start": 1})
+    train(cfg, tmp_path / "full", progress=False)
+    train(replace(cfg, steps=2), tmp_path / "split", progress=False)
+    train(cfg, tmp_path / "split", progress=False)
+    records = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_disc" not in records[0] and {"loss_disc", "gan"} <= set(records[1])
+    ckpt = tmp_path / "full" / "checkpoints" / "step_00000004"
+    assert (ckpt / "optim_disc.safetensors").is_file()
+    a, b = (
+        load_file(tmp_path / r / "checkpoints" / "step_00000004" / "model.safetensors")
+        for r in ("full", "split")
+    )
+    assert any(k.startswith("disc.") for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)

@@ -51,9 +51,10 @@ class BatchRandom:
         return self._rows(sample_t(n * self.world, num_tokens, g, g.device, mode), device)
 
 
-def _weights(cfg: TrainConfig, adversarial: bool) -> VAELossWeights:
+def _weights(cfg: TrainConfig) -> VAELossWeights:
+    """The non-adversarial terms; the stage adds the GAN term itself (it owns the discriminator call)."""
     v = cfg.vae
-    return VAELossWeights(v.mse, v.wavelet, v.kl, v.gan if adversarial else 0.0, v.lpips)
+    return VAELossWeights(v.mse, v.wavelet, v.kl, 0.0, v.lpips)
 
 
 class Stage(nn.Module):
@@ -88,7 +89,7 @@ class Stage(nn.Module):
         recon = self.vae.decoder(z, t0, rng.generator)  # (B, 3, F, H, W)
         adversarial = disc is not None and step >= self.cfg.vae.gan_start
         losses = vae_reconstruction_losses(
-            recon, video, mean, logvar, _weights(self.cfg, adversarial), None, self.lpips
+            recon, video, mean, logvar, _weights(self.cfg), None, self.lpips
         )
         if adversarial:  # the pair discriminator's verdict on this reconstruction, for the autoencoder
             gan = generator_adversarial_loss(disc, video, recon)
@@ -105,7 +106,7 @@ class Stage(nn.Module):
         t = rng.rand(b, latents.device) * self.cfg.vae.decoder_t_max  # (B,)
         noisy = interpolate(latents, rng.randn(latents.shape, latents), t)
         recon = self.vae.decode(noisy, t, rng.generator)
-        w = _weights(self.cfg, adversarial=False)
+        w = _weights(self.cfg)
         losses = vae_reconstruction_losses(
             recon, video, None, None, VAELossWeights(w.mse, w.wavelet, 0.0, 0.0, w.lpips), None, self.lpips
         )
