@@ -1,10 +1,11 @@
 """ltxv: realtime video latent diffusion in the LTX-Video family (Video-VAE, DiT, rectified flow)."""
 
 from .conditioning import Condition
-from .config import DiTConfig, ModelSpec, SampleConfig, SchedulerConfig, VAEBlock, VAEConfig
+from .config import DiTConfig, ModelSpec, SampleConfig, SchedulerConfig, TrainConfig, VAEBlock, VAEConfig
 from .dit.model import SkipLayers, VideoDiT
 from .pipeline import GenerationResult, Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
+from .speed import SpeedConfig
 from .vae.model import VideoVAE
 from .weights import (
     CheckpointError,
@@ -22,6 +23,8 @@ __all__ = [
     "GenerationResult",
     "Pipeline",
     "SampleConfig",
+    "SpeedConfig",
+    "TrainConfig",
     "TextEmbeddings",
     "CheckpointError",
     "convert_checkpoint",

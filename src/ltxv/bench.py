@@ -22,11 +22,10 @@ import torch
 from .config import ModelSpec, SampleConfig
 from .dit.model import VideoDiT
 from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
-from .layers.attention import ATTENTION_BACKENDS
 from .media import crop_video, padded_size
 from .pipeline import Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
-from .speed import COMPILE_MODES, SpeedConfig
+from .speed import SpeedConfig, add_speed_arguments, speed_from_args
 from .vae.model import VideoVAE
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -447,29 +446,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare", choices=("diffusers",), help="also time diffusers' LTXPipeline on the same weights"
     )
-    parser.add_argument(
-        "--attention", default="auto", choices=ATTENTION_BACKENDS, help="attention kernel (auto: PyTorch's)"
-    )
-    parser.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        choices=COMPILE_MODES,
-        help="torch.compile each DiT block (regional) with this mode (bare flag: default); compile time "
-        "falls in the warm-up",
-    )
-    parser.add_argument("--fp8", action="store_true", help="e4m3 linears in the DiT blocks (approximate)")
-    parser.add_argument(
-        "--no-text-cache", action="store_true", help="recompute the text's cross-attention K/V every step"
-    )
-    parser.add_argument(
-        "--block-cache",
-        type=float,
-        default=0.0,
-        metavar="THRESHOLD",
-        help="first-block cache threshold: skip blocks 1.. when block 0's residual changed less (0 = off; "
-        "the FLOP figures still count the skipped blocks)",
-    )
+    add_speed_arguments(parser)
     parser.add_argument(
         "--stream",
         type=int,
@@ -520,13 +497,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         max_tokens=args.max_tokens,
         seed=args.seed,
     )
-    speed = SpeedConfig(
-        text_cache=not args.no_text_cache,
-        attention=args.attention,
-        compile=args.compile,
-        fp8=args.fp8,
-        block_cache=args.block_cache,
-    )  # ValueError for an unknown attention backend or a negative threshold
+    speed = speed_from_args(args)  # ValueError for an unknown backend or a negative threshold
     return BenchSettings(
         sample=sample,
         preset=args.preset,

@@ -165,6 +165,9 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         "--offload", action="store_true", help="keep models on the CPU between uses (low GPU memory)"
     )
     p.add_argument("--t5-cpu", action="store_true", help="run the text encoder on the CPU")
+    from .speed import add_speed_arguments
+
+    add_speed_arguments(p)  # --attention, --compile, --fp8, --no-text-cache, --block-cache
     p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto", help="tiled VAE decode")
     p.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
@@ -215,6 +218,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         write_video,
     )
     from .pipeline import Pipeline
+    from .speed import speed_from_args
 
     started = time.perf_counter()
     blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))  # () = the model's default
@@ -266,6 +270,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         dtype,
         offload=args.offload,
         text_encoder_on_cpu=args.t5_cpu,
+        speed=speed_from_args(args),
     )
     for spec in args.lora:
         path, scale = _parse_lora(spec)

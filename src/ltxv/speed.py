@@ -6,11 +6,12 @@ Exact ones are on by default (text_cache); approximate or hardware-dependent one
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from torch import nn
 
-from .layers.attention import check_attention_backend
+from .layers.attention import ATTENTION_BACKENDS, check_attention_backend
 from .layers.fp8 import Fp8Linear, quantize_linears
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -50,3 +51,40 @@ def apply_to_dit(dit: nn.Module, speed: SpeedConfig) -> None:
         quantize_linears(dit.transformer_blocks)
     if speed.compile is not None:
         compile_blocks(dit, speed.compile)
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SpeedConfig flags shared by `ltxv generate` and `ltxv bench`."""
+    parser.add_argument(
+        "--attention", default="auto", choices=ATTENTION_BACKENDS, help="attention kernel (auto: PyTorch's)"
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        help="torch.compile each DiT block (regional) with this mode (bare flag: default); compile time "
+        "falls in the warm-up",
+    )
+    parser.add_argument("--fp8", action="store_true", help="e4m3 linears in the DiT blocks (approximate)")
+    parser.add_argument(
+        "--no-text-cache", action="store_true", help="recompute the text's cross-attention K/V every step"
+    )
+    parser.add_argument(
+        "--block-cache",
+        type=float,
+        default=0.0,
+        metavar="THRESHOLD",
+        help="first-block cache threshold: skip blocks 1.. when block 0's residual changed less (0 = off; "
+        "the FLOP figures still count the skipped blocks)",
+    )
+
+
+def speed_from_args(args: argparse.Namespace) -> SpeedConfig:
+    return SpeedConfig(
+        text_cache=not args.no_text_cache,
+        attention=args.attention,
+        compile=args.compile,
+        fp8=args.fp8,
+        block_cache=args.block_cache,
+    )
