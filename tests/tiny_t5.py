@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import torch
+from ltxv.text import build_small_t5
 
 # A few dozen short captions: enough variety for a ~300-piece unigram vocabulary.
 CAPTIONS = [
@@ -50,49 +49,6 @@ CAPTIONS = [
 ]
 
 
-def train_spiece(vocab_size: int = 300) -> bytes:
-    """Train a unigram sentencepiece model with T5's special ids: <pad>=0, </s>=1, <unk>=2, no BOS.
-
-    The normalization rule is `identity` (no precompiled charsmap), so the tokenizers-backed T5Tokenizer built
-    from the vocabulary alone tokenizes exactly as sentencepiece does."""
-    import sentencepiece as spm
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(CAPTIONS),
-        model_writer=buf,
-        model_type="unigram",
-        vocab_size=vocab_size,
-        hard_vocab_limit=False,
-        character_coverage=1.0,
-        normalization_rule_name="identity",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        num_threads=1,
-        minloglevel=2,
-    )
-    return buf.getvalue()
-
-
-def make_tokenizer(spiece: bytes):  # noqa: ANN201 - transformers.T5Tokenizer, imported lazily
-    """A T5Tokenizer (in transformers 5: backed by `tokenizers`, Unigram model) with the sentencepiece vocab.
-
-    Built from (piece, score) pairs rather than `from_pretrained(spiece.model)`, because transformers 5 needs
-    protobuf to convert a `.model` file and it is not a dependency here."""
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
-
-    sp = spm.SentencePieceProcessor(model_proto=spiece)
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    assert vocab[:3] == [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)], vocab[:3]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
-
-
 def make_tiny_t5(
     folder: Path,
     layout: str = "root",
@@ -102,33 +58,5 @@ def make_tiny_t5(
     vocab_size: int = 300,
     seed: int = 0,
 ) -> Path:
-    """Write a random T5 encoder (safetensors) + tokenizer under `folder`; returns `folder`.
-
-    layout "root": `folder/text_encoder/` + `folder/tokenizer/` (diffusers / LTX-Video repo layout);
-    layout "flat": model and tokenizer files side by side in `folder/`."""
-    from transformers import T5Config, T5EncoderModel
-
-    if layout not in ("root", "flat"):
-        raise ValueError(f"layout must be 'root' or 'flat', got {layout!r}")
-    model_dir = folder / "text_encoder" if layout == "root" else folder
-    tok_dir = folder / "tokenizer" if layout == "root" else folder
-    spiece = train_spiece(vocab_size)
-    tokenizer = make_tokenizer(spiece)
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(tok_dir))
-    (tok_dir / "spiece.model").write_bytes(spiece)  # as in real T5 repos; tokenizer.json takes precedence
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=d_model,
-        d_kv=d_model // num_heads,
-        d_ff=2 * d_model,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        feed_forward_proj="gated-gelu",  # T5 v1.1
-        dropout_rate=0.0,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = T5EncoderModel(config).eval()
-    model.save_pretrained(str(model_dir), safe_serialization=True)
-    return folder
+    """A tiny random T5 + tokenizer trained on CAPTIONS (see `ltxv.text.build_small_t5`)."""
+    return build_small_t5(folder, CAPTIONS, layout, d_model, num_layers, num_heads, vocab_size, seed)

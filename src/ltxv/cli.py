@@ -40,6 +40,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     synth.add_arguments(p)
     p.set_defaults(handler=synth.run)
+    p = data_sub.add_parser(
+        "text-encoder",
+        help="build a small random T5-style encoder + tokenizer trained on a dataset's captions (offline)",
+        formatter_class=fmt,
+    )
+    p.add_argument("out", help="folder to write (config.json, model.safetensors, tokenizer files)")
+    p.add_argument("--captions", required=True, nargs="+", help="caption files or dataset folders (corpus)")
+    p.add_argument("--d-model", type=int, default=64, help="hidden size (the DiT's caption_channels)")
+    p.add_argument("--layers", type=int, default=2, help="encoder layers")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--vocab-size", type=int, default=300, help="sentencepiece pieces (at most)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument(
+        "--tokenizer",
+        choices=("word", "unigram", "bpe"),
+        default="word",
+        help="sentencepiece model type (word: one piece per word of the corpus, for closed caption grammars)",
+    )
+    p.set_defaults(handler=cmd_text_encoder)
 
     from . import evaluate
     from .data import cache
@@ -79,7 +98,10 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     d = SampleConfig()
     p.add_argument("prompt", help="what the video shows")
     p.add_argument(
-        "--model", required=True, help="checkpoint: official .safetensors, diffusers folder, or ltxv file"
+        "--model",
+        default=argparse.SUPPRESS,
+        help="checkpoint: official .safetensors, diffusers folder, ltxv file or model folder "
+        "(default: the bundled demo model)",
     )
     p.add_argument(
         "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
@@ -87,21 +109,48 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
     p.add_argument("--negative-prompt", default=d.negative_prompt, help="what to steer away from (CFG)")
     p.add_argument(
-        "--width", type=int, default=d.width, help="pixels; padded up to a multiple of 32, cropped back"
+        "--width",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"(default: the model's, else {d.width}) pixels; padded up to a multiple of 32, cropped back",
     )
     p.add_argument(
-        "--height", type=int, default=d.height, help="pixels; padded up to a multiple of 32, cropped back"
+        "--height",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"(default: the model's, else {d.height}) pixels; padded up to a multiple of 32, cropped back",
     )
-    p.add_argument("--frames", type=int, default=d.num_frames, help="frames; padded up to 8k+1, cropped back")
     p.add_argument(
-        "--fps", type=float, default=d.frame_rate, help="frame rate (also enters the positional encoding)"
+        "--frames",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"(default: the model's, else {d.num_frames}) frames; padded up to 8k+1, cropped back",
     )
-    p.add_argument("--steps", type=int, default=d.steps, help="denoising steps")
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"(default: the model's, else {d.frame_rate:g}) frame rate (also enters the RoPE positions)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=f"denoising steps (default: the model's, else {d.steps})",
+    )
     p.add_argument("--timesteps", help="explicit schedule, comma-separated descending values in (0, 1]")
     p.add_argument(
-        "--guidance", type=float, default=d.guidance, help="classifier-free guidance scale (1 = off)"
+        "--guidance",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"classifier-free guidance scale, 1 = off (default: the model's, else {d.guidance:g})",
     )
-    p.add_argument("--stg", type=float, default=d.stg, help="spatiotemporal guidance scale (0 = off)")
+    p.add_argument(
+        "--stg",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"spatiotemporal guidance scale, 0 = off (default: the model's, else {d.stg:g})",
+    )
     p.add_argument(
         "--stg-mode", default=d.stg_mode, choices=("attention_values", "attention_skip", "transformer_block")
     )
@@ -200,6 +249,18 @@ def _floats(text: str | None, what: str) -> tuple[float, ...]:
         raise ValueError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
+# generation flags whose defaults a model folder may set (generation.json) -> SampleConfig field
+GENERATION_FLAGS = {
+    "width": "width",
+    "height": "height",
+    "frames": "num_frames",
+    "fps": "frame_rate",
+    "steps": "steps",
+    "guidance": "guidance",
+    "stg": "stg",
+}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -222,15 +283,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))  # () = the model's default
+    if getattr(args, "model", None) is None:
+        from .demo import demo_model
+
+        args.model = str(demo_model())
+    from .demo import generation_defaults
+
+    tuned = {  # flags not given: the model folder's generation.json, then SampleConfig's defaults
+        field: getattr(args, flag, model_defaults[field])
+        for model_defaults in [{**dataclasses.asdict(SampleConfig()), **generation_defaults(args.model)}]
+        for flag, field in GENERATION_FLAGS.items()
+    }
     cfg = SampleConfig(  # validated here, before any model is loaded
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        frame_rate=args.fps,
-        steps=args.steps,
+        **tuned,
         timesteps=_floats(args.timesteps, "--timesteps"),
-        guidance=args.guidance,
-        stg=args.stg,
         stg_mode=args.stg_mode,
         rescale=args.rescale,
         cfg_star=args.cfg_star,
@@ -340,6 +406,30 @@ def _progress(total: int) -> Callable[[int, float, object], None]:
         )
 
     return report
+
+
+def cmd_text_encoder(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data.dataset import read_captions
+    from .text import build_small_t5
+
+    corpus = sorted({item.caption for source in args.captions for item in read_captions(source)})
+    if args.d_model % args.heads:
+        raise ValueError(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
+    out = build_small_t5(
+        Path(args.out),
+        corpus,
+        "flat",
+        args.d_model,
+        args.layers,
+        args.heads,
+        args.vocab_size,
+        args.seed,
+        args.tokenizer,
+    )
+    print(f"wrote a {args.d_model}-d, {args.layers}-layer T5-style encoder to {out} ({len(corpus)} captions)")
+    return EXIT_OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:

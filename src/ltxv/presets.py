@@ -68,7 +68,23 @@ TINY_DIT = DiTConfig(
     in_channels=16, out_channels=16, num_layers=2, num_heads=2, head_dim=8, caption_channels=32
 )
 
+# The bundled demo model (shapes world, CPU): the real 32x32x8, 128-channel latent at small widths, a 4-block
+# DiT over 64-d text features from a small T5-style encoder (see MODELS.md for the recipe).
+DEMO_VAE = VAEConfig(
+    encoder_blocks=TINY_VAE.encoder_blocks,
+    decoder_blocks=TINY_VAE.decoder_blocks,
+    latent_channels=128,
+    encoder_base_channels=16,
+    decoder_base_channels=16,
+)
+DEMO_DIT = DiTConfig(
+    in_channels=128, out_channels=128, num_layers=4, num_heads=4, head_dim=32, caption_channels=64
+)
+
 PRESETS: dict[str, ModelSpec] = {
+    "demo": ModelSpec(
+        vae=DEMO_VAE, dit=DEMO_DIT, scheduler=SchedulerConfig(kind="sd3", shift_terminal=None), version="demo"
+    ),
     "tiny": ModelSpec(vae=TINY_VAE, dit=TINY_DIT, scheduler=LINEAR_QUADRATIC, version="tiny"),
     "ltxv-2b-0.9": ModelSpec(vae=VAE_090, dit=DIT_2B, scheduler=SD3, version="0.9.0"),
     "ltxv-2b-0.9.1": ModelSpec(vae=VAE_091, dit=DIT_2B, scheduler=SD3, version="0.9.1"),

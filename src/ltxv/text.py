@@ -6,6 +6,7 @@ As the official LTX-Video pipeline: T5 v1.1 encoder only, prompts `strip()`ped, 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -135,3 +136,100 @@ class TextEncoder:
         ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)  # (B, L)
         emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, D)
         return emb, mask.long()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building a small T5-style encoder offline (the demo model's; the tests')
+# ---------------------------------------------------------------------------------------------------------
+
+
+def train_spiece(corpus: list[str], vocab_size: int = 300, model_type: str = "unigram") -> bytes:
+    """Train a unigram sentencepiece model with T5's special ids: <pad>=0, </s>=1, <unk>=2, no BOS.
+
+    The normalization rule is `identity` (no precompiled charsmap), so the tokenizers-backed T5Tokenizer built
+    from the vocabulary alone tokenizes exactly as sentencepiece does."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=buf,
+        model_type=model_type,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        num_threads=1,
+        minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def make_tokenizer(spiece: bytes):  # noqa: ANN201 - transformers.T5Tokenizer, imported lazily
+    """A T5Tokenizer (in transformers 5: backed by `tokenizers`, Unigram model) with the sentencepiece vocab.
+
+    Built from (piece, score) pairs rather than `from_pretrained(spiece.model)`, because transformers 5 needs
+    protobuf to convert a `.model` file and it is not a dependency here."""
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    sp = spm.SentencePieceProcessor(model_proto=spiece)
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    if vocab[:3] != [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]:
+        raise ValueError(f"sentencepiece vocabulary lacks T5's special pieces: {vocab[:3]}")
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_small_t5(
+    folder: Path,
+    corpus: list[str],
+    layout: str = "flat",
+    d_model: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    vocab_size: int = 300,
+    seed: int = 0,
+    tokenizer_type: str = "unigram",
+) -> Path:
+    """Write a random T5 v1.1-style encoder (safetensors) + a sentencepiece tokenizer trained on `corpus`
+    under `folder`, fully offline; returns `folder`. Random but fixed weights still give every word and
+    position a distinct feature, which is all a small model trained on a closed caption grammar (the shapes
+    world) needs.
+
+    layout "root": `folder/text_encoder/` + `folder/tokenizer/` (diffusers / LTX-Video repo layout);
+    layout "flat": model and tokenizer files side by side in `folder/`."""
+    from transformers import T5Config, T5EncoderModel
+
+    folder = Path(folder)
+
+    if layout not in ("root", "flat"):
+        raise ValueError(f"layout must be 'root' or 'flat', got {layout!r}")
+    model_dir = folder / "text_encoder" if layout == "root" else folder
+    tok_dir = folder / "tokenizer" if layout == "root" else folder
+    spiece = train_spiece(corpus, vocab_size, tokenizer_type)
+    tokenizer = make_tokenizer(spiece)
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(tok_dir))
+    (tok_dir / "spiece.model").write_bytes(spiece)  # as in real T5 repos; tokenizer.json takes precedence
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_kv=d_model // num_heads,
+        d_ff=2 * d_model,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        feed_forward_proj="gated-gelu",  # T5 v1.1
+        dropout_rate=0.0,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = T5EncoderModel(config).eval()
+    model.save_pretrained(str(model_dir), safe_serialization=True)
+    return folder

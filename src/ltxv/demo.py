@@ -1,0 +1,44 @@
+"""The bundled demo model: where it lives in the package, and the generation defaults a model folder carries.
+
+A model *folder* (the bundled one, or any the user assembles) may hold `model.safetensors` (our format),
+`text_encoder/` + `tokenizer/` (a T5-style encoder) and `generation.json`: SampleConfig fields this model was
+tuned for (size, frames, steps, guidance, ...), which `ltxv generate` uses for every flag not given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import SampleConfig
+
+DEMO_DIR = Path(__file__).parent / "assets" / "demo"
+GENERATION_FILE = "generation.json"
+
+
+def demo_model() -> Path:
+    """The bundled model folder, or a ValueError saying how to get a model when the package has none."""
+    if not (DEMO_DIR / "model.safetensors").is_file():
+        raise ValueError(
+            f"this installation has no bundled demo model ({DEMO_DIR}); pass --model CHECKPOINT "
+            "(an official LTX-Video file or folder, or one trained with `ltxv train`)"
+        )
+    return DEMO_DIR
+
+
+def generation_defaults(model: str | os.PathLike[str]) -> dict[str, Any]:
+    """The SampleConfig fields stored in `model`/generation.json ({} when there is none)."""
+    path = Path(model) / GENERATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    known = set(SampleConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown generation settings {unknown}; known: {sorted(known)}")
+    return values

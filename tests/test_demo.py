@@ -1,0 +1,74 @@
+"""Model folders (model + text encoder + generation.json), the bundled demo model, `ltxv data text-encoder`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_t5 import make_tiny_t5
+
+from ltxv import demo
+from ltxv.cli import main
+from ltxv.dit.model import VideoDiT
+from ltxv.media import read_video
+from ltxv.presets import get_preset
+from ltxv.vae.model import VideoVAE
+from ltxv.weights import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """A tiny random model assembled like the bundled one: model.safetensors, text_encoder/, tokenizer/,
+    generation.json."""
+    root = tmp_path_factory.mktemp("folder")
+    spec = get_preset("tiny")
+    save_checkpoint(root / "model.safetensors", spec, VideoVAE(spec.vae), VideoDiT(spec.dit))
+    make_tiny_t5(root, "root")
+    (root / "generation.json").write_text(
+        json.dumps({"width": 64, "height": 32, "num_frames": 9, "steps": 2})
+    )
+    return root
+
+
+def test_generation_defaults_come_from_the_folder_and_flags_win(model_folder, tmp_path):
+    out = tmp_path / "a.mp4"
+    assert (
+        main(["generate", "a red circle", "--model", str(model_folder), "--out", str(out), "--seed", "1"])
+        == 0
+    )
+    video, _ = read_video(out)
+    assert tuple(video.shape[-3:]) == (9, 32, 64)  # generation.json's size and frames
+    out2 = tmp_path / "b.mp4"
+    args = ["generate", "a red circle", "--model", str(model_folder), "--out", str(out2), "--width", "32"]
+    assert main(args) == 0
+    assert read_video(out2)[0].shape[-1] == 32
+
+
+def test_bad_generation_file_is_reported(model_folder, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "generation.json").write_text(json.dumps({"widht": 64}))
+    with pytest.raises(ValueError, match="unknown generation settings"):
+        demo.generation_defaults(bad)
+    assert demo.generation_defaults(tmp_path) == {}
+
+
+def test_without_model_uses_the_bundled_one_or_says_how(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "nothing")
+    assert main(["generate", "a red circle", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "no bundled demo model" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_text_encoder_command_builds_a_word_tokenizer(tmp_path, capsys):
+    from ltxv.data.synth import SynthConfig, write_dataset
+    from ltxv.text import TextEncoder
+
+    write_dataset(tmp_path / "data", SynthConfig(clips=6, size=32, frames=1, seed=0))
+    assert main(["data", "text-encoder", str(tmp_path / "t5"), "--captions", str(tmp_path / "data")]) == 0
+    encoder = TextEncoder.from_pretrained(str(tmp_path / "t5"))
+    caption = json.loads((tmp_path / "data" / "captions.jsonl").read_text().splitlines()[0])["caption"]
+    assert len(encoder.tokenizer.tokenize(caption)) == len(caption.split())  # one piece per word
+    emb, mask = encoder.encode([caption], 16)
+    assert emb.shape == (1, 16, 64) and int(mask.sum()) == len(caption.split()) + 1  # + </s>
