@@ -1,4 +1,4 @@
-"""Model folders (model + text encoder + generation.json), the bundled demo model, `ltxv data text-encoder`."""
+"""Model folders (model + text encoder + generation.json), the bundled model, `ltxv data text-encoder`."""
 
 from __future__ import annotations
 
