@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The bundled demo model's recipe (MODELS.md): shapes-world data -> text encoder -> VAE -> denoising decoder ->
+# latent cache -> transformer -> the model folder src/ltxv/assets/demo. Run from an empty work folder:
+#   bash /path/to/ltxv/scripts/train_demo.sh
+# Every stage resumes when re-run (delete runs/<stage> to start it again).
+set -euo pipefail
+VAE_STEPS=${VAE_STEPS:-4000}
+DEC_STEPS=${DEC_STEPS:-1000}
+DIT_STEPS=${DIT_STEPS:-6000}
+OUT=${OUT:-demo}
+
+ltxv data synth data/vae --clips 1024 --size 128 --frames 9 --seed 1             # VAE / decoder clips
+ltxv data synth data/dit --clips 1024 --size 128 --frames 49 --seed 0 --holdout  # 2 s clips, 8 combos held out
+ltxv data text-encoder t5 --captions data/vae                                   # 64-d T5-style, word tokenizer
+
+ltxv train vae --preset demo --data data/vae --buckets 9x128x128 --out runs/vae \
+    --steps "$VAE_STEPS" --batch-size 4 --lr 1e-3 --log-every 50 --save-every 500 --val-every 1000
+ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec \
+    --steps "$DEC_STEPS" --batch-size 4 --lr 3e-4 --log-every 50 --save-every 500
+ltxv preprocess data/dit --model runs/dec/model.safetensors --text-encoder t5 --out cache \
+    --buckets 49x128x128 --max-tokens 32 --batch-size 8
+ltxv train dit --init runs/dec/model.safetensors --data cache --out runs/dit --steps "$DIT_STEPS" \
+    --batch-size 16 --lr 1e-3 --ema 0.999 --log-every 100 --save-every 1000 --val-every 2000 \
+    --set optim.warmup_steps=200 --set flow.first_frame_p=0.3 --set data.max_tokens=32
+
+mkdir -p "$OUT"
+ltxv convert runs/dit/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+cp -r t5 "$OUT/text_encoder"
