@@ -176,3 +176,23 @@ def test_fp8_files_load_in_bf16(native_file, tmp_path):
     assert loaded.proj_out.weight.dtype == torch.bfloat16
     expected = dit.proj_out.weight.to(torch.float8_e4m3fn).to(torch.bfloat16)
     assert torch.equal(loaded.proj_out.weight, expected)
+
+
+def test_convert_can_cast_to_bf16(tmp_path):
+    import torch
+
+    from ltxv.config import ModelSpec
+    from ltxv.dit.model import VideoDiT
+    from ltxv.presets import get_preset
+    from ltxv.vae.model import VideoVAE
+    from ltxv.weights import convert_checkpoint, load_transformer, save_checkpoint
+
+    spec: ModelSpec = get_preset("tiny")
+    dit = VideoDiT(spec.dit)
+    save_checkpoint(tmp_path / "a.safetensors", spec, VideoVAE(spec.vae), dit)
+    convert_checkpoint(tmp_path / "a.safetensors", tmp_path / "b.safetensors", "ltxv", torch.bfloat16)
+    half = load_transformer(tmp_path / "b.safetensors")
+    assert (tmp_path / "b.safetensors").stat().st_size < 0.6 * (tmp_path / "a.safetensors").stat().st_size
+    for (name, p), q in zip(dit.named_parameters(), half.parameters(), strict=True):
+        assert q.dtype == torch.bfloat16
+        torch.testing.assert_close(q.float(), p.detach().to(torch.bfloat16).float(), msg=name)

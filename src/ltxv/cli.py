@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="checkpoint to read (any supported format)")
     p.add_argument("dst", help="file (ltxv, native) or new folder (diffusers) to write")
     p.add_argument("--to", required=True, choices=("ltxv", "native", "diffusers"), help="target format")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="cast floating tensors (default: keep)")
     p.set_defaults(handler=cmd_convert)
     return parser
 
@@ -459,9 +460,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
     from .weights import convert_checkpoint
 
-    ckpt = convert_checkpoint(args.src, args.dst, args.to)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
+    ckpt = convert_checkpoint(args.src, args.dst, args.to, dtype)
     parts = [n for n, c in (("vae", ckpt.vae), ("transformer", ckpt.dit)) if c is not None]
     print(f"wrote {args.dst} ({args.to}; {' + '.join(parts)} from {ckpt.format} {ckpt.version})")
     return EXIT_OK

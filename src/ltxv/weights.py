@@ -433,12 +433,20 @@ def read_state_dicts(ckpt: Checkpoint) -> tuple[dict[str, Tensor] | None, dict[s
     return read(ckpt.vae, VideoVAE), read(ckpt.dit, VideoDiT)
 
 
-def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str) -> Checkpoint:
-    """Convert between formats without changing any tensor (bit-identical round trips)."""
+def convert_checkpoint(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str, dtype: torch.dtype | None = None
+) -> Checkpoint:
+    """Convert between formats without changing any tensor (bit-identical round trips), or with `dtype`
+    cast every floating tensor (e.g. bf16 to halve a file)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown target format {fmt!r}; choose from {', '.join(FORMATS)}")
     ckpt = open_checkpoint(src)
     vae_sd, dit_sd = read_state_dicts(ckpt)
+    if dtype is not None:
+        vae_sd, dit_sd = (
+            None if sd is None else {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+            for sd in (vae_sd, dit_sd)
+        )
     save_checkpoint(dst, ckpt.spec, vae_sd, dit_sd, fmt)
     return ckpt
 
