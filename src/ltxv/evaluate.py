@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from . import judge
+from .config import SampleConfig
 from .data import synth
 from .media import read_video
 
@@ -126,10 +127,11 @@ def _image_condition(video: Tensor):  # noqa: ANN202 - Condition
 
 def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(str)
     """Run the shapes suite (see the module docstring); returns the report (JSON-safe but for NaN/inf)."""
+    from .demo import generation_defaults
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(cfg.model, cfg.text_encoder)
-    base = pipe.default_config()
+    base = SampleConfig(**{**dataclasses.asdict(pipe.default_config()), **generation_defaults(cfg.model)})
     sample = dataclasses.replace(
         base,
         width=cfg.size,
@@ -249,11 +251,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `ltxv eval`; defaults come from ShapesEval."""
     d = ShapesEval(model="")
     parser.add_argument("--suite", choices=SUITES, default="shapes", help="what to evaluate")
-    parser.add_argument("--model", help="checkpoint file or folder (required until a bundled model exists)")
+    parser.add_argument("--model", help="checkpoint file or folder (default: the bundled demo model)")
     parser.add_argument("--text-encoder", help="T5 folder (default: the model folder's text_encoder/)")
     parser.add_argument("--clips", type=int, default=d.clips, help="held-out clips to render and generate")
-    parser.add_argument("--size", type=int, default=d.size, help="frame side in pixels, a multiple of 32")
-    parser.add_argument("--frames", type=int, default=d.frames, help="frames per video, 8k+1")
+    parser.add_argument("--size", type=int, help=f"frame side, /32 (default: the model's, else {d.size})")
+    parser.add_argument(
+        "--frames", type=int, help=f"frames per video, 8k+1 (default: the model's, else {d.frames})"
+    )
     parser.add_argument(
         "--steps", type=int, default=d.steps, help="sampling steps (default: the checkpoint's)"
     )
@@ -263,16 +267,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`ltxv eval`: validate, run the suite, print the table, write the JSON report."""
-    if not args.model:
-        raise ValueError(
-            "--model is required: pass a checkpoint trained on the shapes world (ltxv data synth)"
-        )
+    from .demo import demo_model, generation_defaults
+
+    model = args.model or str(demo_model())
+    tuned = generation_defaults(model)  # size and frames the model was made for, unless given
     cfg = ShapesEval(
-        model=args.model,
+        model=model,
         text_encoder=args.text_encoder,
         clips=args.clips,
-        size=args.size,
-        frames=args.frames,
+        size=args.size or tuned.get("width", ShapesEval.size),
+        frames=args.frames or tuned.get("num_frames", ShapesEval.frames),
         steps=args.steps,
         seed=args.seed,
     )
