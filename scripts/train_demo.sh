@@ -4,7 +4,7 @@
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
 set -euo pipefail
-VAE_STEPS=${VAE_STEPS:-4000}
+VAE_STEPS=${VAE_STEPS:-3000}
 DEC_STEPS=${DEC_STEPS:-1000}
 DIT_STEPS=${DIT_STEPS:-6000}
 OUT=${OUT:-demo}
@@ -14,7 +14,8 @@ ltxv data synth data/dit --clips 1024 --size 128 --frames 49 --seed 0 --holdout 
 ltxv data text-encoder t5 --captions data/vae                                   # 64-d T5-style, word tokenizer
 
 ltxv train vae --preset demo --data data/vae --buckets 9x128x128 --out runs/vae \
-    --steps "$VAE_STEPS" --batch-size 4 --lr 1e-3 --log-every 50 --save-every 500 --val-every 1000
+    --steps "$VAE_STEPS" --batch-size 4 --lr 5e-4 --log-every 50 --save-every 500 --val-every 500 \
+    --set optim.warmup_steps=100 --set vae.wavelet=0.1   # lr 1e-3 diverged after ~150 steps here
 ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec \
     --steps "$DEC_STEPS" --batch-size 4 --lr 3e-4 --log-every 50 --save-every 500
 ltxv preprocess data/dit --model runs/dec/model.safetensors --text-encoder t5 --out cache \
