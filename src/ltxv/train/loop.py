@@ -391,7 +391,7 @@ def _clip(groups: list[list[nn.Parameter]], max_norm: float) -> Tensor:
 
 def _metrics(out: dict[str, Tensor], grad_norm: Tensor, d: Dist | None) -> dict[str, Any]:
     """Scalar losses averaged over processes (so the curve is the global batch's), and per-t-bin flow loss."""
-    scalars = {k: v.detach().float() for k, v in out.items() if v.ndim == 0}  # every loss term
+    scalars = {k: v.detach().float() for k, v in out.items() if v.ndim == 0}  # every loss term, diagnostics
     if d is not None and d.world > 1:
         names = sorted(scalars)
         packed = torch.stack([scalars[k] for k in names]).to(d.device)

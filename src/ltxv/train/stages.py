@@ -97,6 +97,10 @@ class Stage(nn.Module):
             losses["total"] = losses["total"] + self.cfg.vae.gan * gan
         losses["recon"] = recon
         losses["mean"] = mean
+        # posterior diagnostics (logged): a log-variance running away or latent means blowing up precede
+        # reconstructions collapsing to a flat image
+        losses["posterior_logvar"] = logvar.detach().mean()
+        losses["latent_abs_max"] = mean.detach().abs().amax()
         return losses
 
     def denoising_decode(self, latents: Tensor, video: Tensor, rng: BatchRandom) -> dict[str, Tensor]:
