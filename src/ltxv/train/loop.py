@@ -10,20 +10,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 from torch.utils.data import DataLoader
 
 from ..config import TrainConfig, to_dict
@@ -31,51 +24,9 @@ from ..dit.model import VideoDiT
 from ..flow import mean_by_t_bin
 from ..vae.model import VideoVAE
 from . import state as st
-from .stages import (
-    STAGES,
-    BatchRandom,
-    Stage,
-    init_vae_for_training,
-    latent_statistics,
-    trainable_modules,
-)
-
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-# settings that may change between a run and its resumption; everything else must match
-RESUMABLE_CHANGES = (
-    "steps",
-    "log_every",
-    "save_every",
-    "keep_last",
-    "val_every",
-    "val_steps",
-    "data.workers",
-)
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(cfg: TrainConfig) -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
-    cuda = torch.cuda.is_available() if cfg.device == "auto" else cfg.device.startswith("cuda")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist(0, 1, torch.device("cuda" if cuda else cfg.device if cfg.device != "auto" else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu"))
+from .distributed import Dist, full_tensor, gather, setup_distributed, wrap
+from .outputs import check_run_folder, final_model, resume, save, set_latent_statistics, validate
+from .stages import STAGES, BatchRandom, Stage, init_vae_for_training, trainable_modules
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -164,22 +115,6 @@ def _to_device(batch: dict, device: torch.device, encoder: Any, max_tokens: int)
     return out
 
 
-# -- state dicts that work the same for plain, DDP and FSDP2 modules ---------------------------------------
-
-
-def _full(t: Tensor) -> Tensor:
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def _like(param: Tensor, full: Tensor) -> Tensor:
-    """`full` laid out like `param` (sharded again for FSDP2 DTensor parameters)."""
-    if hasattr(param, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        return distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements)
-    return full.to(param.device, torch.float32)
-
-
 # -- the loop ----------------------------------------------------------------------------------------------
 
 
@@ -189,7 +124,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     d = setup_distributed(cfg)
     if cfg.batch_size % d.world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {d.world} processes")
-    _check_run_folder(cfg, run, d)
+    check_run_folder(cfg, run, d)
     from ..data.dataset import BucketBatchSampler
 
     data, collate, encoder = build_data(cfg, d)
@@ -214,7 +149,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     disc = _discriminator(cfg, d)
     sampler = BucketBatchSampler(data.buckets_of, cfg.batch_size, cfg.seed, d.rank, d.world)
 
-    model = _wrap(stage, cfg, d)
+    model = wrap(stage, cfg, d)
     params = [p for p in stage.parameters() if p.requires_grad]
     # clipped per model: in `joint` the flow loss's large gradients must not shrink the VAE's step
     clip_groups = [[p for p in m.parameters() if p.requires_grad] for m in trainable_modules(stage)]
@@ -224,13 +159,13 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     named = [(n, p) for n, p in stage.named_parameters() if p.requires_grad]
     ema = st.EMA(named, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
-    start = _resume(run, stage, disc, optimizers, ema, d)
+    start = resume(run, stage, disc, optimizers, ema, d)
     if d.main:
         st.write_json_atomic(run / "config.json", to_dict(cfg))
     if d.world > 1:
         dist.barrier()
     if start == 0 and cfg.stage == "joint":  # fix the latent normalisation from the initial encoder
-        _set_latent_statistics(stage.vae, data, collate, sampler, d)
+        set_latent_statistics(stage.vae, data, collate, sampler, d)
     if start >= cfg.steps:
         if d.main:
             print(f"{run}: already trained to step {start} (>= --steps {cfg.steps}); writing the final model")
@@ -285,45 +220,21 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
         if show:
             print("\r" + _line(record | _metrics(out, grad_norm, None), cfg.steps), end="", file=sys.stderr)
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            _save(run, step + 1, stage, disc, optimizers, ema, cfg, d)
+            save(run, step + 1, stage, disc, optimizers, ema, cfg, d)
         if cfg.val_every and (step + 1) % cfg.val_every == 0:
-            _validate(run, step + 1, stage, ema, data, collate, cfg, d)
+            validate(run, step + 1, stage, ema, data, collate, cfg, d)
     if show:
         print(file=sys.stderr)
     if start < cfg.steps:
-        _save(run, cfg.steps, stage, disc, optimizers, ema, cfg, d)
-    final = _final_model(run, stage, ema, data, collate, sampler, cfg, d)
-    _validate(run, cfg.steps, stage, ema, data, collate, cfg, d)
+        save(run, cfg.steps, stage, disc, optimizers, ema, cfg, d)
+    final = final_model(run, stage, ema, data, collate, sampler, cfg, d)
+    validate(run, cfg.steps, stage, ema, data, collate, cfg, d)
     if d.main:
         elapsed = time.perf_counter() - t_start
         print(f"trained {cfg.stage} to step {cfg.steps} in {elapsed:.1f} s; wrote {final}", file=sys.stderr)
     if d.world > 1:
         dist.barrier()
     return final
-
-
-def _check_run_folder(cfg: TrainConfig, run: Path, d: Dist) -> None:
-    """RUN/config.json pins a run that has checkpoints: resuming it with a different config is an error, not a
-    silent mix. (Written once set-up succeeded, so a typo in the first attempt does not pin anything.)"""
-    path = run / "config.json"
-    if path.is_file() and st.checkpoint_dirs(run):
-        import json
-
-        diff = sorted(_differences(json.loads(path.read_text()), to_dict(cfg)) - set(RESUMABLE_CHANGES))
-        if diff:
-            raise ValueError(
-                f"{run} holds a run with a different config ({', '.join(diff)}); "
-                "resume with the same settings or choose a new --out"
-            )
-
-
-def _differences(a: Any, b: Any, prefix: str = "") -> set[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: set[str] = set()
-        for k in set(a) | set(b):
-            out |= _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return set() if a == b else {prefix[:-1]}
 
 
 def _null_text(data: Any, encoder: Any, cfg: TrainConfig) -> tuple[Tensor, Tensor]:
@@ -349,25 +260,6 @@ def _discriminator(cfg: TrainConfig, d: Dist) -> nn.Module | None:
     return disc
 
 
-def _wrap(stage: Stage, cfg: TrainConfig, d: Dist) -> nn.Module:
-    if d.world == 1:
-        return stage
-    if cfg.parallel == "fsdp":  # FSDP2 shards the transformer (per block); a frozen VAE stays replicated
-        if cfg.stage not in ("dit", "lora"):
-            raise ValueError(
-                f"parallel=fsdp shards the transformer; use parallel=ddp for `train {cfg.stage}`"
-            )
-        from torch.distributed.fsdp import fully_shard
-
-        for block in stage.dit.transformer_blocks:
-            fully_shard(block)
-        fully_shard(stage.dit)
-        return stage
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(stage, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-
-
 def _adamw(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.optim.AdamW:
     o = cfg.optim
     return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay, foreach=False)
@@ -383,9 +275,9 @@ def _clip(groups: list[list[nn.Parameter]], max_norm: float) -> Tensor:
     norms = []
     for params in groups:
         if max_norm > 0:
-            norms.append(_full(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+            norms.append(full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm)))
         else:
-            norms += [_full(p.grad).float().norm() for p in params if p.grad is not None]
+            norms += [full_tensor(p.grad).float().norm() for p in params if p.grad is not None]
     return torch.stack(norms).norm() if norms else torch.zeros(())
 
 
@@ -402,15 +294,9 @@ def _metrics(out: dict[str, Tensor], grad_norm: Tensor, d: Dist | None) -> dict[
     if "t" in out:
         t, per = out["t"].detach().float(), out["per_sample"].detach().float()
         if d is not None and d.world > 1:
-            t, per = _gather(t, d), _gather(per, d)
+            t, per = gather(t, d), gather(per, d)
         record |= mean_by_t_bin(per, t)
     return record
-
-
-def _gather(x: Tensor, d: Dist) -> Tensor:
-    parts = [torch.empty_like(x) for _ in range(d.world)]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 def _line(record: dict[str, Any], steps: int) -> str:
@@ -421,140 +307,3 @@ def _line(record: dict[str, Any], steps: int) -> str:
     )
     rate = record.get("steps_per_s")
     return f"step {record['step']}/{steps} {shown}" + (f" {rate:.2f} steps/s" if rate else "")
-
-
-# -- checkpoints, resume, final model, validation ----------------------------------------------------------
-
-
-def _save(
-    run: Path, step: int, stage: Stage, disc: Any, optimizers: dict, ema: Any, cfg: TrainConfig, d: Dist
-):  # noqa: ANN202
-    model_sd = get_model_state_dict(stage, options=FULL)
-    optim_sds = {"model": get_optimizer_state_dict(stage, optimizers["model"], options=FULL)}
-    if disc is not None:
-        model_sd |= {f"disc.{k}": v for k, v in get_model_state_dict(disc, options=FULL).items()}
-        optim_sds["disc"] = get_optimizer_state_dict(disc, optimizers["disc"], options=FULL)
-    ema_sd = {n: _full(s).cpu() for n, s in ema.shadow.items()} if ema is not None else None
-    if d.main:
-        st.save_training_checkpoint(run, step, model_sd, optim_sds, ema_sd, cfg.keep_last)
-    if d.world > 1:
-        dist.barrier()
-
-
-def _resume(run: Path, stage: Stage, disc: Any, optimizers: dict, ema: Any, d: Dist) -> int:
-    ckpts = st.checkpoint_dirs(run)
-    if not ckpts:
-        return 0
-    step, model_sd, optim_sds, ema_sd = st.load_training_checkpoint(ckpts[-1])
-    disc_sd = {k[5:]: v for k, v in model_sd.items() if k.startswith("disc.")}
-    model_sd = {k: v for k, v in model_sd.items() if not k.startswith("disc.")}
-    set_model_state_dict(stage, model_sd, options=StateDictOptions(full_state_dict=True))
-    set_optimizer_state_dict(
-        stage, optimizers["model"], optim_sds["model"], options=StateDictOptions(full_state_dict=True)
-    )
-    if disc is not None:
-        set_model_state_dict(disc, disc_sd, options=StateDictOptions(full_state_dict=True))
-        set_optimizer_state_dict(
-            disc, optimizers["disc"], optim_sds["disc"], options=StateDictOptions(full_state_dict=True)
-        )
-    if ema is not None and ema_sd is not None:
-        for n, p in ema.params.items():
-            ema.shadow[n] = _like(p, ema_sd[n]).float()
-    if d.main:
-        st.truncate_metrics(run, step)
-        print(f"resuming {run} from step {step} ({ckpts[-1].name})", file=sys.stderr)
-    return step
-
-
-def _set_latent_statistics(
-    vae: VideoVAE, data: Any, collate: Any, sampler: Any, d: Dist, batches: int = 8
-) -> None:
-    """Per-channel latent mean/std from the first batches of the data order (the same on every process)."""
-    n = min(batches, sampler.steps_per_epoch)
-    videos = [collate([data[i] for i in sampler.global_batch(s)])["video"].to(d.device) for s in range(n)]
-    mean, std = latent_statistics(vae, videos)
-    vae.latent_mean.copy_(mean)
-    vae.latent_std.copy_(std)
-
-
-def _final_model(
-    run: Path, stage: Stage, ema: Any, data: Any, collate: Any, sampler: Any, cfg: TrainConfig, d: Dist
-) -> Path:
-    """RUN/model.safetensors (our format: spec + VAE + DiT, EMA weights when kept) or RUN/lora.safetensors."""
-    from ..weights import atomic_save, save_checkpoint
-
-    if ema is not None:
-        ema.swap()
-    if cfg.stage == "vae":  # the transformer will want latents of zero mean and unit variance per channel
-        _set_latent_statistics(stage.vae, data, collate, sampler, d, batches=16)
-    sd = get_model_state_dict(stage, options=FULL)
-    if ema is not None:
-        ema.swap()
-    path = run / ("lora.safetensors" if cfg.stage == "lora" else "model.safetensors")
-    if d.main:
-        if cfg.stage == "lora":
-            from ..lora import lora_tensors
-
-            atomic_save(lora_tensors(sd, cfg.lora.alpha, "dit."), path, {"format": "peft-lora"})
-        else:
-            vae_sd = {k[4:]: v for k, v in sd.items() if k.startswith("vae.")}
-            dit_sd = {k[4:]: v for k, v in sd.items() if k.startswith("dit.")}
-            save_checkpoint(path, cfg.model, vae_sd, dit_sd)
-    return path
-
-
-def _validate(
-    run: Path, step: int, stage: Stage, ema: Any, data: Any, collate: Any, cfg: TrainConfig, d: Dist
-) -> None:
-    """Validation video: a reconstruction (vae / decoder stages) or a sample for the first caption."""
-    from ..media import write_video
-
-    if ema is not None:
-        ema.swap()
-    try:
-        item = collate([data[0]])
-        with torch.no_grad():
-            if cfg.stage in ("vae", "decoder"):
-                video = item["video"].to(d.device)
-                t = 0.05 if stage.vae.cfg.timestep_conditioning else None
-                recon = stage.vae.decode(stage.vae.encode(video), t)
-                frames = torch.cat([video, recon.clamp(-1, 1)], dim=-1)[0]  # side by side (3, F, H, 2W)
-            else:
-                frames = _sample(stage, item, cfg, d)
-        if d.main:
-            write_video(
-                run / "samples" / f"step_{step:08d}.mp4", (frames.float().cpu() + 1) / 2, cfg.data.frame_rate
-            )
-    finally:
-        if ema is not None:
-            ema.swap()
-
-
-def _sample(stage: Stage, item: dict, cfg: TrainConfig, d: Dist) -> Tensor:
-    from ..config import SampleConfig
-    from ..pipeline import Pipeline, TextEmbeddings
-
-    if "latents" in item:  # cache: the latent grid tells the pixel size
-        _, _, f, h, w = item["latents"].shape
-        st_, ss, _ = stage.vae.scale_factors
-        frames, height, width = (f - 1) * st_ + 1, h * ss, w * ss
-        emb, mask = item["text_emb"], item["text_mask"]
-    else:
-        _, _, frames, height, width = item["video"].shape
-        emb, mask = item.get("text_emb"), item.get("text_mask")
-    if emb is None:
-        return torch.zeros(3, frames, height, width)
-    text = TextEmbeddings(emb.to(d.device), mask.to(d.device))
-    negative = TextEmbeddings(stage.null_emb[None], stage.null_mask[None])
-    sample = SampleConfig(
-        width=width,
-        height=height,
-        num_frames=frames,
-        steps=cfg.val_steps,
-        guidance=3.0,
-        stg=0.0,
-        frame_rate=cfg.data.frame_rate,
-        seed=cfg.seed,
-    )
-    pipe = Pipeline(stage.vae, stage.dit, cfg.model, None, d.device)
-    return pipe.generate(text, sample, negative=negative).video[0] * 2 - 1

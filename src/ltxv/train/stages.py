@@ -88,9 +88,7 @@ class Stage(nn.Module):
         t0 = torch.zeros(video.shape[0], device=video.device) if self.vae.cfg.timestep_conditioning else None
         recon = self.vae.decoder(z, t0, rng.generator)  # (B, 3, F, H, W)
         adversarial = disc is not None and step >= self.cfg.vae.gan_start
-        losses = vae_reconstruction_losses(
-            recon, video, mean, logvar, _weights(self.cfg), None, self.lpips
-        )
+        losses = vae_reconstruction_losses(recon, video, mean, logvar, _weights(self.cfg), None, self.lpips)
         if adversarial:  # the pair discriminator's verdict on this reconstruction, for the autoencoder
             gan = generator_adversarial_loss(disc, video, recon)
             losses["gan"] = gan
