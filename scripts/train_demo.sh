@@ -4,8 +4,8 @@
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
 set -euo pipefail
-VAE_STEPS=${VAE_STEPS:-3000}
-DEC_STEPS=${DEC_STEPS:-1000}
+VAE_STEPS=${VAE_STEPS:-2000}
+DEC_STEPS=${DEC_STEPS:-500}
 DIT_STEPS=${DIT_STEPS:-6000}
 OUT=${OUT:-demo}
 
@@ -14,16 +14,20 @@ ltxv data synth data/dit --clips 1024 --size 128 --frames 49 --seed 0 --holdout 
 ltxv data text-encoder t5 --captions data/vae                                   # 64-d T5-style, word tokenizer
 
 ltxv train vae --preset demo --data data/vae --buckets 9x128x128 --out runs/vae \
-    --steps "$VAE_STEPS" --batch-size 4 --lr 5e-4 --log-every 50 --save-every 500 --val-every 500 \
-    --set optim.warmup_steps=100 --set vae.wavelet=0.1   # lr 1e-3 diverged after ~150 steps here
+    --steps "$VAE_STEPS" --batch-size 4 --lr 2e-4 --log-every 50 --save-every 500 --val-every 1000 \
+    --set optim.warmup_steps=50 --set vae.wavelet=0.1   # lr >= 5e-4 stalls at the mean image or diverges
 ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec \
-    --steps "$DEC_STEPS" --batch-size 4 --lr 3e-4 --log-every 50 --save-every 500
+    --steps "$DEC_STEPS" --batch-size 4 --lr 1e-4 --log-every 50 --save-every 500
 ltxv preprocess data/dit --model runs/dec/model.safetensors --text-encoder t5 --out cache \
     --buckets 49x128x128 --max-tokens 32 --batch-size 8
 ltxv train dit --init runs/dec/model.safetensors --data cache --out runs/dit --steps "$DIT_STEPS" \
-    --batch-size 16 --lr 1e-3 --ema 0.999 --log-every 100 --save-every 1000 --val-every 2000 \
+    --batch-size 16 --lr 5e-4 --ema 0.999 --log-every 100 --save-every 1000 --val-every 2000 \
     --set optim.warmup_steps=200 --set flow.first_frame_p=0.3 --set data.max_tokens=32
 
 mkdir -p "$OUT"
 ltxv convert runs/dit/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
+cat > "$OUT/generation.json" <<'JSON'
+{"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
+ "stg": 0.0, "negative_prompt": "", "max_tokens": 32}
+JSON
