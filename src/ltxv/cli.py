@@ -290,11 +290,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.model = str(demo_model())
     from .demo import generation_defaults
 
-    tuned = {  # flags not given: the model folder's generation.json, then SampleConfig's defaults
-        field: getattr(args, flag, model_defaults[field])
-        for model_defaults in [{**dataclasses.asdict(SampleConfig()), **generation_defaults(args.model)}]
-        for flag, field in GENERATION_FLAGS.items()
-    }
+    # flags not given: the model folder's generation.json, then SampleConfig's defaults
+    model_defaults = {**dataclasses.asdict(SampleConfig()), **generation_defaults(args.model)}
+    tuned = {field: getattr(args, flag, model_defaults[field]) for flag, field in GENERATION_FLAGS.items()}
     cfg = SampleConfig(  # validated here, before any model is loaded
         **tuned,
         timesteps=_floats(args.timesteps, "--timesteps"),

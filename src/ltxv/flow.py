@@ -110,6 +110,15 @@ def flow_loss(velocity: Tensor, target: Tensor, loss_mask: Tensor | None = None)
     return (_token_loss(velocity, target) * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def per_sample_loss(velocity: Tensor, target: Tensor, loss_mask: Tensor | None = None) -> Tensor:
+    """Each sample's mean squared velocity error, float32 (B,); with a (B, N) mask on tokens (B, N, C),
+    averaged over its counted tokens only (as in `flow_loss`)."""
+    if loss_mask is None:
+        return (velocity.float() - target.float()).square().flatten(1).mean(1)
+    mask = loss_mask.float()  # (B, N)
+    return (_token_loss(velocity, target) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 def loss_per_t_bin(
     velocity: Tensor, target: Tensor, t: Tensor, num_bins: int = 4, loss_mask: Tensor | None = None
 ) -> dict[str, float]:
@@ -120,12 +129,7 @@ def loss_per_t_bin(
     """
     if t.ndim != 1 or t.shape[0] != velocity.shape[0]:
         raise ValueError(f"t must be per-sample with shape ({velocity.shape[0]},), got {tuple(t.shape)}.")
-    if loss_mask is None:
-        per_sample = (velocity.float() - target.float()).square().flatten(1).mean(1)  # (B,)
-    else:
-        mask = loss_mask.float()  # (B, N)
-        per_sample = (_token_loss(velocity, target) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    return mean_by_t_bin(per_sample, t, num_bins)
+    return mean_by_t_bin(per_sample_loss(velocity, target, loss_mask), t, num_bins)
 
 
 def mean_by_t_bin(values: Tensor, t: Tensor, num_bins: int = 4) -> dict[str, float]:

@@ -13,13 +13,15 @@ derives from (seed, step): a resumed run draws exactly what an uninterrupted one
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..dit.model import VideoDiT
-from ..flow import interpolate, sample_t, velocity_target
+from ..flow import interpolate, per_sample_loss, sample_t, velocity_target
 from ..vae.model import VideoVAE
 from .losses import VAELossWeights, generator_adversarial_loss, vae_reconstruction_losses
 
@@ -108,10 +110,8 @@ class Stage(nn.Module):
         t = rng.rand(b, latents.device) * self.cfg.vae.decoder_t_max  # (B,)
         noisy = interpolate(latents, rng.randn(latents.shape, latents), t)
         recon = self.vae.decode(noisy, t, rng.generator)
-        w = _weights(self.cfg)
-        losses = vae_reconstruction_losses(
-            recon, video, None, None, VAELossWeights(w.mse, w.wavelet, 0.0, 0.0, w.lpips), None, self.lpips
-        )
+        weights = dataclasses.replace(_weights(self.cfg), kl=0.0)  # no posterior here
+        losses = vae_reconstruction_losses(recon, video, None, None, weights, None, self.lpips)
         losses["recon"] = recon
         return losses
 
@@ -150,9 +150,7 @@ class Stage(nn.Module):
                 first[:, idx],
             )
         velocity = self.dit(xt, t_tok, text_emb, text_mask, self.cfg.data.frame_rate, coords)  # (B, N', C)
-        loss_mask = (~first).float()
-        per_sample = ((velocity.float() - target.float()).square().mean(-1) * loss_mask).sum(1)
-        per_sample = per_sample / loss_mask.sum(1).clamp(min=1.0)  # (B,): each sample's masked token mean
+        per_sample = per_sample_loss(velocity, target, ~first)  # (B,): each sample's masked token mean
         # the mean over samples (not over all counted tokens, as the official trainer): the same quantity on
         # any split of the global batch, so averaging the processes' gradients is exact
         return {"total": per_sample.mean(), "t": t, "per_sample": per_sample}
