@@ -159,11 +159,28 @@ def _args(**overrides) -> argparse.Namespace:
     return args
 
 
-def test_eval_requires_model():
+def test_eval_requires_model(monkeypatch, tmp_path):
+    from ltxv import demo
+
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "nothing")  # a checkout without the bundled model
     with pytest.raises(ValueError, match="--model"):
         evaluate.run(_args())
     with pytest.raises(ValueError, match="8k\\+1"):
         evaluate.ShapesEval(model="m", frames=10)
+
+
+def test_eval_splits(tmp_path):
+    from ltxv.data import synth
+
+    held = {tuple(c) for c in synth.HOLDOUT_COMBOS}
+    for split, n in (("holdout", 3), ("train", 5)):
+        cfg = evaluate.ShapesEval(model="m", clips=n, size=32, frames=9, seed=5, split=split)
+        clips = evaluate.eval_clips(cfg, tmp_path / split)
+        triples = {(r["colour"], r["shape"], r["motion"]) for r, _ in clips}
+        assert len(clips) == n and all(v.shape == (1, 3, 9, 32, 32) for _, v in clips)
+        assert triples <= held if split == "holdout" else not triples & held
+    with pytest.raises(ValueError, match="split"):
+        evaluate.ShapesEval(model="m", split="test")
 
 
 def _numbers(value) -> list:  # noqa: ANN001 - any JSON value

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ltxv.train.losses import (
@@ -15,6 +16,7 @@ from ltxv.train.losses import (
     VAELossWeights,
     adaptive_gan_weight,
     discriminator_loss,
+    foreground_mask,
     generator_adversarial_loss,
     haar_dwt3d,
     haar_idwt3d,
@@ -22,6 +24,7 @@ from ltxv.train.losses import (
     lpips_video,
     vae_reconstruction_losses,
     wavelet_loss,
+    weighted_mse,
 )
 
 
@@ -236,3 +239,25 @@ def test_vae_losses_require_networks_for_nonzero_weights() -> None:
         vae_reconstruction_losses(x, x, x, x, VAELossWeights(gan=1.0))
     with pytest.raises(ValueError, match="LPIPS"):
         vae_reconstruction_losses(x, x, x, x, VAELossWeights(lpips=1.0))
+
+
+def test_foreground_mask_finds_the_object_on_a_flat_background() -> None:
+    video = torch.full((1, 3, 2, 16, 16), -1.0)  # black
+    video[:, 0, :, 4:8, 4:8] = 1.0  # a red square (16 of 256 pixels)
+    video[:, 0, :, 9, 9] = -0.8  # a faint speck below the threshold is background
+    mask = foreground_mask(video)
+    assert mask.shape == (1, 1, 2, 16, 16)
+    assert mask.sum() == 2 * 16 and mask[0, 0, :, 4:8, 4:8].all()
+
+
+def test_weighted_mse_weighs_object_errors() -> None:
+    target = torch.full((1, 3, 1, 16, 16), -1.0)
+    target[:, 0, :, 4:8, 4:8] = 1.0
+    without_object = torch.full_like(target, -1.0)  # wrong on the object only
+    torch.testing.assert_close(weighted_mse(without_object, target, 0.0), F.mse_loss(without_object, target))
+    # weight 1 + 30 on 16 pixels, 1 on 240: the mean weight is (16·31 + 240)/256
+    expected = F.mse_loss(without_object, target) * 31 / ((16 * 31 + 240) / 256)
+    torch.testing.assert_close(weighted_mse(without_object, target, 30.0), expected)
+    background_error = target.clone()
+    background_error[..., 0, 0] = 1.0  # one wrong background pixel now costs less than plain MSE's share
+    assert weighted_mse(background_error, target, 30.0) < F.mse_loss(background_error, target)

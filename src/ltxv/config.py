@@ -330,6 +330,7 @@ class VAETrainConfig:
     lpips: float = 0.0  # needs lpips_path (a local safetensors file; nothing is downloaded)
     lpips_path: str = ""
     decoder_t_max: float = 0.2  # denoising decoder: latents noised to t ~ U[0, decoder_t_max]
+    foreground: float = 0.0  # extra MSE weight on pixels unlike their frame's median colour (small objects)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from .data import synth
 from .media import read_video
 
 SUITES = ("shapes",)
+SPLITS = ("holdout", "train")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ShapesEval:
     steps: int | None = None  # None: the checkpoint's default
     seed: int = 0  # clips and generation noise
     fps: float = 24.0
+    split: str = (
+        "holdout"  # "train": seen combinations (tuning generation settings without the held-out ones)
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.frames, int) or self.frames < 1 or self.frames % 8 != 1:
@@ -60,22 +64,27 @@ class ShapesEval:
             )
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         synth.SynthConfig(size=self.size, frames=self.frames, seed=self.seed)  # synth's own checks
 
 
-def holdout_clips(cfg: ShapesEval, folder: Path) -> list[tuple[dict, Tensor]]:
-    """Write the held-out split into `folder`; (record, video (1, 3, F, H, W) in [0, 1]) per clip."""
+def eval_clips(cfg: ShapesEval, folder: Path) -> list[tuple[dict, Tensor]]:
+    """Write `cfg.clips` clips of `cfg.split` into `folder`; (record, video (1, 3, F, H, W) in [0, 1]) each.
+    The train split draws new clips of the training combinations (a seed other than the training data's
+    gives clips the model has not seen)."""
     synth_cfg = synth.SynthConfig(
-        clips=1,
+        clips=cfg.clips if cfg.split == "train" else 1,
         size=cfg.size,
         frames=cfg.frames,
         seed=cfg.seed,
         fps=cfg.fps,
         holdout=True,
-        holdout_clips=cfg.clips,
+        holdout_clips=cfg.clips if cfg.split == "holdout" else 1,
     )
     synth.write_dataset(folder, synth_cfg)
-    lines = (folder / "holdout.jsonl").read_text(encoding="utf-8").splitlines()
+    index = "holdout.jsonl" if cfg.split == "holdout" else "captions.jsonl"
+    lines = (folder / index).read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
     return [(r, (read_video(folder / r["media_path"])[0] + 1) / 2) for r in records]
 
@@ -142,7 +151,7 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
     )
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ltxv-eval-") as tmp:
-        clips = holdout_clips(cfg, Path(tmp))
+        clips = eval_clips(cfg, Path(tmp))
     for i, (record, clip) in enumerate(clips):
         log(f"[{i + 1}/{len(clips)}] {record['caption']}")
         row = {"caption": record["caption"], **{a: record[a] for a in judge.ATTRIBUTES}}
@@ -253,7 +262,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", choices=SUITES, default="shapes", help="what to evaluate")
     parser.add_argument("--model", help="checkpoint file or folder (default: the bundled demo model)")
     parser.add_argument("--text-encoder", help="T5 folder (default: the model folder's text_encoder/)")
-    parser.add_argument("--clips", type=int, default=d.clips, help="held-out clips to render and generate")
+    parser.add_argument("--clips", type=int, default=d.clips, help="clips to render and generate")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=d.split,
+        help="holdout: never-trained combinations (the report); train: seen ones (for tuning settings)",
+    )
     parser.add_argument("--size", type=int, help=f"frame side, /32 (default: the model's, else {d.size})")
     parser.add_argument(
         "--frames", type=int, help=f"frames per video, 8k+1 (default: the model's, else {d.frames})"
@@ -279,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         frames=args.frames or tuned.get("num_frames", ShapesEval.frames),
         steps=args.steps,
         seed=args.seed,
+        split=args.split,
     )
     report = evaluate_shapes(cfg, log=lambda line: print(line, file=sys.stderr))
     print(format_table(report))
