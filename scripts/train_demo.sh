@@ -5,9 +5,10 @@
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
 set -euo pipefail
 IMG_STEPS=${IMG_STEPS:-4000}
-VAE_STEPS=${VAE_STEPS:-3000}
+VAE_STEPS=${VAE_STEPS:-2500}
 DEC_STEPS=${DEC_STEPS:-500}
-DIT_STEPS=${DIT_STEPS:-6000}
+DIT_STEPS=${DIT_STEPS:-12000}
+DIT2_STEPS=${DIT2_STEPS:-6000}
 OUT=${OUT:-demo}
 
 ltxv data synth data/img --clips 4096 --size 128 --frames 1 --seed 2             # VAE stage 1: still images
@@ -26,15 +27,20 @@ ltxv train vae --init runs/vae_img/model.safetensors --data data/vae --buckets 9
     --steps "$VAE_STEPS" --batch-size 4 --lr 2e-4 --log-every 100 --save-every 500 --val-every 100000 \
     --set optim.warmup_steps=50 --set vae.wavelet=0.1 --set vae.foreground=30
 ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec \
-    --steps "$DEC_STEPS" --batch-size 4 --lr 1e-4 --log-every 50 --save-every 500
+    --steps "$DEC_STEPS" --batch-size 4 --lr 1e-4 --log-every 50 --save-every 500 --val-every 100000 \
+    --set vae.wavelet=0.1 --set vae.foreground=30
 ltxv preprocess data/dit --model runs/dec/model.safetensors --text-encoder t5 --out cache \
     --buckets 49x128x128 --max-tokens 32 --batch-size 8
 ltxv train dit --init runs/dec/model.safetensors --data cache --out runs/dit --steps "$DIT_STEPS" \
-    --batch-size 16 --lr 5e-4 --ema 0.999 --log-every 100 --save-every 1000 --val-every 2000 \
+    --batch-size 16 --lr 5e-4 --ema 0.999 --log-every 200 --save-every 2000 --val-every 100000 \
     --set optim.warmup_steps=200 --set flow.first_frame_p=0.3 --set data.max_tokens=32
+# then a lower learning rate from the first run's EMA weights (the flow loss had plateaued at lr 5e-4)
+ltxv train dit --init runs/dit/model.safetensors --data cache --out runs/dit2 --steps "$DIT2_STEPS" \
+    --batch-size 16 --lr 1.5e-4 --ema 0.999 --log-every 200 --save-every 2000 --val-every 100000 \
+    --set optim.warmup_steps=100 --set flow.first_frame_p=0.3 --set data.max_tokens=32
 
 mkdir -p "$OUT"
-ltxv convert runs/dit/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+ltxv convert runs/dit2/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,

@@ -281,8 +281,13 @@ def run_preprocess(args: argparse.Namespace) -> int:
     vae = load_vae(args.model, device, torch.float32)
     text_encoder = TextEncoder.from_pretrained(args.text_encoder, device="cpu", dtype=torch.float32)
 
-    def progress(done: int, total: int) -> None:
-        print(f"\rencoded {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:  # one updating line on terminals, every ~10% in logs
+        if tty:
+            print(f"\rencoded {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        elif done == total or done * 10 // total > (done - args.batch_size) * 10 // total:
+            print(f"encoded {done}/{total}", file=sys.stderr, flush=True)
 
     meta = preprocess(
         dataset, vae, text_encoder, out, args.max_tokens, args.batch_size, device, progress, args.workers
