@@ -45,6 +45,31 @@ def test_generation_defaults_come_from_the_folder_and_flags_win(model_folder, tm
     assert read_video(out2)[0].shape[-1] == 32
 
 
+def test_every_generation_setting_of_the_folder_reaches_the_sampler(model_folder, tmp_path, monkeypatch):
+    """generation.json may set any SampleConfig field (the eval reads them all); so must `ltxv generate`."""
+    from ltxv.pipeline import Pipeline
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for item in model_folder.iterdir():
+        (folder / item.name).symlink_to(item)
+    (folder / "generation.json").unlink()
+    settings = {"width": 64, "height": 32, "num_frames": 9, "steps": 2, "negative_prompt": "",
+                "max_tokens": 16, "decode_timestep": 0.1, "rescale": 0.5}  # fmt: skip
+    (folder / "generation.json").write_text(json.dumps(settings))
+    seen = []
+    generate = Pipeline.generate
+    monkeypatch.setattr(
+        Pipeline, "generate", lambda self, p, cfg, **kw: seen.append(cfg) or generate(self, p, cfg, **kw)
+    )
+    out = tmp_path / "a.mp4"
+    assert (
+        main(["generate", "a red circle", "--model", str(folder), "--out", str(out), "--rescale", "0.7"]) == 0
+    )
+    (cfg,) = seen
+    assert {k: getattr(cfg, k) for k in settings} == {**settings, "rescale": 0.7}  # the flag wins
+
+
 def test_bad_generation_file_is_reported(model_folder, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -93,6 +93,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# generation flags whose defaults a model folder may set (generation.json) -> SampleConfig field
+GENERATION_FLAGS = {
+    "negative_prompt": "negative_prompt",
+    "width": "width",
+    "height": "height",
+    "frames": "num_frames",
+    "fps": "frame_rate",
+    "steps": "steps",
+    "guidance": "guidance",
+    "stg": "stg",
+    "stg_mode": "stg_mode",
+    "rescale": "rescale",
+    "cfg_star": "cfg_star",
+    "image_cond_noise": "image_cond_noise_scale",
+    "decode_timestep": "decode_timestep",
+    "decode_noise": "decode_noise_scale",
+    "tone_map": "tone_map",
+    "max_tokens": "max_tokens",
+}
+
+
 def _add_generate(p: argparse.ArgumentParser) -> None:
     from .config import SampleConfig
 
@@ -108,61 +129,31 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
     )
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
-    p.add_argument("--negative-prompt", default=d.negative_prompt, help="what to steer away from (CFG)")
-    p.add_argument(
-        "--width",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=f"(default: the model's, else {d.width}) pixels; padded up to a multiple of 32, cropped back",
-    )
-    p.add_argument(
-        "--height",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=f"(default: the model's, else {d.height}) pixels; padded up to a multiple of 32, cropped back",
-    )
-    p.add_argument(
-        "--frames",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=f"(default: the model's, else {d.num_frames}) frames; padded up to 8k+1, cropped back",
-    )
-    p.add_argument(
-        "--fps",
-        type=float,
-        default=argparse.SUPPRESS,
-        help=f"(default: the model's, else {d.frame_rate:g}) frame rate (also enters the RoPE positions)",
-    )
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=f"denoising steps (default: the model's, else {d.steps})",
-    )
+
+    def tuned(flag: str, text: str, **kw) -> None:
+        """A flag whose default a model folder's generation.json may set (GENERATION_FLAGS)."""
+        default = getattr(d, GENERATION_FLAGS[flag.removeprefix("--").replace("-", "_")])
+        shown = f"{default:g}" if isinstance(default, float) else repr(default)
+        p.add_argument(
+            flag, default=argparse.SUPPRESS, help=f"{text} (default: the model's, else {shown})", **kw
+        )
+
+    tuned("--negative-prompt", "what to steer away from (CFG)")
+    tuned("--width", "pixels; padded up to a multiple of 32, cropped back", type=int)
+    tuned("--height", "pixels; padded up to a multiple of 32, cropped back", type=int)
+    tuned("--frames", "frames; padded up to 8k+1, cropped back", type=int)
+    tuned("--fps", "frame rate (also enters the RoPE positions)", type=float)
+    tuned("--steps", "denoising steps", type=int)
     p.add_argument("--timesteps", help="explicit schedule, comma-separated descending values in (0, 1]")
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=argparse.SUPPRESS,
-        help=f"classifier-free guidance scale, 1 = off (default: the model's, else {d.guidance:g})",
-    )
-    p.add_argument(
-        "--stg",
-        type=float,
-        default=argparse.SUPPRESS,
-        help=f"spatiotemporal guidance scale, 0 = off (default: the model's, else {d.stg:g})",
-    )
-    p.add_argument(
-        "--stg-mode", default=d.stg_mode, choices=("attention_values", "attention_skip", "transformer_block")
-    )
+    tuned("--guidance", "classifier-free guidance scale, 1 = off", type=float)
+    tuned("--stg", "spatiotemporal guidance scale, 0 = off", type=float)
+    tuned("--stg-mode", "STG variant", choices=("attention_values", "attention_skip", "transformer_block"))
     p.add_argument(
         "--stg-blocks",
         help="comma-separated STG block indices (default: 19, or the last block of smaller models)",
     )
-    p.add_argument("--rescale", type=float, default=d.rescale, help="STG rescale towards the conditional std")
-    p.add_argument(
-        "--cfg-star", action="store_true", help="CFG-zero* rescaling of the unconditional velocity"
-    )
+    tuned("--rescale", "STG rescale towards the conditional std", type=float)
+    tuned("--cfg-star", "CFG-zero* rescaling of the unconditional velocity", action="store_true")
     p.add_argument("--seed", type=int, help="random seed (printed when not given)")
     p.add_argument("--image", help="image (or video) that becomes the first frame (image-to-video)")
     p.add_argument("--image-strength", type=float, default=1.0, help="conditioning strength of --image")
@@ -179,22 +170,12 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-steps", type=int, help="video-to-video: skip this many initial steps (default: half)"
     )
-    p.add_argument(
-        "--image-cond-noise", type=float, default=d.image_cond_noise_scale, help="I2V conditioning noise"
-    )
-    p.add_argument(
-        "--decode-timestep", type=float, default=d.decode_timestep, help="noise level for the decoder"
-    )
-    p.add_argument(
-        "--decode-noise", type=float, default=d.decode_noise_scale, help="noise mixed in before decode"
-    )
-    p.add_argument(
-        "--tone-map", type=float, default=d.tone_map, help="latent tone-mapping compression in [0, 1]"
-    )
+    tuned("--image-cond-noise", "I2V conditioning noise", type=float)
+    tuned("--decode-timestep", "noise level for the decoder", type=float)
+    tuned("--decode-noise", "noise mixed in before decode", type=float)
+    tuned("--tone-map", "latent tone-mapping compression in [0, 1]", type=float)
     p.add_argument("--stochastic", action="store_true", help="stochastic sampling (re-noise every step)")
-    p.add_argument(
-        "--max-tokens", type=int, default=0, help="T5 tokens (0 = the checkpoint era's: 128 or 256)"
-    )
+    tuned("--max-tokens", "T5 tokens (0 = the checkpoint era's: 128 or 256)", type=int)
     p.add_argument(
         "--lora",
         action="append",
@@ -250,18 +231,6 @@ def _floats(text: str | None, what: str) -> tuple[float, ...]:
         raise ValueError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
-# generation flags whose defaults a model folder may set (generation.json) -> SampleConfig field
-GENERATION_FLAGS = {
-    "width": "width",
-    "height": "height",
-    "frames": "num_frames",
-    "fps": "frame_rate",
-    "steps": "steps",
-    "guidance": "guidance",
-    "stg": "stg",
-}
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -290,24 +259,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.model = str(demo_model())
     from .demo import generation_defaults
 
-    # flags not given: the model folder's generation.json, then SampleConfig's defaults
-    model_defaults = {**dataclasses.asdict(SampleConfig()), **generation_defaults(args.model)}
-    tuned = {field: getattr(args, flag, model_defaults[field]) for flag, field in GENERATION_FLAGS.items()}
-    cfg = SampleConfig(  # validated here, before any model is loaded
-        **tuned,
-        timesteps=_floats(args.timesteps, "--timesteps"),
-        stg_mode=args.stg_mode,
-        rescale=args.rescale,
-        cfg_star=args.cfg_star,
-        negative_prompt=args.negative_prompt,
-        max_tokens=args.max_tokens,
-        image_cond_noise_scale=args.image_cond_noise,
-        decode_timestep=args.decode_timestep,
-        decode_noise_scale=args.decode_noise,
-        tone_map=args.tone_map,
-        seed=args.seed,
-        vae_tiling={"auto": None, "on": True, "off": False}[args.vae_tiling],
-    )
+    # every setting: the flag when given, else the model folder's generation.json, else SampleConfig's default
+    fields = {**dataclasses.asdict(SampleConfig()), **generation_defaults(args.model)}
+    fields.update({field: getattr(args, f) for f, field in GENERATION_FLAGS.items() if hasattr(args, f)})
+    if args.timesteps:
+        fields["timesteps"] = _floats(args.timesteps, "--timesteps")
+    if args.seed is not None:
+        fields["seed"] = args.seed
+    if args.vae_tiling != "auto":
+        fields["vae_tiling"] = args.vae_tiling == "on"
+    cfg = SampleConfig(**fields)  # validated here, before any model is loaded
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
     output_path(args.out, cfg.num_frames)  # a bad output name fails now, not after the generation
     items = [(args.image, 0, args.image_strength)] if args.image else []
