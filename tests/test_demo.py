@@ -94,7 +94,7 @@ def test_text_encoder_command_builds_a_word_tokenizer(tmp_path, capsys):
     assert main(["data", "text-encoder", str(tmp_path / "t5"), "--captions", str(tmp_path / "data")]) == 0
     encoder = TextEncoder.from_pretrained(str(tmp_path / "t5"))
     caption = json.loads((tmp_path / "data" / "captions.jsonl").read_text().splitlines()[0])["caption"]
-    assert len(encoder.tokenizer.tokenize(caption)) == len(caption.split())  # one piece per word
+    assert len(encoder.tokenizer.ids(caption)) == len(caption.split()) + 1  # one piece per word, then </s>
     emb, mask = encoder.encode([caption], 16)
     assert emb.shape == (1, 16, 64) and int(mask.sum()) == len(caption.split()) + 1  # + </s>
 

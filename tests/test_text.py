@@ -1,4 +1,6 @@
-"""TextEncoder on a tiny random T5: folder layouts, tokenization, mask semantics (passed into T5), errors."""
+"""TextEncoder on a tiny random T5: folder layouts, tokenization, mask semantics (passed into T5), errors.
+
+Parity of the network and tokenizer with transformers (the reference) is in tests/test_t5.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 from tiny_t5 import CAPTIONS, make_tiny_t5
 
-from ltxv.text import TextEncoder, _has_protobuf, _resolve
+from ltxv.text import TextEncoder, _resolve
 
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
@@ -43,8 +45,8 @@ def test_both_layouts_load_and_agree(t5_folders: tuple[Path, Path]) -> None:
 
 
 def test_mask_counts_real_tokens_and_eos(encoder: TextEncoder) -> None:
-    ids = encoder.tokenizer("a red circle").input_ids
-    assert ids[-1] == encoder.tokenizer.eos_token_id == 1 and encoder.tokenizer.pad_token_id == 0
+    ids = encoder.tokenizer.ids("a red circle")
+    assert ids[-1] == encoder.tokenizer.eos_id == 1 and encoder.tokenizer.pad_id == 0
     _, mask = encoder.encode(["a red circle"], 16)
     assert int(mask.sum()) == len(ids)
     assert mask[0, : len(ids)].eq(1).all() and mask[0, len(ids) :].eq(0).all()  # real tokens first, then pad
@@ -55,7 +57,7 @@ def test_tokenizer_matches_sentencepiece(t5_folders: tuple[Path, Path], encoder:
 
     sp = spm.SentencePieceProcessor(model_file=str(t5_folders[0] / "tokenizer" / "spiece.model"))
     for text in [*CAPTIONS[:5], "a zebra plays the xylophone"]:  # the last one has unknown characters
-        assert encoder.tokenizer(text).input_ids == sp.encode(text) + [sp.eos_id()], text
+        assert encoder.tokenizer.ids(text) == sp.encode(text) + [sp.eos_id()], text
 
 
 def test_padding_does_not_change_real_tokens(encoder: TextEncoder) -> None:
@@ -64,10 +66,8 @@ def test_padding_does_not_change_real_tokens(encoder: TextEncoder) -> None:
     long, _ = encoder.encode(["a cat sitting on a table"], 32)
     n = int(mask.sum())
     torch.testing.assert_close(short[0, :n], long[0, :n], atol=1e-5, rtol=1e-5)
-    ids = encoder.tokenizer(
-        ["a cat sitting on a table"], padding="max_length", max_length=32, return_tensors="pt"
-    )
-    unmasked = encoder.model(input_ids=ids.input_ids).last_hidden_state  # diffusers' LTXPipeline way
+    ids, _ = encoder.tokenizer(["a cat sitting on a table"], 32)
+    unmasked = encoder.model(ids)  # without the mask: diffusers' LTXPipeline way
     assert not torch.allclose(unmasked[0, :n], long[0, :n], atol=1e-4)  # without the mask, padding leaks in
 
 
@@ -75,17 +75,18 @@ def test_truncation_keeps_eos(encoder: TextEncoder) -> None:
     long_prompt = " ".join(CAPTIONS[:6])
     emb, mask = encoder.encode([long_prompt], 8)
     assert emb.shape == (1, 8, D_MODEL) and mask.eq(1).all()
-    ids = encoder.tokenizer(long_prompt, max_length=8, truncation=True).input_ids
-    assert len(ids) == 8 and ids[-1] == encoder.tokenizer.eos_token_id
+    ids, _ = encoder.tokenizer([long_prompt], 8)
+    assert ids.shape == (1, 8) and ids[0, -1] == encoder.tokenizer.eos_id
+    assert ids[0, :-1].tolist() == encoder.tokenizer.ids(long_prompt)[:7]
 
 
 def test_whitespace_is_stripped(encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
     tokenizer = encoder.tokenizer
 
-    def spy(texts: list[str], **kwargs: object) -> object:
+    def spy(texts: list[str], max_tokens: int) -> object:
         seen.append(list(texts))
-        return tokenizer(texts, **kwargs)
+        return tokenizer(texts, max_tokens)
 
     monkeypatch.setattr(encoder, "tokenizer", spy)
     emb, mask = encoder.encode(["  \ta red circle moving right \n ", "a red circle moving right"], 16)
@@ -136,16 +137,47 @@ def test_hub_ids_resolve_to_subfolders() -> None:
 
 
 def test_spiece_only_tokenizer(t5_folders: tuple[Path, Path], encoder: TextEncoder, tmp_path: Path) -> None:
-    """Real T5 repos ship spiece.model, no tokenizer.json: transformers 5 converts it (needs protobuf)."""
+    """Real T5 repos ship spiece.model, no tokenizer.json: read by sentencepiece, same ids."""
     folder = tmp_path / "spiece_only"
     shutil.copytree(t5_folders[0], folder)
     (folder / "tokenizer" / "tokenizer.json").unlink()
-    if not _has_protobuf():
-        with pytest.raises(ValueError, match="protobuf"):
-            TextEncoder.from_pretrained(folder)
-        return
     converted = TextEncoder.from_pretrained(folder)
-    assert converted.tokenizer(CAPTIONS[0]).input_ids == encoder.tokenizer(CAPTIONS[0]).input_ids
+    for text in [*CAPTIONS[:8], "a zebra plays the xylophone"]:
+        assert converted.tokenizer.ids(text) == encoder.tokenizer.ids(text), text
+    (folder / "tokenizer" / "spiece.model").unlink()
+    with pytest.raises(ValueError, match="tokenizer.json or spiece.model"):
+        TextEncoder.from_pretrained(folder)
+
+
+def test_sharded_weights_load(t5_folders: tuple[Path, Path], encoder: TextEncoder, tmp_path: Path) -> None:
+    """T5-XXL repos store the encoder in shards listed by model.safetensors.index.json."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(t5_folders[1], folder)
+    sd = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    keys = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: sd[k] for k in part}, folder / name)
+    weight_map = {k: name for name, part in shards.items() for k in part}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    emb, _ = TextEncoder.from_pretrained(folder).encode([CAPTIONS[1]], 16)
+    torch.testing.assert_close(emb, encoder.encode([CAPTIONS[1]], 16)[0], atol=0, rtol=0)
+
+
+def test_mismatched_weights_error_clearly(t5_folders: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "mismatch"
+    shutil.copytree(t5_folders[1], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_layers": config["num_layers"] + 1}))
+    with pytest.raises(ValueError, match="missing") as err:
+        TextEncoder.from_pretrained(folder)
+    assert "blocks.2." in str(err.value) and len(str(err.value).splitlines()) == 1
+    (folder / "config.json").write_text(json.dumps({**config, "d_ff": config["d_ff"] * 2}))
+    with pytest.raises(ValueError, match="shapes differ"):
+        TextEncoder.from_pretrained(folder)
 
 
 def test_to_and_free(t5_folders: tuple[Path, Path]) -> None:

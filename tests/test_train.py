@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -288,3 +289,22 @@ def test_vae_gan_trains_the_discriminator_and_resumes_exactly(world, tmp_path):
     assert any(k.startswith("disc.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_lr_schedule_warmup_then_constant_or_cosine():
+    from ltxv.train.loop import lr_scale
+
+    assert [lr_scale(s, 10, 4, "constant") for s in (0, 3, 4, 9)] == [0.25, 1.0, 1.0, 1.0]
+    cosine = [lr_scale(s, 10, 4, "cosine") for s in range(10)]
+    assert cosine[:4] == [0.25, 0.5, 0.75, 1.0] and cosine[4] == 1.0  # warm-up, then the top of the cosine
+    assert all(a > b for a, b in zip(cosine[4:], cosine[5:], strict=False)) and 0 < cosine[-1] < 0.1
+    assert lr_scale(5, 11, 0, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 11)))
+
+
+def test_cosine_decay_reaches_the_optimizer(world, tmp_path):
+    run = tmp_path / "cos"
+    train(config(world, "vae", 4, **{"optim.decay": "cosine"}), run, progress=False)
+    lrs = losses(run, "lr")
+    assert lrs[0] == pytest.approx(0.003) and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    with pytest.raises(ValueError, match="optim.decay 'linear'"):
+        config(world, "vae", 4, **{"optim.decay": "linear"})

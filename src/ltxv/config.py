@@ -186,6 +186,36 @@ class DiTConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Text encoder
+# ------------------------------------------------------------------------------------------------------------
+
+T5_ACTIVATIONS = ("gelu_new", "gelu", "relu")
+
+
+@dataclass(frozen=True)
+class T5Config:
+    """T5 encoder (v1.1 gated-GELU, as T5-XXL in LTX-Video; original T5 with relu); defaults are T5-XXL."""
+
+    vocab_size: int = 32128
+    d_model: int = 4096
+    d_kv: int = 64  # per head
+    d_ff: int = 10240
+    num_layers: int = 24
+    num_heads: int = 64
+    num_buckets: int = 32  # relative-position buckets (half per direction)
+    max_distance: int = 128  # distances beyond this share the last bucket
+    eps: float = 1e-6
+    gated: bool = True  # wo(act(wi_0 x) * wi_1 x) (v1.1) vs wo(act(wi x)) (original T5)
+    activation: str = "gelu_new"  # see T5_ACTIVATIONS; gelu_new is the tanh approximation
+
+    def __post_init__(self) -> None:
+        if min(self.vocab_size, self.d_model, self.d_kv, self.d_ff, self.num_layers, self.num_heads) < 1:
+            raise ValueError(f"T5Config sizes must be positive: {self}")
+        if self.activation not in T5_ACTIVATIONS:
+            raise ValueError(f"T5 activation {self.activation!r}: supported {', '.join(T5_ACTIVATIONS)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Inference schedule stored with a checkpoint, and the full model spec
 # ------------------------------------------------------------------------------------------------------------
 
@@ -296,14 +326,18 @@ class DataConfig:
     workers: int = 0  # DataLoader worker processes
 
 
+LR_DECAYS = ("constant", "cosine")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then a constant learning rate."""
+    """AdamW with linear warm-up, then a constant learning rate or a cosine decay towards 0."""
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    decay: str = "constant"  # "constant" | "cosine" (see train.loop.lr_scale)
     grad_clip: float = 1.0  # max global grad norm; 0 = off
 
 
@@ -394,6 +428,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.optim.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if self.optim.decay not in LR_DECAYS:
+            raise ValueError(f"optim.decay {self.optim.decay!r}: choose from {', '.join(LR_DECAYS)}")
         for name in ("caption_dropout", "first_frame_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")

@@ -1,8 +1,12 @@
-"""T5 text encoder: prompts -> (text_emb (B, L, D), text_mask (B, L)); the only module importing transformers.
+"""T5 text encoder: prompts -> (text_emb (B, L, D), text_mask (B, L)).
 
 As the official LTX-Video pipeline: T5 v1.1 encoder only, prompts `strip()`ped, padded/truncated to
 `max_tokens` with EOS appended, and the padding mask passed *into* T5 and reused as the cross-attention mask
-(diffusers' LTXPipeline runs T5 without it, so its real-token embeddings depend on the padding)."""
+(diffusers' LTXPipeline runs T5 without it, so its real-token embeddings depend on the padding).
+
+Runs without transformers: the network is `ltxv.t5.T5Encoder` (weights renamed by `convert.t5_keys_from_hf`),
+the tokenizer is `tokenizers` on a tokenizer.json or `sentencepiece` on a spiece.model (what transformers'
+T5Tokenizer wraps). transformers is only needed to *build* a small T5 (`build_small_t5`)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .convert import ConversionError, t5_config_from_hf, t5_keys_from_hf
+from .t5 import T5Encoder
 
 _LAYOUTS = "a root with text_encoder/ + tokenizer/, a folder with a T5 config.json + tokenizer, or a hub id"
 
@@ -31,16 +38,8 @@ def _resolve(path: str) -> tuple[str, str, str]:
     return path, "text_encoder", "tokenizer"  # hub id, e.g. PixArt-alpha/PixArt-XL-2-1024-MS
 
 
-def _has_protobuf() -> bool:
-    try:
-        import google.protobuf  # noqa: F401 - transformers 5 parses spiece.model with it
-    except ImportError:
-        return False
-    return True
-
-
 def _check_local(encoder_dir: Path, tokenizer_dir: Path) -> None:
-    """Fail early, with one line, on folders transformers would reject obscurely (or load via pickle)."""
+    """Fail early, with one line, on folders that are not a T5 encoder + tokenizer (or hold only pickles)."""
     config_file = encoder_dir / "config.json"
     model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
     if model_type != "t5":
@@ -54,14 +53,106 @@ def _check_local(encoder_dir: Path, tokenizer_dir: Path) -> None:
         )
     if not has_safetensors:
         raise ValueError(f"{encoder_dir}: expected T5 weights as *.safetensors, found none")
-    if (tokenizer_dir / "tokenizer.json").is_file():
-        return
-    if not (tokenizer_dir / "spiece.model").is_file():
+    if not any((tokenizer_dir / name).is_file() for name in ("tokenizer.json", "spiece.model")):
         raise ValueError(f"{tokenizer_dir}: expected a T5 tokenizer (tokenizer.json or spiece.model)")
-    if not _has_protobuf():
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of one T5 checkpoint: a sharded index's files, else model.safetensors, else the
+    folder's only *.safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    files = sorted(folder.glob("*.safetensors"))
+    if len(files) != 1:
+        names = [f.name for f in files]
+        raise ValueError(f"{folder}: expected model.safetensors or one *.safetensors, found {names}")
+    return files
+
+
+def load_t5(folder: Path, device: str | torch.device, dtype: torch.dtype) -> T5Encoder:
+    """A transformers-format T5 encoder folder (config.json + safetensors) -> T5Encoder on `device`."""
+    from .weights import open_safetensors
+
+    try:
+        cfg = t5_config_from_hf(json.loads((folder / "config.json").read_text()))
+    except ConversionError as err:
+        raise ValueError(f"{folder}: {err}") from None
+    sd: dict[str, Tensor] = {}
+    for file in _weight_files(folder):
+        try:
+            with open_safetensors(str(file), str(torch.device(device))) as f:
+                sd.update({key: f.get_tensor(key) for key in f.keys()})  # noqa: SIM118 - safe_open has no iter
+        except Exception as err:
+            raise ValueError(f"{file}: cannot read tensors ({str(err).splitlines()[0]})") from None
+    sd = {k: v.to(dtype) for k, v in t5_keys_from_hf(sd).items()}
+    with torch.device("meta"):
+        model = T5Encoder(cfg)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
         raise ValueError(
-            f"{tokenizer_dir}: reading spiece.model needs `pip install protobuf` (transformers 5)"
+            f"{folder}: not a T5 encoder of its config.json (missing {missing[:4]}, unexpected"
+            f" {unexpected[:4]})"
         )
+    bad = [k for k, v in model.state_dict().items() if v.shape != sd[k].shape]
+    if bad:
+        raise ValueError(f"{folder}: tensor shapes differ from config.json for {bad[:4]}")
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+class T5Tokenizer:
+    """Prompts -> (ids, mask) (B, L) int64, as transformers' T5Tokenizer with padding="max_length",
+    truncation=True: the pieces, truncated to L - 1, then EOS, then PAD up to L; mask 1 on pieces and EOS.
+
+    Backed by `tokenizers` (tokenizer.json, preferred when present) or `sentencepiece` (spiece.model)."""
+
+    def __init__(self, folder: Path) -> None:
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self._pieces = lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+            self.eos_id, self.pad_id = tok.token_to_id("</s>"), tok.token_to_id("<pad>")
+        else:
+            import sentencepiece as spm
+
+            sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+            self._pieces = lambda texts: sp.encode(texts)
+            self.eos_id, self.pad_id = sp.eos_id(), sp.pad_id()
+        if self.eos_id is None or self.pad_id is None or min(self.eos_id, self.pad_id) < 0:
+            raise ValueError(f"{folder}: tokenizer lacks T5's </s> or <pad> token")
+
+    def ids(self, text: str) -> list[int]:
+        """One prompt's ids with EOS, untruncated."""
+        return [*self._pieces([text])[0], self.eos_id]
+
+    def __call__(self, prompts: list[str], max_tokens: int) -> tuple[Tensor, Tensor]:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        rows = [[*pieces[: max_tokens - 1], self.eos_id] for pieces in self._pieces(prompts)]
+        ids = torch.full((len(rows), max_tokens), self.pad_id, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((len(rows), max_tokens), dtype=torch.long)  # (B, L)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+
+def _download(repo: str, enc_sub: str, tok_sub: str) -> str:
+    """A hub id -> the local snapshot folder holding its text encoder and tokenizer (safetensors only)."""
+    from huggingface_hub import snapshot_download
+
+    names = ("*.json", "*.safetensors", "*.model")
+    patterns = [f"{sub}/{name}" for sub in {enc_sub, tok_sub} for name in names]
+    try:
+        return snapshot_download(repo, allow_patterns=patterns)
+    except Exception as err:  # network, auth or a missing repo: one line, not a traceback
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{repo}: cannot download the text encoder ({why})") from None
 
 
 class TextEncoder:
@@ -70,7 +161,7 @@ class TextEncoder:
     Memory: `to("cpu")` parks T5 off the GPU between prompts (the pipeline's offload moves `.model`);
     `free()` drops it for good once the prompts are encoded (T5-XXL is ~9.5 GB in bf16)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer) -> None:  # noqa: ANN001 - a transformers T5Tokenizer
+    def __init__(self, model: T5Encoder, tokenizer: T5Tokenizer) -> None:
         self.model, self.tokenizer = model.eval().requires_grad_(False), tokenizer
 
     @classmethod
@@ -82,27 +173,16 @@ class TextEncoder:
     ) -> TextEncoder:
         """Load safetensors weights + tokenizer (see `_LAYOUTS`) onto `device` (default CPU) in `dtype`
         (default float32; the official pipeline uses bfloat16 on GPU; float16 overflows in T5)."""
-        from transformers import T5EncoderModel, T5Tokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # keep stderr to our own progress and one-line errors
         location, enc_sub, tok_sub = _resolve(os.fspath(path))
-        if Path(location).is_dir():
-            _check_local(Path(location, enc_sub), Path(location, tok_sub))
-        try:
-            model = T5EncoderModel.from_pretrained(
-                location, subfolder=enc_sub, use_safetensors=True, dtype=dtype or torch.float32
-            )
-            tokenizer = T5Tokenizer.from_pretrained(location, subfolder=tok_sub)
-        except (OSError, ValueError) as err:
-            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            hint = "" if _has_protobuf() else "; a spiece.model-only tokenizer needs `pip install protobuf`"
-            raise ValueError(f"{path}: cannot load a T5 encoder and tokenizer ({why}{hint})") from None
-        return cls(model.to(device or "cpu"), tokenizer)
+        if not Path(location).is_dir():
+            location = _download(location, enc_sub, tok_sub)
+        _check_local(Path(location, enc_sub), Path(location, tok_sub))
+        model = load_t5(Path(location, enc_sub), device or "cpu", dtype or torch.float32)
+        return cls(model, T5Tokenizer(Path(location, tok_sub)))
 
     @property
     def hidden_size(self) -> int:
-        return self.model.config.d_model
+        return self.model.cfg.d_model
 
     @property
     def device(self) -> torch.device:
@@ -125,17 +205,9 @@ class TextEncoder:
         if self.model is None:
             raise RuntimeError("TextEncoder.encode after free(): load it again")
         prompts = [prompts] if isinstance(prompts, str) else prompts
-        batch = self.tokenizer(
-            [p.strip() for p in prompts],
-            padding="max_length",
-            max_length=max_tokens,
-            truncation=True,
-            add_special_tokens=True,
-            return_tensors="pt",
-        )
-        ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)  # (B, L)
-        emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, D)
-        return emb, mask.long()
+        ids, mask = self.tokenizer([p.strip() for p in prompts], max_tokens)  # (B, L) each
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        return self.model(ids, mask), mask
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from ..config import STG_MODES, DiTConfig
 from ..layers.attention import attention
 from ..layers.embed import AdaLNSingle, TextProjection
+from ..layers.init import normal_parameter
 from ..layers.norm import RMSNorm, modulate, rms_norm
 from ..layers.rope import apply_rope, latent_pixel_coords, rope_cos_sin
 from .cache import FirstBlockCache
@@ -102,7 +103,7 @@ class DiTBlock(nn.Module):
         super().__init__()
         d = cfg.hidden_dim
         self.eps = cfg.norm_eps
-        self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
+        self.scale_shift_table = normal_parameter(6, d, std=d**-0.5)
         self.attn1 = Attention(d, cfg.num_heads, cfg.qk_norm_eps, cfg.attention_bias, cfg.attention_out_bias)
         self.attn2 = Attention(d, cfg.num_heads, cfg.qk_norm_eps, cfg.attention_bias, cfg.attention_out_bias)
         self.ff = FeedForward(d)
@@ -143,7 +144,7 @@ class VideoDiT(nn.Module):
         self.adaln_single = AdaLNSingle(d)
         self.caption_projection = TextProjection(cfg.caption_channels, d)
         self.transformer_blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.num_layers)])
-        self.scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
+        self.scale_shift_table = normal_parameter(2, d, std=d**-0.5)
         self.proj_out = nn.Linear(d, cfg.out_channels)
         self.gradient_checkpointing = False  # training: recompute each block in backward to save memory
 

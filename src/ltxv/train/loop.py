@@ -7,6 +7,7 @@ resumes from its newest checkpoint and reaches the weights an uninterrupted run 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -90,6 +91,17 @@ def build_data(cfg: TrainConfig, d: Dist) -> tuple[Any, Any, Any]:
 
         encoder = TextEncoder.from_pretrained(cfg.data.text_encoder, device="cpu", dtype=torch.float32)
     return data, collate, encoder
+
+
+def lr_scale(step: int, steps: int, warmup: int, decay: str) -> float:
+    """The learning rate's factor at 0-based `step` of `steps`: linear warm-up over `warmup` steps, then 1
+    ("constant") or a half cosine from 1 towards 0 over the remaining steps ("cosine")."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)  # [0, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class _Steps:
@@ -181,10 +193,10 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     for step, batch in enumerate(loader, start=start):
         batch = _to_device(batch, d.device, encoder, cfg.data.max_tokens)
         rng = BatchRandom(st.step_generator(cfg.seed, step, d.device), d.rank, d.world)
-        lr_scale = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
+        scale = lr_scale(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.decay)
         for name, opt in optimizers.items():
             for group in opt.param_groups:
-                group["lr"] = (cfg.vae.disc_lr if name == "disc" else cfg.optim.lr) * lr_scale
+                group["lr"] = (cfg.vae.disc_lr if name == "disc" else cfg.optim.lr) * scale
         with autocast:
             out = model(batch, rng, step, disc if step >= cfg.vae.gan_start else None)
         out["loss"].backward()
@@ -208,7 +220,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
         window.append(time.perf_counter())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             record |= _metrics(out, grad_norm, d)
-            record["lr"] = cfg.optim.lr * lr_scale
+            record["lr"] = cfg.optim.lr * scale
             record["steps_per_s"] = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else None
             window = window[-1:]
             if d.main:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.embed import TimestepEmbedding
+from ..layers.init import normal_parameter
 from ..layers.norm import modulate, pixel_norm
 from .conv import CausalConv3d
 
@@ -52,7 +53,7 @@ class ResBlock(nn.Module):
             self.per_channel_scale1 = nn.Parameter(torch.zeros(in_ch, 1, 1))
             self.per_channel_scale2 = nn.Parameter(torch.zeros(in_ch, 1, 1))
         if timestep:
-            self.scale_shift_table = nn.Parameter(torch.randn(4, in_ch) / in_ch**0.5)
+            self.scale_shift_table = normal_parameter(4, in_ch, std=in_ch**-0.5)
         self.inject_noise, self.timestep = inject_noise, timestep
 
     def forward(

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..config import VAEConfig, block_stride
 from ..layers.embed import TimestepEmbedding
+from ..layers.init import normal_parameter
 from ..layers.norm import modulate, pixel_norm
 from .blocks import ResBlock, ResStage
 from .conv import CausalConv3d, DepthToSpaceUpsample, SpaceToDepthDownsample, patchify, unpatchify
@@ -81,7 +82,7 @@ class Decoder(nn.Module):
         if tc:
             self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
             self.last_time_embedder = TimestepEmbedding(2 * ch)
-            self.last_scale_shift_table = nn.Parameter(torch.randn(2, ch) / ch**0.5)
+            self.last_scale_shift_table = normal_parameter(2, ch, std=ch**-0.5)
         self.conv_out = CausalConv3d(ch, cfg.in_channels * cfg.patch_size**2, 3, padding_mode=pad)
 
     def forward(self, z: Tensor, t: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
