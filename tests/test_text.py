@@ -188,3 +188,31 @@ def test_to_and_free(t5_folders: tuple[Path, Path]) -> None:
     enc.free()
     with pytest.raises(RuntimeError, match="free"):
         enc.encode(["a red circle"], 8)
+
+
+def test_hub_ids_download_only_the_encoder_and_tokenizer(
+    t5_folders: tuple[Path, Path], encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub id goes through huggingface_hub.snapshot_download (faked here: a local root layout)."""
+    import huggingface_hub
+
+    calls: list[tuple[str, list[str]]] = []
+
+    def fake_download(repo: str, allow_patterns: list[str]) -> str:
+        calls.append((repo, sorted(allow_patterns)))
+        return str(t5_folders[0])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    emb, _ = TextEncoder.from_pretrained("someone/some-model").encode(["a red circle"], 8)
+    torch.testing.assert_close(emb, encoder.encode(["a red circle"], 8)[0], atol=0, rtol=0)
+    assert calls[0][0] == "someone/some-model"
+    assert {p.split("/")[0] for p in calls[0][1]} == {"text_encoder", "tokenizer"}
+    assert not any(p.endswith(".bin") for p in calls[0][1])  # never fetch pickles
+
+    def offline(repo: str, allow_patterns: list[str]) -> str:
+        raise OSError("We couldn't connect to 'https://huggingface.co'\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ValueError, match="someone/some-model: cannot download the text encoder") as err:
+        TextEncoder.from_pretrained("someone/some-model")
+    assert len(str(err.value).splitlines()) == 1
