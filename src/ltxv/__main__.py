@@ -1,5 +1,5 @@
 """`python -m ltxv` -> the `ltxv` command."""
 
-from .cli import main
+from .cli import console
 
-raise SystemExit(main())
+console()
