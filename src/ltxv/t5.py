@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .config import T5Config
 from .layers.init import normal_parameter
-from .layers.norm import rms_norm
+from .layers.norm import RMSNorm, rms_norm
 
 _ACTIVATIONS = {
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -44,13 +44,8 @@ def relative_buckets(length: int, num_buckets: int, max_distance: int, device: t
     return bucket + torch.where(dist < exact, dist, far)
 
 
-class T5Norm(nn.Module):
-    """weight * x / rms(x): normalised in fp32, scaled in the weight's dtype (as T5LayerNorm)."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+class T5Norm(RMSNorm):
+    """RMSNorm scaled in the weight's dtype rather than fp32 (as T5LayerNorm; differs only in bf16)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.weight * rms_norm(x, self.eps).to(self.weight.dtype)

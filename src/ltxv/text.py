@@ -84,10 +84,11 @@ def load_t5(folder: Path, device: str | torch.device, dtype: torch.dtype) -> T5E
     for file in _weight_files(folder):
         try:
             with open_safetensors(str(file), str(torch.device(device))) as f:
-                sd.update({key: f.get_tensor(key) for key in f.keys()})  # noqa: SIM118 - safe_open has no iter
+                # cast tensor by tensor: an fp32 T5-XXL never sits on the device twice
+                sd.update({key: f.get_tensor(key).to(dtype) for key in f.keys()})  # noqa: SIM118
         except Exception as err:
             raise ValueError(f"{file}: cannot read tensors ({str(err).splitlines()[0]})") from None
-    sd = {k: v.to(dtype) for k, v in t5_keys_from_hf(sd).items()}
+    sd = t5_keys_from_hf(sd)
     with torch.device("meta"):
         model = T5Encoder(cfg)
     expected = set(model.state_dict())
@@ -101,7 +102,7 @@ def load_t5(folder: Path, device: str | torch.device, dtype: torch.dtype) -> T5E
     if bad:
         raise ValueError(f"{folder}: tensor shapes differ from config.json for {bad[:4]}")
     model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 class T5Tokenizer:
