@@ -251,7 +251,7 @@ def _validate(model: nn.Module, comp: Component, where: str) -> None:
     ]
     if missing or unexpected or bad:
         problems = [
-            f"{label}: {convert._names(keys)}"
+            f"{label}: {convert.names(keys)}"
             for label, keys in (
                 ("missing", missing),
                 ("unexpected", unexpected),
