@@ -308,3 +308,31 @@ def test_cosine_decay_reaches_the_optimizer(world, tmp_path):
     assert lrs[0] == pytest.approx(0.003) and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
     with pytest.raises(ValueError, match="optim.decay 'linear'"):
         config(world, "vae", 4, **{"optim.decay": "linear"})
+
+
+def test_init_dit_puts_another_checkpoints_transformer_on_this_vae(world, trained_vae, tmp_path, capsys):
+    """`--init-dit`: the VAE (and its latent statistics) from --init, the transformer from another file."""
+    from ltxv.cli import main
+    from ltxv.dit.model import VideoDiT
+    from ltxv.train.loop import build_models, resolve_config
+    from ltxv.weights import save_checkpoint
+
+    spec = get_preset("tiny")
+    torch.manual_seed(123)
+    other = VideoDiT(spec.dit)
+    save_checkpoint(tmp_path / "dit.safetensors", spec, dit=other)
+    cfg = resolve_config(config(world, "dit", 1, init=trained_vae, init_dit=tmp_path / "dit.safetensors"))
+    vae, dit, trained = build_models(cfg)
+    assert trained
+    theirs = other.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in dit.state_dict().items())
+    before = load_file(trained_vae)
+    assert all(torch.equal(before[f"vae.{k}"], v) for k, v in vae.state_dict().items())
+
+    save_checkpoint(tmp_path / "vae_only.safetensors", spec, vae=vae)
+    args = ["train", "dit", "--data", str(world / "data"), "--out", str(tmp_path / "r"), "--dry-run"]
+    vae_only = str(tmp_path / "vae_only.safetensors")
+    assert main([*args, "--init", str(trained_vae), "--init-dit", vae_only]) == 2
+    assert "has no transformer" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="init_dit is for the dit and joint stages"):
+        config(world, "vae", 1, init_dit=tmp_path / "dit.safetensors")

@@ -22,6 +22,7 @@ FLAGS = {
     "buckets": "data.buckets",
     "text_encoder": "data.text_encoder",
     "init": "init",
+    "init_dit": "init_dit",
     "steps": "steps",
     "batch_size": "batch_size",
     "lr": "optim.lr",
@@ -46,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         parser.add_argument("--base", dest="init", required=True, help="model whose transformer is adapted")
     else:
         parser.add_argument("--init", help="checkpoint to start from (e.g. the VAE of an earlier stage)")
+    if stage in ("dit", "joint"):
+        parser.add_argument(
+            "--init-dit", help="transformer from this checkpoint instead of --init's (e.g. onto a new VAE)"
+        )
     parser.add_argument("--text-encoder", help="T5 folder, for captions of video datasets")
     parser.add_argument("--buckets", help=f"'FxHxW;...' clip sizes (default {d.data.buckets})")
     parser.add_argument("--steps", type=int, help=f"optimiser steps (default {d.steps})")
@@ -78,12 +83,12 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     else:
         cfg = TrainConfig(stage=args.stage, model=get_preset(args.preset))
     overrides = [
-        f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag) is not None
+        f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag, None) is not None
     ]
     # `train.x` is accepted as a synonym of `x` (the spelling: --set train.parallel=fsdp)
     sets = [s[len("train.") :] if s.startswith("train.") else s for s in args.set]
     cfg = apply_overrides(cfg, overrides + sets)
-    if cfg.init:
+    if cfg.init or cfg.init_dit:
         from .loop import resolve_config
 
         cfg = resolve_config(cfg)

@@ -31,12 +31,22 @@ from .stages import STAGES, BatchRandom, Stage, init_vae_for_training, trainable
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """The model spec comes from `init` when one is given (the checkpoint describes itself)."""
-    if not cfg.init:
-        return cfg
-    from ..weights import open_checkpoint
+    """The model spec comes from `init` when one is given (the checkpoint describes itself), the
+    transformer's from `init_dit` when that is given."""
+    from ..weights import CheckpointError, open_checkpoint
 
-    return replace(cfg, model=open_checkpoint(cfg.init).spec)
+    spec = open_checkpoint(cfg.init).spec if cfg.init else cfg.model
+    if cfg.init_dit:
+        ckpt = open_checkpoint(cfg.init_dit)
+        if ckpt.dit is None:
+            raise CheckpointError(f"--init-dit {cfg.init_dit}: that checkpoint has no transformer")
+        if ckpt.dit.config.in_channels != spec.vae.latent_channels:
+            raise CheckpointError(
+                f"--init-dit {cfg.init_dit}: its transformer takes {ckpt.dit.config.in_channels} latent"
+                f" channels, the VAE makes {spec.vae.latent_channels}"
+            )
+        spec = replace(spec, dit=ckpt.dit.config)
+    return replace(cfg, model=spec)
 
 
 # -- models and data ---------------------------------------------------------------------------------------
@@ -52,8 +62,12 @@ def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
         ckpt = open_checkpoint(cfg.init)
         if ckpt.vae is not None:
             vae, trained = load_vae(ckpt, "cpu", torch.float32), True
-        if ckpt.dit is not None:
+        if ckpt.dit is not None and not cfg.init_dit:
             dit = load_transformer(ckpt, "cpu", torch.float32)
+    if cfg.init_dit:
+        from ..weights import load_transformer
+
+        dit = load_transformer(cfg.init_dit, "cpu", torch.float32)
     if not trained and cfg.stage in ("vae", "joint"):
         init_vae_for_training(vae)
     if cfg.stage == "lora":
