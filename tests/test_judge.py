@@ -167,6 +167,8 @@ def test_eval_requires_model(monkeypatch, tmp_path):
         evaluate.run(_args())
     with pytest.raises(ValueError, match="8k\\+1"):
         evaluate.ShapesEval(model="m", frames=10)
+    with pytest.raises(ValueError, match="guidance must be >= 1"):
+        evaluate.ShapesEval(model="m", guidance=0.5)
 
 
 def test_eval_splits(tmp_path):
@@ -207,12 +209,13 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
     args = _args(
         model=str(tmp_path / "tiny.safetensors"), text_encoder=str(tmp_path / "t5"), clips=2, size=64
     )
-    args.frames, args.steps, args.json_out = 9, 2, str(out)
+    args.frames, args.steps, args.guidance, args.json_out = 9, 2, 2.5, str(out)
     assert evaluate.run(args) == 0
     assert "t2v.accuracy.colour" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temporary file left
     assert report["reference"]["accuracy"]["all"] == 1.0  # the judge reads the rendered references
+    assert report["sampling"]["steps"] == 2 and report["sampling"]["guidance"] == 2.5
     for section, keys in {
         "vae": ("psnr", "ssim", "accuracy"),
         "t2v": ("accuracy", "found"),

@@ -49,6 +49,7 @@ class ShapesEval:
     size: int = 128  # frame side, a multiple of 32
     frames: int = 25  # 8k+1
     steps: int | None = None  # None: the checkpoint's default
+    guidance: float | None = None  # CFG scale; None: the checkpoint's default
     seed: int = 0  # clips and generation noise
     fps: float = 24.0
     split: str = (
@@ -64,6 +65,8 @@ class ShapesEval:
             )
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.guidance is not None and not self.guidance >= 1.0:
+            raise ValueError(f"guidance must be >= 1 (1 = no guidance), got {self.guidance!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         synth.SynthConfig(size=self.size, frames=self.frames, seed=self.seed)  # synth's own checks
@@ -148,6 +151,7 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
         num_frames=cfg.frames,
         frame_rate=cfg.fps,
         steps=cfg.steps or base.steps,
+        guidance=base.guidance if cfg.guidance is None else cfg.guidance,
     )
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ltxv-eval-") as tmp:
@@ -174,16 +178,17 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
         )
         row["i2v"] = {"first_frame_psnr": judge.psnr(i2v[:, :, :1], clip[:, :, :1]), **_judged(i2v, record)}
         rows.append(row)
-    return summarize(cfg, rows, str(pipe.device))
+    return summarize(cfg, rows, str(pipe.device), sample)
 
 
-def summarize(cfg: ShapesEval, rows: list[dict], device: str) -> dict:
+def summarize(cfg: ShapesEval, rows: list[dict], device: str, sample: SampleConfig) -> dict:
     """The report: settings, per-section means over the clips, and every clip's row."""
     seconds = _mean([r["seconds"] for r in rows])
     video_seconds = cfg.frames / cfg.fps
     return {
         "suite": "shapes",
         "settings": {**dataclasses.asdict(cfg), "device": device},
+        "sampling": {k: getattr(sample, k) for k in ("steps", "guidance", "stg", "decode_timestep")},
         "reference": {
             "accuracy": _accuracy([r["reference"]["score"] for r in rows]),
             "area_cv": _mean([r["reference_temporal"]["area_cv"] for r in rows]),
@@ -276,6 +281,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=int, default=d.steps, help="sampling steps (default: the checkpoint's)"
     )
+    parser.add_argument(
+        "--guidance", type=float, default=d.guidance, help="CFG scale (default: the checkpoint's)"
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="clips and generation noise")
     parser.add_argument("--json", dest="json_out", help="write the full report here (JSON)")
 
@@ -293,6 +301,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size or tuned.get("width", ShapesEval.size),
         frames=args.frames or tuned.get("num_frames", ShapesEval.frames),
         steps=args.steps,
+        guidance=args.guidance,
         seed=args.seed,
         split=args.split,
     )
