@@ -211,7 +211,8 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
     )
     args.frames, args.steps, args.guidance, args.json_out = 9, 2, 2.5, str(out)
     assert evaluate.run(args) == 0
-    assert "t2v.accuracy.colour" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "t2v.accuracy.colour" in printed and "sampling.guidance" in printed
     report = json.loads(out.read_text())
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temporary file left
     assert report["reference"]["accuracy"]["all"] == 1.0  # the judge reads the rendered references

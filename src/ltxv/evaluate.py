@@ -251,7 +251,7 @@ def format_table(report: dict) -> str:
         return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = []
-    for section in ("reference", "vae", "t2v", "i2v", "temporal", "speed"):
+    for section in ("sampling", "reference", "vae", "t2v", "i2v", "temporal", "speed"):
         for key, value in report[section].items():
             items = value.items() if isinstance(value, dict) else [(None, value)]
             for sub, v in items:
