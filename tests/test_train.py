@@ -334,5 +334,9 @@ def test_init_dit_puts_another_checkpoints_transformer_on_this_vae(world, traine
     vae_only = str(tmp_path / "vae_only.safetensors")
     assert main([*args, "--init", str(trained_vae), "--init-dit", vae_only]) == 2
     assert "has no transformer" in capsys.readouterr().err
+    narrow = replace(spec, dit=replace(spec.dit, in_channels=8, out_channels=8))
+    save_checkpoint(tmp_path / "narrow.safetensors", narrow, dit=VideoDiT(narrow.dit))
+    assert main([*args, "--init", str(trained_vae), "--init-dit", str(tmp_path / "narrow.safetensors")]) == 2
+    assert "takes 8 latent channels, the VAE makes 16" in capsys.readouterr().err
     with pytest.raises(ValueError, match="init_dit is for the dit and joint stages"):
         config(world, "vae", 1, init_dit=tmp_path / "dit.safetensors")
