@@ -53,21 +53,18 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
-    """(vae, dit, vae_is_trained): from `init` where it has them, else freshly initialised from the spec."""
+    """(vae, dit, vae_is_trained): from `init` where it has them (the transformer from `init_dit` when given),
+    else freshly initialised from the spec."""
+    from ..weights import load_transformer, load_vae, open_checkpoint
+
     torch.manual_seed(cfg.seed)  # the same initial weights on every process and every run
     vae, dit, trained = VideoVAE(cfg.model.vae), VideoDiT(cfg.model.dit), False
-    if cfg.init:
-        from ..weights import load_transformer, load_vae, open_checkpoint
-
-        ckpt = open_checkpoint(cfg.init)
-        if ckpt.vae is not None:
-            vae, trained = load_vae(ckpt, "cpu", torch.float32), True
-        if ckpt.dit is not None and not cfg.init_dit:
-            dit = load_transformer(ckpt, "cpu", torch.float32)
-    if cfg.init_dit:
-        from ..weights import load_transformer
-
-        dit = load_transformer(cfg.init_dit, "cpu", torch.float32)
+    ckpt = open_checkpoint(cfg.init) if cfg.init else None
+    if ckpt is not None and ckpt.vae is not None:
+        vae, trained = load_vae(ckpt, "cpu", torch.float32), True
+    dit_source = cfg.init_dit or (ckpt if ckpt is not None and ckpt.dit is not None else None)
+    if dit_source is not None:
+        dit = load_transformer(dit_source, "cpu", torch.float32)
     if not trained and cfg.stage in ("vae", "joint"):
         init_vae_for_training(vae)
     if cfg.stage == "lora":
