@@ -269,3 +269,26 @@ def test_block_cache_quality_on_the_tiny_model(threshold, reused, max_err, capsy
             f"\nblock cache {threshold}: reused {cache.reused}/{cache.steps} steps, latent rel err {err:.4f}"
         )
     assert reused[0] <= cache.reused <= reused[1] and err <= max_err
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "replicate", "reflect"])
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2), (2, 2, 2)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_single_frame_conv_is_the_padded_3d_conv(padding_mode, stride, causal):
+    """CausalConv3d on one frame runs conv2d with the kernel summed over time; the plain path pads the frame
+    to 3 copies and runs conv3d. Same output and same weight/input gradients (fp32 rounding only)."""
+    from ltxv.vae.conv import CausalConv3d
+
+    torch.manual_seed(0)
+    conv = CausalConv3d(5, 7, 3, stride, padding_mode)
+    x = torch.randn(2, 5, 1, 8, 12, requires_grad=True)
+    fast = conv(x, causal)
+    fast.square().sum().backward()
+    grads = x.grad.clone(), conv.conv.weight.grad.clone(), conv.conv.bias.grad.clone()
+    x.grad, conv.conv.weight.grad, conv.conv.bias.grad = None, None, None
+    plain = conv.conv(x.expand(-1, -1, 3, -1, -1))  # what both paddings make of a single frame
+    plain.square().sum().backward()
+    assert fast.shape == plain.shape == (2, 7, 1, 8 // stride[1], 12 // stride[2])
+    assert rel_err(fast, plain) < 1e-6
+    for got, want in zip(grads, (x.grad, conv.conv.weight.grad, conv.conv.bias.grad), strict=True):
+        assert rel_err(got, want) < 1e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -35,7 +36,9 @@ class CausalConv3d(nn.Module):
     """Conv3d, spatial padding by the conv itself, temporal padding by frame replication.
 
     causal: prepend k-1 copies of frame 0; otherwise 1 copy of the first frame before and of the last after
-    (k = 3), so that frame counts follow the official formulas.
+    (k = 3), so that frame counts follow the official formulas. A single frame (images) pads to k copies of
+    itself either way, so its output is the 2-D conv with the kernel summed over time: computed that way,
+    k times fewer FLOPs (and oneDNN's faster 2-D kernels) for the same result.
     """
 
     def __init__(
@@ -55,6 +58,8 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: Tensor, causal: bool) -> Tensor:
         k = self.kernel
+        if x.shape[2] == 1:
+            return self._single_frame(x)
         if causal:
             x = torch.cat([x[:, :, :1].expand(-1, -1, k - 1, -1, -1), x], dim=2)
         elif k > 1:
@@ -63,6 +68,18 @@ class CausalConv3d(nn.Module):
                 [x[:, :, :1].expand(-1, -1, r, -1, -1), x, x[:, :, -1:].expand(-1, -1, r, -1, -1)], dim=2
             )
         return self.conv(x)
+
+    def _single_frame(self, x: Tensor) -> Tensor:
+        """(B, C, 1, H, W) -> (B, C_out, 1, H', W'): conv2d with weight.sum(time), same spatial padding."""
+        conv = self.conv
+        weight = conv.weight.sum(2)  # (C_out, C_in, k, k)
+        pad = conv.padding[1:]
+        image = x[:, :, 0]  # (B, C, H, W)
+        if conv.padding_mode != "zeros":
+            image = F.pad(image, (pad[1], pad[1], pad[0], pad[0]), mode=conv.padding_mode)
+            pad = (0, 0)
+        out = F.conv2d(image, weight, conv.bias, stride=conv.stride[1:], padding=pad)
+        return out[:, :, None]
 
 
 class SpaceToDepthDownsample(nn.Module):
