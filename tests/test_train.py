@@ -340,3 +340,27 @@ def test_init_dit_puts_another_checkpoints_transformer_on_this_vae(world, traine
     assert "takes 8 latent channels, the VAE makes 16" in capsys.readouterr().err
     with pytest.raises(ValueError, match="init_dit is for the dit and joint stages"):
         config(world, "vae", 1, init_dit=tmp_path / "dit.safetensors")
+
+
+@pytest.mark.parametrize("stage", ["dit", pytest.param("joint", marks=pytest.mark.slow)])
+def test_compiled_training_matches_eager(world, trained_vae, tmp_path, stage):
+    """--compile: regional torch.compile of the DiT's blocks (dit) and also the VAE's (joint); the same losses
+    as eager up to kernel rounding, and the same checkpoint keys."""
+    from test_fast_compile import _inductor_works
+
+    if (reason := _inductor_works()) is not None:
+        pytest.skip(reason)
+    torch._dynamo.reset()
+    try:
+        for run, mode in (("eager", ""), ("compiled", "default")):
+            train(config(world, stage, 3, init=trained_vae, compile=mode), tmp_path / run, progress=False)
+    finally:
+        torch._dynamo.reset()
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert len(eager) == len(compiled) == 3
+    for a, b in zip(eager, compiled, strict=True):
+        assert abs(a - b) <= 1e-3 * abs(a), (eager, compiled)
+    keys = [set(load_file(tmp_path / run / "model.safetensors")) for run in ("eager", "compiled")]
+    assert keys[0] == keys[1]
+    with pytest.raises(ValueError, match="compile mode 'fast'"):
+        config(world, "dit", 1, compile="fast")

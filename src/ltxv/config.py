@@ -234,6 +234,7 @@ class SchedulerConfig:
             raise ValueError(f"scheduler kind {self.kind!r}: use 'sd3' or 'linear_quadratic'")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile
 NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"  # official default
 STG_MODES = ("attention_values", "attention_skip", "transformer_block")
 
@@ -405,6 +406,7 @@ class TrainConfig:
     val_steps: int = 8  # denoising steps of validation samples
     ema_decay: float = 0.0  # 0 = no EMA
     grad_checkpointing: bool = False
+    compile: str = ""  # torch.compile mode for the trained model's blocks (regional); "" = eager
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
     parallel: str = "ddp"  # under torchrun: "ddp" or "fsdp" (FSDP2 fully_shard)
     device: str = "auto"
@@ -423,6 +425,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision {self.precision!r}: use auto, fp32 or bf16")
+        if self.compile and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile mode {self.compile!r}: choose from {', '.join(COMPILE_MODES)}")
         if self.parallel not in ("ddp", "fsdp"):
             raise ValueError(f"parallel {self.parallel!r}: use ddp or fsdp")
         if not 0.0 <= self.ema_decay < 1.0:

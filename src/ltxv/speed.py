@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .config import COMPILE_MODES
 from .layers.attention import ATTENTION_BACKENDS, check_attention_backend
 from .layers.fp8 import Fp8Linear, quantize_linears
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,16 @@ def compile_blocks(dit: nn.Module, mode: str = "default") -> int:
     state_dict keys are unchanged). The blocks share one code object and their parameters are graph inputs,
     so one compilation serves them all (diffusers' `compile_repeated_blocks`). Returns the blocks compiled."""
     blocks = [b for b in dit.transformer_blocks if getattr(b, "_compiled_call_impl", None) is None]
+    for block in blocks:
+        block.compile(mode=mode)
+    return len(blocks)
+
+
+def compile_vae_blocks(vae: nn.Module, mode: str = "default") -> int:
+    """Regional torch.compile of a VideoVAE for training: conv_in/out stay eager, each encoder down block
+    and decoder up block is compiled in place (state_dict keys unchanged). Returns the blocks compiled."""
+    blocks = [*vae.encoder.down_blocks, *vae.decoder.up_blocks]
+    blocks = [b for b in blocks if getattr(b, "_compiled_call_impl", None) is None]
     for block in blocks:
         block.compile(mode=mode)
     return len(blocks)

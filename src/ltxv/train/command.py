@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import TRAIN_STAGES, TrainConfig, apply_overrides, from_dict, to_dict
+from ..config import COMPILE_MODES, TRAIN_STAGES, TrainConfig, apply_overrides, from_dict, to_dict
 
 STAGE_HELP = {
     "vae": "train the Video-VAE (pixel MSE + DWT L1 + KL, optional GAN / LPIPS)",
@@ -31,6 +31,7 @@ FLAGS = {
     "save_every": "save_every",
     "val_every": "val_every",
     "ema": "ema_decay",
+    "compile": "compile",
 }
 
 
@@ -61,6 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--save-every", type=int, help=f"checkpoint every N steps (default {d.save_every})")
     parser.add_argument("--val-every", type=int, help="validation mp4 every N steps (default: at the end)")
     parser.add_argument("--ema", type=float, help="EMA decay, e.g. 0.999 (default: off)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        help="torch.compile the trained blocks (regional) with this mode (bare flag: default); the first "
+        "steps include compile time; on GPUs typically faster steps",
+    )
     parser.add_argument("--config", help="a JSON TrainConfig (as printed by --dry-run) to start from")
     parser.add_argument(
         "--set",

@@ -169,6 +169,8 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
 
         stage.lpips_net = (LPIPS.from_file(cfg.vae.lpips_path).to(d.device).requires_grad_(False),)
     stage.to(d.device)
+    if cfg.compile:
+        _compile(stage, cfg.compile)
     disc = _discriminator(cfg, d)
     sampler = BucketBatchSampler(data.buckets_of, cfg.batch_size, cfg.seed, d.rank, d.world)
 
@@ -258,6 +260,16 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     if d.world > 1:
         dist.barrier()
     return final
+
+
+def _compile(stage: Stage, mode: str) -> None:
+    """Regional torch.compile of what the stage runs every step: the DiT's blocks and/or the VAE's blocks."""
+    from ..speed import compile_blocks, compile_vae_blocks
+
+    if stage.cfg.stage in ("dit", "joint", "lora"):
+        compile_blocks(stage.dit, mode)
+    if stage.cfg.stage in ("vae", "decoder", "joint"):
+        compile_vae_blocks(stage.vae, mode)
 
 
 def _null_text(data: Any, encoder: Any, cfg: TrainConfig) -> tuple[Tensor, Tensor]:
