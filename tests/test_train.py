@@ -364,3 +364,54 @@ def test_compiled_training_matches_eager(world, trained_vae, tmp_path, stage):
     assert keys[0] == keys[1]
     with pytest.raises(ValueError, match="compile mode 'fast'"):
         config(world, "dit", 1, compile="fast")
+
+
+def test_new_dit_trains_a_transformer_of_another_shape_on_inits_vae(world, trained_vae, tmp_path, capsys):
+    """`--init FILE --new-dit --set model.dit.num_layers=3`: FILE's VAE (shape and weights), a new 3-block
+    transformer; a --set model.* that --init would silently override is refused instead."""
+    from ltxv.cli import main
+    from ltxv.dit.model import VideoDiT
+    from ltxv.weights import load_vae, open_checkpoint, save_checkpoint
+
+    spec = get_preset("tiny")
+    init = tmp_path / "init.safetensors"  # the trained VAE with a 2-block transformer
+    save_checkpoint(
+        init, spec, load_vae(open_checkpoint(trained_vae), "cpu", torch.float32), VideoDiT(spec.dit)
+    )
+    data = ["--data", str(world / "data"), "--text-encoder", str(world / "t5"), "--buckets", BUCKET]
+    base = ["train", "dit", *data, "--init", str(init), "--steps", "2", "--batch-size", "4"]
+    new = [*base, "--new-dit", "--set", "model.dit.num_layers=3"]
+    assert main([*new, "--out", str(tmp_path / "r"), "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["new_dit"] is True and printed["model"]["dit"]["num_layers"] == 3
+    assert main([*new, "--out", str(tmp_path / "r")]) == 0
+    out, before = load_file(tmp_path / "r" / "model.safetensors"), load_file(init)
+    assert (
+        "dit.transformer_blocks.2.ff.net.2.bias" in out
+        and "dit.transformer_blocks.3.ff.net.2.bias" not in out
+    )
+    assert all(torch.equal(out[k], v) for k, v in before.items() if k.startswith("vae."))
+    assert open_checkpoint(tmp_path / "r" / "model.safetensors").spec.dit.num_layers == 3
+
+    refused = {
+        "--set model.dit.num_layers=3 would be ignored": [*base, "--set", "model.dit.num_layers=3"],
+        "--set model.vae.latent_channels=8 would be ignored": [
+            *base,
+            "--new-dit",
+            "--set",
+            "model.vae.latent_channels=8",
+        ],
+        "new_dit and init_dit both": [*base, "--new-dit", "--init-dit", str(init)],
+        "model.dit.in_channels=8, but the VAE makes 16": [
+            *base,
+            "--new-dit",
+            "--set",
+            "model.dit.in_channels=8",
+        ],
+    }
+    for i, (message, args) in enumerate(refused.items()):
+        assert main([*args, "--out", str(tmp_path / f"x{i}")]) == 2, message
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"x{i}" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="new_dit is for the dit and joint stages"):
+        config(world, "decoder", 1, new_dit=True)

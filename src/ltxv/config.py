@@ -396,6 +396,7 @@ class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     init: str = ""  # checkpoint to start from (any supported format); the base model for `lora`
     init_dit: str = ""  # transformer from this checkpoint instead of init's (e.g. a DiT onto a new VAE)
+    new_dit: bool = False  # a fresh transformer of model.dit's shape instead of init's (on init's VAE)
     steps: int = 100
     batch_size: int = 2  # global batch (split across processes)
     seed: int = 0
@@ -442,8 +443,11 @@ class TrainConfig:
             raise ValueError(f"vae.decoder_t_max must be in (0, 1], got {self.vae.decoder_t_max}")
         if self.vae.lpips > 0 and not self.vae.lpips_path:
             raise ValueError("vae.lpips > 0 needs vae.lpips_path (a local LPIPS safetensors file)")
-        if self.init_dit and self.stage in ("vae", "decoder", "lora"):
-            raise ValueError(f"init_dit is for the dit and joint stages, not {self.stage!r}")
+        for name in ("init_dit", "new_dit"):
+            if getattr(self, name) and self.stage in ("vae", "decoder", "lora"):
+                raise ValueError(f"{name} is for the dit and joint stages, not {self.stage!r}")
+        if self.new_dit and self.init_dit:
+            raise ValueError("new_dit and init_dit both choose the transformer; drop one")
         if self.lora.rank < 1:
             raise ValueError(f"lora.rank must be >= 1, got {self.lora.rank}")
 

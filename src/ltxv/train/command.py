@@ -31,6 +31,7 @@ FLAGS = {
     "save_every": "save_every",
     "val_every": "val_every",
     "ema": "ema_decay",
+    "new_dit": "new_dit",
     "compile": "compile",
 }
 
@@ -49,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     else:
         parser.add_argument("--init", help="checkpoint to start from (e.g. the VAE of an earlier stage)")
     if stage in ("dit", "joint"):
+        parser.add_argument(
+            "--new-dit",
+            action="store_const",
+            const=True,
+            help="a new transformer (the preset's shape, changed with --set model.dit.*) on --init's VAE",
+        )
         parser.add_argument(
             "--init-dit", help="transformer from this checkpoint instead of --init's (e.g. onto a new VAE)"
         )
@@ -92,11 +99,20 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     else:
         cfg = TrainConfig(stage=args.stage, model=get_preset(args.preset))
     overrides = [
-        f"{key}={getattr(args, flag)}" for flag, key in FLAGS.items() if getattr(args, flag, None) is not None
+        f"{key}={json.dumps(value) if isinstance(value, bool) else value}"
+        for flag, key in FLAGS.items()
+        if (value := getattr(args, flag, None)) is not None
     ]
     # `train.x` is accepted as a synonym of `x` (the spelling: --set train.parallel=fsdp)
     sets = [s[len("train.") :] if s.startswith("train.") else s for s in args.set]
     cfg = apply_overrides(cfg, overrides + sets)
+    # with --init the checkpoint describes the model: only a new transformer's shape may be set
+    ignored = [s for s in sets if s.startswith("model.") and not (cfg.new_dit and s.startswith("model.dit."))]
+    if cfg.init and ignored:
+        raise ValueError(
+            f"--init {cfg.init} describes the model, so --set {ignored[0]} would be ignored; "
+            "for a new transformer of another shape add --new-dit (then --set model.dit.* applies)"
+        )
     if cfg.init or cfg.init_dit:
         from .loop import resolve_config
 

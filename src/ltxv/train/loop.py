@@ -32,10 +32,17 @@ from .stages import STAGES, BatchRandom, Stage, init_vae_for_training, trainable
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """The model spec comes from `init` when one is given (the checkpoint describes itself), the
-    transformer's from `init_dit` when that is given."""
+    transformer's from `init_dit` when that is given, or stays cfg.model's with `new_dit`."""
     from ..weights import CheckpointError, open_checkpoint
 
     spec = open_checkpoint(cfg.init).spec if cfg.init else cfg.model
+    if cfg.new_dit:
+        if spec.vae.latent_channels != cfg.model.dit.in_channels:
+            raise ValueError(
+                f"--new-dit: model.dit.in_channels={cfg.model.dit.in_channels}, but the VAE makes "
+                f"{spec.vae.latent_channels} latent channels"
+            )
+        spec = replace(spec, dit=cfg.model.dit)
     if cfg.init_dit:
         ckpt = open_checkpoint(cfg.init_dit)
         if ckpt.dit is None:
@@ -54,7 +61,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
 
 def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
     """(vae, dit, vae_is_trained): from `init` where it has them (the transformer from `init_dit` when given),
-    else freshly initialised from the spec."""
+    else (and the transformer with `new_dit`) freshly initialised from the spec."""
     from ..weights import load_transformer, load_vae, open_checkpoint
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process and every run
@@ -63,6 +70,8 @@ def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
     if ckpt is not None and ckpt.vae is not None:
         vae, trained = load_vae(ckpt, "cpu", torch.float32), True
     dit_source = cfg.init_dit or (ckpt if ckpt is not None and ckpt.dit is not None else None)
+    if cfg.new_dit:
+        dit_source = None
     if dit_source is not None:
         dit = load_transformer(dit_source, "cpu", torch.float32)
     if not trained and cfg.stage in ("vae", "joint"):
