@@ -77,6 +77,26 @@ def test_sample_t_is_inside_unit_interval_and_shifts_with_tokens():
     assert abs(centred.median().item() - 0.5) < 0.05
 
 
+def test_sample_t_with_an_explicit_shift():
+    """mu replaces the token-count shift: the median of sigmoid(μ + n) is sigmoid(μ) for any token count."""
+    g = torch.Generator().manual_seed(0)
+    for tokens in (112, 8192):
+        t = sample_t(20000, tokens, generator=g, mu=1.5)
+        assert abs(t.median().item() - torch.sigmoid(torch.tensor(1.5)).item()) < 0.01
+        assert abs((t > 0.9).float().mean().item() - 0.24) < 0.015  # P(n > logit(0.9) − 1.5 = 0.70)
+    default = sample_t(20000, 112, generator=torch.Generator().manual_seed(1))
+    same = sample_t(20000, 112, generator=torch.Generator().manual_seed(1), mu=shift_mu(112))
+    assert torch.equal(default, same)
+
+
+def test_train_config_t_shift_only_with_the_shifted_sampler():
+    from ltxv.config import FlowTrainConfig, TrainConfig
+
+    assert TrainConfig(flow=FlowTrainConfig(t_shift=1.5)).flow.t_shift == 1.5
+    with pytest.raises(ValueError, match="t_shift is the μ of shifted_logit_normal, not of 'uniform'"):
+        TrainConfig(flow=FlowTrainConfig(t_sampling="uniform", t_shift=1.5))
+
+
 def test_sample_t_rejects_unknown_mode():
     with pytest.raises(ValueError, match="uniform"):
         sample_t(2, 1024, mode="lognormal")

@@ -415,3 +415,24 @@ def test_new_dit_trains_a_transformer_of_another_shape_on_inits_vae(world, train
         assert not (tmp_path / f"x{i}" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="new_dit is for the dit and joint stages"):
         config(world, "decoder", 1, new_dit=True)
+
+
+def test_flow_t_shift_moves_the_training_timesteps():
+    """flow.t_shift replaces the token-count μ of the shifted logit-normal t the flow stage trains on."""
+    from ltxv.dit.model import VideoDiT
+    from ltxv.flow import shift_mu
+    from ltxv.train.stages import DiTStage
+
+    spec = get_preset("tiny")
+    latents = torch.randn(64, spec.dit.in_channels, 2, 2, 2)
+    emb, mask = torch.randn(64, 4, spec.dit.caption_channels), torch.ones(64, 4, dtype=torch.long)
+    medians = {}
+    for shift in (None, 3.0):
+        cfg = apply_overrides(TrainConfig(model=spec), [f"flow.t_shift={json.dumps(shift)}"])
+        stage = DiTStage(cfg, None, VideoDiT(spec.dit))
+        stage.set_null_text(emb[0], mask[0])
+        with torch.no_grad():
+            out = stage.flow(latents, emb, mask, BatchRandom(torch.Generator().manual_seed(0)))
+        medians[shift] = out["t"].median().item()
+    assert abs(medians[None] - torch.sigmoid(torch.tensor(shift_mu(8))).item()) < 0.15
+    assert medians[3.0] > 0.9 and medians[3.0] > medians[None] + 0.25

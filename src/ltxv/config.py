@@ -347,6 +347,7 @@ class FlowTrainConfig:
     """Rectified-flow transformer training (spec §5.2; LTX-Video-Trainer defaults where it has them)."""
 
     t_sampling: str = "shifted_logit_normal"  # see flow.SAMPLE_T_MODES
+    t_shift: float | None = None  # shifted_logit_normal's μ; None = by token count (flow.shift_mu)
     caption_dropout: float = 0.1  # probability a caption is replaced by the empty prompt (for CFG)
     first_frame_p: float = 0.1  # I2V: latent frame 0 kept clean at t = 0 and left out of the loss
     token_drop: float = 0.0  # max fraction of tokens dropped per step, drawn uniformly in [0, token_drop]
@@ -439,6 +440,11 @@ class TrainConfig:
         for name in ("caption_dropout", "first_frame_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")
+        if self.flow.t_shift is not None and self.flow.t_sampling != "shifted_logit_normal":
+            raise ValueError(
+                f"flow.t_shift is the μ of shifted_logit_normal, not of {self.flow.t_sampling!r}: "
+                "drop it or use flow.t_sampling=shifted_logit_normal"
+            )
         if not 0.0 < self.vae.decoder_t_max <= 1.0:
             raise ValueError(f"vae.decoder_t_max must be in (0, 1], got {self.vae.decoder_t_max}")
         if self.vae.lpips > 0 and not self.vae.lpips_path:

@@ -76,18 +76,22 @@ def sample_t(
     device: torch.device | str | None = None,
     mode: str = "shifted_logit_normal",
     std: float = 1.0,
+    mu: float | None = None,
 ) -> Tensor:
     """Training timesteps t (B,) in (0, 1) ([TRAIN] `ShiftedLogitNormalTimestepSampler`, spec §5.2).
 
-    "shifted_logit_normal": t = sigmoid(μ(N) + std·n), n ~ N(0, 1), μ from `shift_mu(num_tokens)`;
-    "logit_normal": the same with μ = 0; "uniform": t ~ U(0, 1). Clamped to [1e-5, 1 − 1e-5].
+    "shifted_logit_normal": t = sigmoid(μ + std·n), n ~ N(0, 1), μ = `mu`, or `shift_mu(num_tokens)` when
+    None; "logit_normal": the same with μ = 0; "uniform": t ~ U(0, 1). Clamped to [1e-5, 1 − 1e-5].
     """
     if mode not in SAMPLE_T_MODES:
         raise ValueError(f"unknown timestep sampling mode {mode!r}; choose one of {SAMPLE_T_MODES}.")
     if mode == "uniform":
         t = torch.rand(batch_size, generator=generator, device=device)
     else:
-        mu = shift_mu(num_tokens) if mode == "shifted_logit_normal" else 0.0
+        if mode == "logit_normal":
+            mu = 0.0
+        elif mu is None:
+            mu = shift_mu(num_tokens)
         t = torch.sigmoid(mu + std * torch.randn(batch_size, generator=generator, device=device))
     return t.clamp(_T_EPS, 1 - _T_EPS)
 

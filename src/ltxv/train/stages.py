@@ -48,9 +48,9 @@ class BatchRandom:
             torch.rand(n * self.world, generator=self.generator, device=self.generator.device), device
         )
 
-    def t(self, n: int, num_tokens: int, mode: str, device: torch.device) -> Tensor:
+    def t(self, n: int, num_tokens: int, mode: str, device: torch.device, mu: float | None = None) -> Tensor:
         g = self.generator
-        return self._rows(sample_t(n * self.world, num_tokens, g, g.device, mode), device)
+        return self._rows(sample_t(n * self.world, num_tokens, g, g.device, mode, mu=mu), device)
 
 
 def _weights(cfg: TrainConfig) -> VAELossWeights:
@@ -130,7 +130,7 @@ class Stage(nn.Module):
             text_mask = torch.where(drop[:, None], self.null_mask.to(text_mask.dtype), text_mask)
         x0 = rearrange(latents, "b c f h w -> b (f h w) c")
         noise = rng.randn(x0.shape, x0)
-        t = rng.t(b, n, f_cfg.t_sampling, dev)  # (B,)
+        t = rng.t(b, n, f_cfg.t_sampling, dev, f_cfg.t_shift)  # (B,)
         first = (rng.rand(b, dev) < f_cfg.first_frame_p)[:, None] & (
             torch.arange(n, device=dev)[None] < h * w
         )  # (B, N): the tokens of latent frame 0 of the conditioned samples
