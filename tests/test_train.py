@@ -21,7 +21,7 @@ from tiny_t5 import make_tiny_t5
 from ltxv.config import TrainConfig, apply_overrides
 from ltxv.data.synth import SynthConfig, write_dataset
 from ltxv.presets import get_preset
-from ltxv.train.loop import train
+from ltxv.train.loop import build_models, resolve_config, train
 from ltxv.train.stages import BatchRandom
 
 BUCKET = "9x64x64"
@@ -314,7 +314,6 @@ def test_init_dit_puts_another_checkpoints_transformer_on_this_vae(world, traine
     """`--init-dit`: the VAE (and its latent statistics) from --init, the transformer from another file."""
     from ltxv.cli import main
     from ltxv.dit.model import VideoDiT
-    from ltxv.train.loop import build_models, resolve_config
     from ltxv.weights import save_checkpoint
 
     spec = get_preset("tiny")
@@ -436,3 +435,21 @@ def test_flow_t_shift_moves_the_training_timesteps():
         medians[shift] = out["t"].median().item()
     assert abs(medians[None] - torch.sigmoid(torch.tensor(shift_mu(8))).item()) < 0.15
     assert medians[3.0] > 0.9 and medians[3.0] > medians[None] + 0.25
+
+
+def test_a_training_checkpoint_loads_as_init(world, trained_vae, tmp_path):
+    """RUN/checkpoints/step_N/model.safetensors (raw weights) and ema.safetensors (EMA of the trained part)
+    open like model files, described by the run's config.json: a new run can start from a mid-run one."""
+    from ltxv.weights import open_checkpoint
+
+    run = tmp_path / "run"
+    cfg = config(world, "dit", 3, init=trained_vae, save_every=2, ema_decay=0.9)
+    train(cfg, run, progress=False)
+    step = run / "checkpoints" / "step_00000002"
+    raw, ema = open_checkpoint(step / "model.safetensors"), open_checkpoint(step / "ema.safetensors")
+    assert raw.vae is not None and raw.dit is not None and ema.vae is None and ema.dit is not None
+    assert raw.spec == ema.spec == resolve_config(cfg).model
+    train(config(world, "dit", 1, init=step / "model.safetensors"), tmp_path / "next", progress=False)
+    vae, dit, trained = build_models(resolve_config(config(world, "dit", 1, init=step / "model.safetensors")))
+    weights = load_file(step / "model.safetensors")
+    assert trained and all(torch.equal(weights[f"dit.{k}"], v) for k, v in dit.state_dict().items())

@@ -101,6 +101,12 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     keys, meta = read_header(str(p))
     if meta.get("format") == "ltxv":
         return _open_ltxv(str(p), keys, meta)
+    run_config = p.parent.parent.parent / "config.json"  # RUN/checkpoints/step_N/{model,ema}.safetensors
+    if (p.parent / "state.json").is_file() and run_config.is_file():
+        model = _json(run_config).get("model")
+        if model is not None:
+            meta = {"format_version": LTXV_FORMAT_VERSION, "spec": json.dumps(model)}
+            return _open_ltxv(str(p), keys, meta)  # a training checkpoint: the run's config describes it
     return _open_native(str(p), keys, meta)
 
 
