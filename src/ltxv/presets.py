@@ -78,7 +78,7 @@ DEMO_VAE = VAEConfig(
     decoder_base_channels=16,
 )
 DEMO_DIT = DiTConfig(
-    in_channels=128, out_channels=128, num_layers=4, num_heads=4, head_dim=32, caption_channels=64
+    in_channels=128, out_channels=128, num_layers=4, num_heads=8, head_dim=32, caption_channels=64
 )
 
 PRESETS: dict[str, ModelSpec] = {
