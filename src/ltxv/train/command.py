@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         const="default",
         choices=COMPILE_MODES,
         help="torch.compile the trained blocks (regional) with this mode (bare flag: default); the first "
-        "steps include compile time; on GPUs typically faster steps",
+        "steps include compile time",
     )
     parser.add_argument("--config", help="a JSON TrainConfig (as printed by --dry-run) to start from")
     parser.add_argument(
@@ -110,7 +110,8 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     ignored = [s for s in sets if s.startswith("model.") and not (cfg.new_dit and s.startswith("model.dit."))]
     if cfg.init and ignored:
         raise ValueError(
-            f"--init {cfg.init} describes the model, so --set {ignored[0]} would be ignored; "
+            f"{'--base' if cfg.stage == 'lora' else '--init'} {cfg.init} describes the model, so --set "
+            f"{ignored[0]} would be ignored; "
             "for a new transformer of another shape add --new-dit (then --set model.dit.* applies)"
         )
     if cfg.init or cfg.init_dit:
