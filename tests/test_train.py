@@ -401,7 +401,7 @@ def test_new_dit_trains_a_transformer_of_another_shape_on_inits_vae(world, train
             "model.vae.latent_channels=8",
         ],
         "new_dit and init_dit both": [*base, "--new-dit", "--init-dit", str(init)],
-        "model.dit.in_channels=8, but the VAE makes 16": [
+        "--new-dit (model.dit): its transformer takes 8 latent channels, the VAE makes 16": [
             *base,
             "--new-dit",
             "--set",

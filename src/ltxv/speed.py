@@ -7,6 +7,7 @@ Exact ones are on by default (text_cache); approximate or hardware-dependent one
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -38,20 +39,21 @@ def compile_blocks(dit: nn.Module, mode: str = "default") -> int:
     """Regional torch.compile: compile each of `dit.transformer_blocks` in place (nn.Module.compile, so the
     state_dict keys are unchanged). The blocks share one code object and their parameters are graph inputs,
     so one compilation serves them all (diffusers' `compile_repeated_blocks`). Returns the blocks compiled."""
-    blocks = [b for b in dit.transformer_blocks if getattr(b, "_compiled_call_impl", None) is None]
-    for block in blocks:
-        block.compile(mode=mode)
-    return len(blocks)
+    return _compile_each(dit.transformer_blocks, mode)
 
 
 def compile_vae_blocks(vae: nn.Module, mode: str = "default") -> int:
     """Regional torch.compile of a VideoVAE for training: conv_in/out stay eager, each encoder down block
     and decoder up block is compiled in place (state_dict keys unchanged). Returns the blocks compiled."""
-    blocks = [*vae.encoder.down_blocks, *vae.decoder.up_blocks]
-    blocks = [b for b in blocks if getattr(b, "_compiled_call_impl", None) is None]
-    for block in blocks:
-        block.compile(mode=mode)
-    return len(blocks)
+    return _compile_each([*vae.encoder.down_blocks, *vae.decoder.up_blocks], mode)
+
+
+def _compile_each(modules: Iterable[nn.Module], mode: str) -> int:
+    """nn.Module.compile each module not compiled yet (idempotent); returns how many were compiled now."""
+    todo = [m for m in modules if getattr(m, "_compiled_call_impl", None) is None]
+    for module in todo:
+        module.compile(mode=mode)
+    return len(todo)
 
 
 def apply_to_dit(dit: nn.Module, speed: SpeedConfig) -> None:

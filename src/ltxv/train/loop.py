@@ -36,23 +36,19 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     from ..weights import CheckpointError, open_checkpoint
 
     spec = open_checkpoint(cfg.init).spec if cfg.init else cfg.model
+    source = ""  # what chose a transformer other than init's
     if cfg.new_dit:
-        if spec.vae.latent_channels != cfg.model.dit.in_channels:
-            raise ValueError(
-                f"--new-dit: model.dit.in_channels={cfg.model.dit.in_channels}, but the VAE makes "
-                f"{spec.vae.latent_channels} latent channels"
-            )
-        spec = replace(spec, dit=cfg.model.dit)
+        spec, source = replace(spec, dit=cfg.model.dit), "--new-dit (model.dit)"
     if cfg.init_dit:
         ckpt = open_checkpoint(cfg.init_dit)
         if ckpt.dit is None:
             raise CheckpointError(f"--init-dit {cfg.init_dit}: that checkpoint has no transformer")
-        if ckpt.dit.config.in_channels != spec.vae.latent_channels:
-            raise CheckpointError(
-                f"--init-dit {cfg.init_dit}: its transformer takes {ckpt.dit.config.in_channels} latent"
-                f" channels, the VAE makes {spec.vae.latent_channels}"
-            )
-        spec = replace(spec, dit=ckpt.dit.config)
+        spec, source = replace(spec, dit=ckpt.dit.config), f"--init-dit {cfg.init_dit}"
+    if source and spec.dit.in_channels != spec.vae.latent_channels:
+        raise CheckpointError(
+            f"{source}: its transformer takes {spec.dit.in_channels} latent channels, the VAE makes "
+            f"{spec.vae.latent_channels}"
+        )
     return replace(cfg, model=spec)
 
 
@@ -69,9 +65,8 @@ def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
     ckpt = open_checkpoint(cfg.init) if cfg.init else None
     if ckpt is not None and ckpt.vae is not None:
         vae, trained = load_vae(ckpt, "cpu", torch.float32), True
-    dit_source = cfg.init_dit or (ckpt if ckpt is not None and ckpt.dit is not None else None)
-    if cfg.new_dit:
-        dit_source = None
+    init_has_dit = ckpt is not None and ckpt.dit is not None
+    dit_source = None if cfg.new_dit else cfg.init_dit or (ckpt if init_has_dit else None)
     if dit_source is not None:
         dit = load_transformer(dit_source, "cpu", torch.float32)
     if not trained and cfg.stage in ("vae", "joint"):
