@@ -242,3 +242,32 @@ def test_bench_help_lists_the_speed_flags():
         bench.settings_from_args(parse("--stream", "0"))
     with pytest.raises(ValueError, match=">= 0"):
         bench.settings_from_args(parse("--block-cache", "-1"))
+
+
+def test_unset_flags_take_the_models_generation_settings(tmp_path):
+    """As `ltxv generate`: a flag not given comes from the model folder's generation.json, else the default."""
+    from ltxv.demo import DEMO_DIR, generation_defaults
+
+    demo = generation_defaults(DEMO_DIR)
+    s = bench.settings_from_args(parse("--preset", "demo"))  # random demo weights, the bundled model's shape
+    assert (s.sample.width, s.sample.num_frames, s.sample.steps) == (
+        demo["width"],
+        demo["num_frames"],
+        demo["steps"],
+    )
+    assert (s.sample.stg, s.sample.max_tokens) == (demo["stg"], demo["max_tokens"])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "generation.json").write_text(json.dumps({"width": 96, "steps": 7, "guidance": 2.5}))
+    s = bench.settings_from_args(parse("--model", str(folder), "--steps", "3"))
+    assert (s.sample.width, s.sample.steps, s.sample.guidance) == (96, 3, 2.5)  # the flag wins
+    assert s.sample.height == SampleConfig().height  # neither given nor in the file: the default
+    s = bench.settings_from_args(parse("--preset", "tiny"))
+    assert (s.sample.width, s.sample.steps, s.sample.stg) == (
+        SampleConfig().width,
+        SampleConfig().steps,
+        SampleConfig().stg,
+    )
+    (folder / "generation.json").write_text(json.dumps({"widht": 96}))
+    with pytest.raises(ValueError, match="widht"):
+        bench.settings_from_args(parse("--model", str(folder)))

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .config import ModelSpec, SampleConfig
+from .demo import DEMO_DIR, GENERATION_FILE, sample_fields
 from .dit.model import VideoDiT
 from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
 from .media import crop_video, padded_size
@@ -420,7 +421,8 @@ def _si(tera: float) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `ltxv bench` flags."""
+    """The `ltxv bench` flags. The shape and sampling flags default to the model's generation.json (for
+    `--preset demo`: the bundled model's), else to SampleConfig's defaults, as `ltxv generate`."""
     d = SampleConfig()
     parser.add_argument(
         "--preset", default="tiny", help=f"model size with random weights: {', '.join(PRESETS)}"
@@ -428,16 +430,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint to benchmark instead of random weights (any format)")
     parser.add_argument("--text-encoder", help="T5 to time text encoding with (default: random embeddings)")
     parser.add_argument("--prompt", default=BenchSettings.prompt, help="prompt for --text-encoder")
-    parser.add_argument("--width", type=int, default=d.width, help="pixels (padded to /32 as generate)")
-    parser.add_argument("--height", type=int, default=d.height, help="pixels (padded to /32 as generate)")
-    parser.add_argument("--frames", type=int, default=d.num_frames, help="frames (padded to 8k+1)")
-    parser.add_argument("--fps", type=float, default=d.frame_rate, help="frame rate of the video")
-    parser.add_argument("--steps", type=int, default=d.steps, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=d.guidance, help="CFG scale (1 = off)")
-    parser.add_argument(
-        "--stg", type=float, default=d.stg, help="STG scale (0 = off; forced off by --compare)"
-    )
-    parser.add_argument("--max-tokens", type=int, default=0, help="text tokens (0 = the era's: 128 or 256)")
+
+    def tuned(flag: str, field: str, kind: type, text: str) -> None:
+        default = getattr(d, field)
+        shown = f"{default:g}" if isinstance(default, float) else repr(default)
+        parser.add_argument(flag, type=kind, help=f"{text} (default: the model's, else {shown})")
+
+    tuned("--width", "width", int, "pixels (padded to /32 as generate)")
+    tuned("--height", "height", int, "pixels (padded to /32 as generate)")
+    tuned("--frames", "num_frames", int, "frames (padded to 8k+1)")
+    tuned("--fps", "frame_rate", float, "frame rate of the video")
+    tuned("--steps", "steps", int, "denoising steps")
+    tuned("--guidance", "guidance", float, "CFG scale (1 = off)")
+    tuned("--stg", "stg", float, "STG scale (0 = off; forced off by --compare)")
+    tuned("--max-tokens", "max_tokens", int, "text tokens (0 = the era's: 128 or 256)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=3, help="timed generations (the median is reported)")
@@ -458,6 +464,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write every figure to this JSON file")
 
 
+# the shape and sampling flags -> SampleConfig field
+SAMPLE_FLAGS = {
+    "width": "width",
+    "height": "height",
+    "frames": "num_frames",
+    "fps": "frame_rate",
+    "steps": "steps",
+    "guidance": "guidance",
+    "stg": "stg",
+    "max_tokens": "max_tokens",
+}
+
+
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """Validate the flags (ValueError naming the flag) before any model is built."""
     for flag, value, low in (
@@ -468,9 +487,9 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         ("--repeats", args.repeats, 1),
         ("--warmup", args.warmup, 0),
         ("--max-tokens", args.max_tokens, 0),
-        ("--stream", 1 if args.stream is None else args.stream, 1),
+        ("--stream", args.stream, 1),
     ):
-        if value < low:
+        if value is not None and value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if args.model is None:
         try:
@@ -482,21 +501,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     if args.compare not in (None, "diffusers"):
         raise ValueError(f"--compare {args.compare!r}: only 'diffusers' is supported")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    stg = args.stg
-    if args.compare and stg > 0:
-        _log(f"note: --compare diffusers runs both without STG (LTXPipeline has none); --stg {stg:g} -> 0")
-        stg = 0.0
-    sample = SampleConfig(
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        frame_rate=args.fps,
-        steps=args.steps,
-        guidance=args.guidance,
-        stg=stg,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
+    given = {field: getattr(args, f) for f, field in SAMPLE_FLAGS.items() if getattr(args, f) is not None}
+    fields = sample_fields(_tuned_model(args), given | {"seed": args.seed})
+    if args.compare and fields["stg"] > 0:
+        _log(f"note: --compare diffusers runs both without STG (LTXPipeline has none); STG {fields['stg']:g} -> 0")
+        fields["stg"] = 0.0
+    sample = SampleConfig(**fields)
     speed = speed_from_args(args)  # ValueError for an unknown backend or a negative threshold
     return BenchSettings(
         sample=sample,
@@ -512,6 +522,15 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         speed=speed,
         stream_chunk=args.stream,
     )
+
+
+def _tuned_model(args: argparse.Namespace) -> str | None:
+    """Whose generation.json sets the unset flags: --model's; for `--preset demo`, the bundled model's."""
+    if args.model is not None:
+        return args.model
+    if args.preset == "demo" and (DEMO_DIR / GENERATION_FILE).is_file():
+        return str(DEMO_DIR)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -258,11 +258,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from .demo import demo_model
 
         args.model = str(demo_model())
-    from .demo import generation_defaults
+    from .demo import sample_fields
 
-    # every setting: the flag when given, else the model folder's generation.json, else SampleConfig's default
-    fields = {**dataclasses.asdict(SampleConfig()), **generation_defaults(args.model)}
-    fields.update({field: getattr(args, f) for f, field in GENERATION_FLAGS.items() if hasattr(args, f)})
+    given = {field: getattr(args, f) for f, field in GENERATION_FLAGS.items() if hasattr(args, f)}
+    fields = sample_fields(args.model, given)  # the flag, else the model folder's generation.json, else default
     if args.timesteps:
         fields["timesteps"] = _floats(args.timesteps, "--timesteps")
     if args.seed is not None:

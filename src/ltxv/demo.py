@@ -7,6 +7,7 @@ tuned for (size, frames, steps, guidance, ...), which `ltxv generate` uses for e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -42,3 +43,12 @@ def generation_defaults(model: str | os.PathLike[str]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{path}: unknown generation settings {unknown}; known: {sorted(known)}")
     return values
+
+
+def sample_fields(model: str | os.PathLike[str] | None, given: dict[str, Any]) -> dict[str, Any]:
+    """SampleConfig keyword arguments: each field `given`, else `model`'s generation.json (none for None),
+    else SampleConfig's default. The one rule `ltxv generate` and `ltxv bench` share."""
+    fields = dataclasses.asdict(SampleConfig())
+    if model is not None:
+        fields.update(generation_defaults(model))
+    return fields | given
