@@ -245,7 +245,7 @@ def test_bench_help_lists_the_speed_flags():
 
 
 def test_unset_flags_take_the_models_generation_settings(tmp_path):
-    """As `ltxv generate`: a flag not given comes from the model folder's generation.json, else the default."""
+    """As `ltxv generate`: a flag not given comes from the model's generation.json, else the default."""
     from ltxv.demo import DEMO_DIR, generation_defaults
 
     demo = generation_defaults(DEMO_DIR)

@@ -261,7 +261,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .demo import sample_fields
 
     given = {field: getattr(args, f) for f, field in GENERATION_FLAGS.items() if hasattr(args, f)}
-    fields = sample_fields(args.model, given)  # the flag, else the model folder's generation.json, else default
+    fields = sample_fields(args.model, given)  # flag > the model folder's generation.json > default
     if args.timesteps:
         fields["timesteps"] = _floats(args.timesteps, "--timesteps")
     if args.seed is not None:
