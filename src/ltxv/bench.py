@@ -504,7 +504,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     given = {field: getattr(args, f) for f, field in SAMPLE_FLAGS.items() if getattr(args, f) is not None}
     fields = sample_fields(_tuned_model(args), given | {"seed": args.seed})
     if args.compare and fields["stg"] > 0:
-        _log(f"note: --compare diffusers runs both without STG (LTXPipeline has none): {fields['stg']:g} -> 0")
+        _log(f"note: --compare diffusers runs both without STG (diffusers has none): {fields['stg']:g} -> 0")
         fields["stg"] = 0.0
     sample = SampleConfig(**fields)
     speed = speed_from_args(args)  # ValueError for an unknown backend or a negative threshold
