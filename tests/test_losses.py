@@ -261,3 +261,28 @@ def test_weighted_mse_weighs_object_errors() -> None:
     background_error = target.clone()
     background_error[..., 0, 0] = 1.0  # one wrong background pixel now costs less than plain MSE's share
     assert weighted_mse(background_error, target, 30.0) < F.mse_loss(background_error, target)
+
+
+def test_symmetric_foreground_weighs_objects_drawn_too_big() -> None:
+    """Target-only weighting makes object colour on background pixels cheap (objects grow into blobs);
+    `symmetric` gives them the object weight too, with no gradient through the mask."""
+    target = torch.full((1, 3, 1, 16, 16), -1.0)
+    target[:, 0, :, 6:10, 6:10] = 1.0  # a 4x4 red square
+    shifted = torch.full_like(target, -1.0)
+    shifted[:, 0, :, 6:10, 7:11] = 1.0  # one column right: column 6 missed, column 10 drawn on the background
+
+    def grads(symmetric: bool) -> tuple[float, float]:
+        recon = shifted.clone().requires_grad_(True)
+        weighted_mse(recon, target, 30.0, symmetric).backward()
+        g = recon.grad[0, 0, 0].abs()
+        return float(g[6:10, 6].mean()), float(g[6:10, 10].mean())  # (missed object pixel, drawn too much)
+
+    missed, extra = grads(symmetric=False)
+    assert missed == pytest.approx(31 * extra)  # drawing outside the object costs 31x less
+    missed, extra = grads(symmetric=True)
+    assert missed == pytest.approx(extra) and missed > 0
+    mask = torch.maximum(foreground_mask(target), foreground_mask(shifted))
+    weight = 1 + 30 * mask
+    expected = ((shifted - target).pow(2) * weight).mean() / weight.mean()
+    torch.testing.assert_close(weighted_mse(shifted, target, 30.0, symmetric=True), expected)
+    assert weighted_mse(target, target, 30.0, symmetric=True) == 0

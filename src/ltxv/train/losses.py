@@ -275,13 +275,20 @@ def foreground_mask(video: Tensor, threshold: float = FOREGROUND_THRESHOLD) -> T
     return ((video - median).abs().amax(1, keepdim=True) > threshold).to(video.dtype)
 
 
-def weighted_mse(recon: Tensor, target: Tensor, foreground: float) -> Tensor:
+def weighted_mse(recon: Tensor, target: Tensor, foreground: float, symmetric: bool = False) -> Tensor:
     """Pixel MSE with weight 1 + foreground on `foreground_mask(target)` pixels, normalised by the mean weight
     (foreground = 0 is plain MSE). A small object on a plain background is a few percent of the pixels: plain
-    MSE is satisfied by the background and the object's gradient is drowned (MODELS.md)."""
+    MSE is satisfied by the background and the object's gradient is drowned (MODELS.md).
+    With the target's mask alone, drawing object colour on background pixels costs 1 and missing an object
+    pixel 1 + foreground, so the reconstruction's objects grow (where a pixel is object with probability
+    > 1/(2 + foreground), drawing it is cheaper) and every shape becomes a round blob. `symmetric` also weighs
+    the pixels `recon` draws as object (its mask, no gradient through it): both errors cost the same."""
     if foreground == 0:
         return F.mse_loss(recon, target)
-    weight = 1 + foreground * foreground_mask(target)  # (B, 1, F, H, W)
+    mask = foreground_mask(target)  # (B, 1, F, H, W)
+    if symmetric:
+        mask = torch.maximum(mask, foreground_mask(recon.detach()))
+    weight = 1 + foreground * mask
     return ((recon - target).pow(2) * weight).mean() / weight.mean()
 
 
@@ -293,6 +300,7 @@ class VAELossWeights:
     gan: float = 0.0
     lpips: float = 0.0
     foreground: float = 0.0  # extra MSE weight on pixels unlike their frame's median colour (weighted_mse)
+    foreground_symmetric: bool = False  # the extra weight also where the reconstruction draws an object
 
 
 def vae_reconstruction_losses(
@@ -310,7 +318,7 @@ def vae_reconstruction_losses(
     if weights.lpips > 0 and lpips is None:
         raise ValueError(f"weights.lpips={weights.lpips} needs an LPIPS network (lpips=None)")
     terms = {
-        "mse": lambda: weighted_mse(recon, target, weights.foreground),
+        "mse": lambda: weighted_mse(recon, target, weights.foreground, weights.foreground_symmetric),
         "wavelet": lambda: wavelet_loss(recon, target),
         "kl": lambda: kl_loss(mean, logvar),
         "gan": lambda: generator_adversarial_loss(disc, target, recon),
