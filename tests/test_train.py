@@ -302,12 +302,20 @@ def test_lr_schedule_warmup_then_constant_or_cosine():
 
 
 def test_cosine_decay_reaches_the_optimizer(world, tmp_path):
+    from ltxv.train.loop import lr_scale
+
     run = tmp_path / "cos"
     train(config(world, "vae", 4, **{"optim.decay": "cosine"}), run, progress=False)
     lrs = losses(run, "lr")
     assert lrs[0] == pytest.approx(0.003) and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
     with pytest.raises(ValueError, match="optim.decay 'linear'"):
         config(world, "vae", 4, **{"optim.decay": "linear"})
+    # stopping early on a longer schedule: the first steps of an 8-step cosine
+    train(config(world, "vae", 4, **{"optim.decay": "cosine", "optim.decay_steps": 8}), tmp_path / "early")
+    early = losses(tmp_path / "early", "lr")
+    assert early == pytest.approx([0.003 * lr_scale(s, 8, 0, "cosine") for s in range(4)])
+    with pytest.raises(ValueError, match="optim.decay_steps=3 is shorter than the run"):
+        config(world, "vae", 4, **{"optim.decay_steps": 3})
 
 
 def test_init_dit_puts_another_checkpoints_transformer_on_this_vae(world, trained_vae, tmp_path, capsys):

@@ -339,6 +339,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     decay: str = "constant"  # "constant" | "cosine" (see train.loop.lr_scale)
+    decay_steps: int = 0  # the schedule's length; 0 = the run's steps (more: stop early on a longer schedule)
     grad_clip: float = 1.0  # max global grad norm; 0 = off
 
 
@@ -438,6 +439,11 @@ class TrainConfig:
             raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}")
         if self.optim.decay not in LR_DECAYS:
             raise ValueError(f"optim.decay {self.optim.decay!r}: choose from {', '.join(LR_DECAYS)}")
+        if self.optim.decay_steps and self.optim.decay_steps < self.steps:
+            raise ValueError(
+                f"optim.decay_steps={self.optim.decay_steps} is shorter than the run ({self.steps} steps): "
+                "use 0 (the run's length) or at least --steps"
+            )
         for name in ("caption_dropout", "first_frame_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")

@@ -210,7 +210,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     for step, batch in enumerate(loader, start=start):
         batch = _to_device(batch, d.device, encoder, cfg.data.max_tokens)
         rng = BatchRandom(st.step_generator(cfg.seed, step, d.device), d.rank, d.world)
-        scale = lr_scale(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.decay)
+        scale = lr_scale(step, cfg.optim.decay_steps or cfg.steps, cfg.optim.warmup_steps, cfg.optim.decay)
         for name, opt in optimizers.items():
             for group in opt.param_groups:
                 group["lr"] = (cfg.vae.disc_lr if name == "disc" else cfg.optim.lr) * scale
