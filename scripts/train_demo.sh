@@ -9,6 +9,7 @@ IMG_STEPS=${IMG_STEPS:-4000}
 VAE_STEPS=${VAE_STEPS:-2500}
 DEC_STEPS=${DEC_STEPS:-500}
 DEC2_STEPS=${DEC2_STEPS:-4500}
+DEC4_STEPS=${DEC4_STEPS:-2000}
 DITW2_STEPS=${DITW2_STEPS:-4000}
 OUT=${OUT:-demo}
 
@@ -19,17 +20,20 @@ ltxv data text-encoder t5 --captions data/vae                                   
 
 # The VAE learns to draw the object on still images first (1-frame clips: 5x the samples per second, and the
 # object appears within ~1,000 steps where 9-frame clips took >4,500 steps to draw none), then on 9-frame clips.
-# vae.foreground=30 weighs the object's pixels (a few % of the frame) 31x in the MSE. lr >= 5e-4 stalls at the
+# vae.foreground=30 weighs the object's pixels (a few % of the frame) 31x in the MSE (these first stages: the
+# target's object pixels only, foreground_symmetric=false; see decoder 3). lr >= 5e-4 stalls at the
 # mean image or diverges (MODELS.md).
 ltxv train vae --preset demo --data data/img --buckets 1x128x128 --out runs/vae_img \
     --steps "$IMG_STEPS" --batch-size 16 --lr 2e-4 --log-every 100 --save-every 500 --val-every 100000 \
-    --set optim.warmup_steps=50 --set vae.wavelet=0.1 --set vae.foreground=30
+    --set optim.warmup_steps=50 --set vae.wavelet=0.1 --set vae.foreground=30 \
+    --set vae.foreground_symmetric=false
 ltxv train vae --init runs/vae_img/model.safetensors --data data/vae --buckets 9x128x128 --out runs/vae \
     --steps "$VAE_STEPS" --batch-size 4 --lr 2e-4 --log-every 100 --save-every 500 --val-every 100000 \
-    --set optim.warmup_steps=50 --set vae.wavelet=0.1 --set vae.foreground=30
+    --set optim.warmup_steps=50 --set vae.wavelet=0.1 --set vae.foreground=30 \
+    --set vae.foreground_symmetric=false
 ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec \
     --steps "$DEC_STEPS" --batch-size 4 --lr 1e-4 --log-every 50 --save-every 500 --val-every 100000 \
-    --set vae.wavelet=0.1 --set vae.foreground=30
+    --set vae.wavelet=0.1 --set vae.foreground=30 --set vae.foreground_symmetric=false
 # the transformer learns on cached latents of 4,096 two-second clips (~13 per (colour, shape, motion,
 # background) combination)
 ltxv preprocess data/dit4k --model runs/dec/model.safetensors --text-encoder t5 --out cache4k \
@@ -37,20 +41,32 @@ ltxv preprocess data/dit4k --model runs/dec/model.safetensors --text-encoder t5 
 # polish the decoder alone (the encoder, hence the cached latents, stay as they are)
 ltxv train decoder --init runs/dec/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec2 \
     --steps "$DEC2_STEPS" --batch-size 8 --lr 1.5e-4 --log-every 100 --save-every 500 --val-every 100000 \
-    --set vae.wavelet=0.1 --set vae.foreground=30 --set optim.warmup_steps=50 --set optim.decay=cosine
-# a new transformer (the demo preset's: 4 blocks, 256 wide) on decoder 2's VAE. The shipped one was taken from
-# this run's step-3,000 checkpoint (its raw weights; the run was stopped there), so the script stops it there too
-ltxv train dit --init runs/dec2/model.safetensors --new-dit --data cache4k --out runs/ditw --steps 9000 \
-    --batch-size 16 --lr 5e-4 --ema 0.999 --log-every 100 --save-every 1000 --val-every 100000 --compile \
-    --set optim.warmup_steps=200 --set optim.decay=cosine --set flow.first_frame_p=0.3 \
-    --set data.max_tokens=32 &
-DITW=$!
-until [ -f runs/ditw/checkpoints/step_00003000/state.json ] || ! kill -0 "$DITW" 2>/dev/null; do sleep 10; done
-kill "$DITW" 2>/dev/null || true
-wait "$DITW" || true
+    --set vae.wavelet=0.1 --set vae.foreground=30 --set vae.foreground_symmetric=false \
+    --set optim.warmup_steps=50 --set optim.decay=cosine
+# objects drawn too big: with the object weight on the target's object pixels only (foreground_symmetric=false
+# above), drawing object colour on the background costs 31x less than missing the object, so the decoder paints
+# blobs 17-35 % larger than the shapes; vae.foreground_symmetric (the default since) also weighs the pixels it
+# draws as object. The run was stopped at step 1,000 of a 3,000-step cosine (optim.decay_steps)
+ltxv train decoder --init runs/dec2/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec3 \
+    --steps 1000 --batch-size 8 --lr 1e-4 --log-every 50 --save-every 250 --val-every 100000 \
+    --set vae.wavelet=0.1 --set vae.foreground=30 \
+    --set optim.warmup_steps=50 --set optim.decay=cosine --set optim.decay_steps=3000
+# interior latent frames: a 9-frame clip is 2 latent frames (the first frame and one more), so the VAE never
+# decoded a latent frame with neighbours on both sides, which is most of a 49-frame video's; 25-frame clips
+# (4 latent frames) from the 2 s clips
+ltxv train decoder --init runs/dec3/model.safetensors --data data/dit4k --buckets 25x128x128 --out runs/dec4 \
+    --steps "$DEC4_STEPS" --batch-size 4 --lr 1e-4 --log-every 50 --save-every 250 --val-every 100000 \
+    --set vae.wavelet=0.1 --set vae.foreground=30 \
+    --set optim.warmup_steps=50 --set optim.decay=cosine
+# a new transformer (the demo preset's: 4 blocks, 256 wide) on that VAE (the decoder stages leave the encoder, so
+# the cached latents, as they were). The shipped one is this run's step 3,000 of a 9,000-step cosine, raw weights
+ltxv train dit --init runs/dec4/model.safetensors --new-dit --data cache4k --out runs/ditw --steps 3000 \
+    --batch-size 16 --lr 5e-4 --log-every 100 --save-every 1000 --val-every 100000 --compile \
+    --set optim.warmup_steps=200 --set optim.decay=cosine --set optim.decay_steps=9000 \
+    --set flow.first_frame_p=0.3 --set data.max_tokens=32
 # then more training at high noise (flow.t_shift=1.5: t > 0.9 for 24 % of the samples instead of 6 %), where
 # the motion's direction is decided (MODELS.md)
-ltxv train dit --init runs/ditw/checkpoints/step_00003000/model.safetensors --data cache4k --out runs/ditw2 \
+ltxv train dit --init runs/ditw/model.safetensors --data cache4k --out runs/ditw2 \
     --steps "$DITW2_STEPS" --batch-size 16 --lr 3e-4 --ema 0.999 --log-every 100 --save-every 1000 \
     --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
     --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=1.5

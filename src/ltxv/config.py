@@ -368,7 +368,7 @@ class VAETrainConfig:
     lpips_path: str = ""
     decoder_t_max: float = 0.2  # denoising decoder: latents noised to t ~ U[0, decoder_t_max]
     foreground: float = 0.0  # extra MSE weight on pixels unlike their frame's median colour (small objects)
-    foreground_symmetric: bool = False  # also where the reconstruction draws an object
+    foreground_symmetric: bool = True  # also where the reconstruction draws an object (False: blobs grow)
 
 
 @dataclass(frozen=True)
