@@ -11,6 +11,7 @@ DEC_STEPS=${DEC_STEPS:-500}
 DEC2_STEPS=${DEC2_STEPS:-4500}
 DEC4_STEPS=${DEC4_STEPS:-2000}
 DITW2_STEPS=${DITW2_STEPS:-4000}
+DITW3_STEPS=${DITW3_STEPS:-5000}
 OUT=${OUT:-demo}
 
 ltxv data synth data/img --clips 4096 --size 128 --frames 1 --seed 2             # VAE stage 1: still images
@@ -70,9 +71,14 @@ ltxv train dit --init runs/ditw/model.safetensors --data cache4k --out runs/ditw
     --steps "$DITW2_STEPS" --batch-size 16 --lr 3e-4 --ema 0.999 --log-every 100 --save-every 1000 \
     --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
     --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=1.5
+# and more of the same at a lower learning rate
+ltxv train dit --init runs/ditw2/model.safetensors --data cache4k --out runs/ditw3 \
+    --steps "$DITW3_STEPS" --batch-size 16 --lr 2e-4 --ema 0.999 --log-every 100 --save-every 500 \
+    --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
+    --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=1.5
 
 mkdir -p "$OUT"
-ltxv convert runs/ditw2/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+ltxv convert runs/ditw3/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
