@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .config import ModelSpec, SampleConfig
-from .demo import DEMO_DIR, GENERATION_FILE, sample_fields
+from .demo import DEMO_DIR, GENERATION_FILE, add_generation_flag, given_fields, sample_fields
 from .dit.model import VideoDiT
 from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
 from .media import crop_video, padded_size
@@ -423,7 +423,6 @@ def _si(tera: float) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `ltxv bench` flags. The shape and sampling flags default to the model's generation.json (for
     `--preset demo`: the bundled model's), else to SampleConfig's defaults, as `ltxv generate`."""
-    d = SampleConfig()
     parser.add_argument(
         "--preset", default="tiny", help=f"model size with random weights: {', '.join(PRESETS)}"
     )
@@ -431,19 +430,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", help="T5 to time text encoding with (default: random embeddings)")
     parser.add_argument("--prompt", default=BenchSettings.prompt, help="prompt for --text-encoder")
 
-    def tuned(flag: str, field: str, kind: type, text: str) -> None:
-        default = getattr(d, field)
-        shown = f"{default:g}" if isinstance(default, float) else repr(default)
-        parser.add_argument(flag, type=kind, help=f"{text} (default: the model's, else {shown})")
-
-    tuned("--width", "width", int, "pixels (padded to /32 as generate)")
-    tuned("--height", "height", int, "pixels (padded to /32 as generate)")
-    tuned("--frames", "num_frames", int, "frames (padded to 8k+1)")
-    tuned("--fps", "frame_rate", float, "frame rate of the video")
-    tuned("--steps", "steps", int, "denoising steps")
-    tuned("--guidance", "guidance", float, "CFG scale (1 = off)")
-    tuned("--stg", "stg", float, "STG scale (0 = off; forced off by --compare)")
-    tuned("--max-tokens", "max_tokens", int, "text tokens (0 = the era's: 128 or 256)")
+    add_generation_flag(parser, "--width", "pixels (padded to /32 as generate)", type=int)
+    add_generation_flag(parser, "--height", "pixels (padded to /32 as generate)", type=int)
+    add_generation_flag(parser, "--frames", "frames (padded to 8k+1)", type=int)
+    add_generation_flag(parser, "--fps", "frame rate of the video", type=float)
+    add_generation_flag(parser, "--steps", "denoising steps", type=int)
+    add_generation_flag(parser, "--guidance", "CFG scale (1 = off)", type=float)
+    add_generation_flag(parser, "--stg", "STG scale (0 = off; forced off by --compare)", type=float)
+    add_generation_flag(parser, "--max-tokens", "text tokens (0 = the era's: 128 or 256)", type=int)
     parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda when available)")
     parser.add_argument("--repeats", type=int, default=3, help="timed generations (the median is reported)")
@@ -464,29 +458,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write every figure to this JSON file")
 
 
-# the shape and sampling flags -> SampleConfig field
-SAMPLE_FLAGS = {
-    "width": "width",
-    "height": "height",
-    "frames": "num_frames",
-    "fps": "frame_rate",
-    "steps": "steps",
-    "guidance": "guidance",
-    "stg": "stg",
-    "max_tokens": "max_tokens",
-}
-
-
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """Validate the flags (ValueError naming the flag) before any model is built."""
     for flag, value, low in (
-        ("--width", args.width, 1),
-        ("--height", args.height, 1),
-        ("--frames", args.frames, 1),
-        ("--steps", args.steps, 1),
+        ("--width", getattr(args, "width", None), 1),
+        ("--height", getattr(args, "height", None), 1),
+        ("--frames", getattr(args, "frames", None), 1),
+        ("--steps", getattr(args, "steps", None), 1),
         ("--repeats", args.repeats, 1),
         ("--warmup", args.warmup, 0),
-        ("--max-tokens", args.max_tokens, 0),
+        ("--max-tokens", getattr(args, "max_tokens", None), 0),
         ("--stream", args.stream, 1),
     ):
         if value is not None and value < low:
@@ -501,8 +482,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     if args.compare not in (None, "diffusers"):
         raise ValueError(f"--compare {args.compare!r}: only 'diffusers' is supported")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    given = {field: getattr(args, f) for f, field in SAMPLE_FLAGS.items() if getattr(args, f) is not None}
-    fields = sample_fields(_tuned_model(args), given | {"seed": args.seed})
+    fields = sample_fields(_tuned_model(args), given_fields(args) | {"seed": args.seed})
     if args.compare and fields["stg"] > 0:
         _log(f"note: --compare diffusers runs both without STG (diffusers has none): {fields['stg']:g} -> 0")
         fields["stg"] = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -94,31 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# generation flags whose defaults a model folder may set (generation.json) -> SampleConfig field
-GENERATION_FLAGS = {
-    "negative_prompt": "negative_prompt",
-    "width": "width",
-    "height": "height",
-    "frames": "num_frames",
-    "fps": "frame_rate",
-    "steps": "steps",
-    "guidance": "guidance",
-    "stg": "stg",
-    "stg_mode": "stg_mode",
-    "rescale": "rescale",
-    "cfg_star": "cfg_star",
-    "image_cond_noise": "image_cond_noise_scale",
-    "decode_timestep": "decode_timestep",
-    "decode_noise": "decode_noise_scale",
-    "tone_map": "tone_map",
-    "max_tokens": "max_tokens",
-}
-
-
 def _add_generate(p: argparse.ArgumentParser) -> None:
-    from .config import SampleConfig
+    from .demo import add_generation_flag
 
-    d = SampleConfig()
     p.add_argument("prompt", help="what the video shows")
     p.add_argument(
         "--model",
@@ -131,14 +110,7 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
 
-    def tuned(flag: str, text: str, **kw) -> None:
-        """A flag whose default a model folder's generation.json may set (GENERATION_FLAGS)."""
-        default = getattr(d, GENERATION_FLAGS[flag.removeprefix("--").replace("-", "_")])
-        shown = f"{default:g}" if isinstance(default, float) else repr(default)
-        p.add_argument(
-            flag, default=argparse.SUPPRESS, help=f"{text} (default: the model's, else {shown})", **kw
-        )
-
+    tuned = functools.partial(add_generation_flag, p)  # defaults: the model's generation.json
     tuned("--negative-prompt", "what to steer away from (CFG)")
     tuned("--width", "pixels; padded up to a multiple of 32, cropped back", type=int)
     tuned("--height", "pixels; padded up to a multiple of 32, cropped back", type=int)
@@ -258,10 +230,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from .demo import demo_model
 
         args.model = str(demo_model())
-    from .demo import sample_fields
+    from .demo import given_fields, sample_fields
 
-    given = {field: getattr(args, f) for f, field in GENERATION_FLAGS.items() if hasattr(args, f)}
-    fields = sample_fields(args.model, given)  # flag > the model folder's generation.json > default
+    fields = sample_fields(
+        args.model, given_fields(args)
+    )  # flag > the model folder's generation.json > default
     if args.timesteps:
         fields["timesteps"] = _floats(args.timesteps, "--timesteps")
     if args.seed is not None:

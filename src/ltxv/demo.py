@@ -7,6 +7,7 @@ tuned for (size, frames, steps, guidance, ...), which `ltxv generate` uses for e
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -17,6 +18,26 @@ from .config import SampleConfig
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 GENERATION_FILE = "generation.json"
+
+# command-line flags whose defaults a model folder may set (generation.json) -> SampleConfig field
+GENERATION_FLAGS = {
+    "negative_prompt": "negative_prompt",
+    "width": "width",
+    "height": "height",
+    "frames": "num_frames",
+    "fps": "frame_rate",
+    "steps": "steps",
+    "guidance": "guidance",
+    "stg": "stg",
+    "stg_mode": "stg_mode",
+    "rescale": "rescale",
+    "cfg_star": "cfg_star",
+    "image_cond_noise": "image_cond_noise_scale",
+    "decode_timestep": "decode_timestep",
+    "decode_noise": "decode_noise_scale",
+    "tone_map": "tone_map",
+    "max_tokens": "max_tokens",
+}
 
 
 def demo_model() -> Path:
@@ -43,6 +64,21 @@ def generation_defaults(model: str | os.PathLike[str]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{path}: unknown generation settings {unknown}; known: {sorted(known)}")
     return values
+
+
+def add_generation_flag(parser: argparse.ArgumentParser, flag: str, text: str, **kw: Any) -> None:
+    """A GENERATION_FLAGS flag: absent from the parsed namespace unless given, so that the model's
+    generation.json, else SampleConfig's default, fills it in (`given_fields`, `sample_fields`)."""
+    default = getattr(SampleConfig(), GENERATION_FLAGS[flag.removeprefix("--").replace("-", "_")])
+    shown = f"{default:g}" if isinstance(default, float) else repr(default)
+    parser.add_argument(
+        flag, default=argparse.SUPPRESS, help=f"{text} (default: the model's, else {shown})", **kw
+    )
+
+
+def given_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The SampleConfig fields of the GENERATION_FLAGS given on the command line."""
+    return {field: getattr(args, flag) for flag, field in GENERATION_FLAGS.items() if hasattr(args, flag)}
 
 
 def sample_fields(model: str | os.PathLike[str] | None, given: dict[str, Any]) -> dict[str, Any]:
