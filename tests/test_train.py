@@ -273,8 +273,11 @@ def test_cli_dry_run_and_errors(world, tmp_path, capsys):
     assert not (tmp_path / "v" / "model.safetensors").exists()
 
 
-def test_vae_gan_trains_the_discriminator_and_resumes_exactly(world, tmp_path):
-    cfg = config(world, "vae", 4, save_every=2, **{"vae.gan": 0.1, "vae.gan_start": 1})
+@pytest.mark.parametrize("stage", ["vae", "decoder"])
+def test_vae_gan_trains_the_discriminator_and_resumes_exactly(world, tmp_path, stage):
+    """The reconstruction GAN in the VAE stage and in the denoising-decoder stage (the paper trains the
+    decoder with it too)."""
+    cfg = config(world, stage, 4, save_every=2, **{"vae.gan": 0.1, "vae.gan_start": 1})
     train(cfg, tmp_path / "full", progress=False)
     train(replace(cfg, steps=2), tmp_path / "split", progress=False)
     train(cfg, tmp_path / "split", progress=False)

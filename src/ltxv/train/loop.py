@@ -286,7 +286,7 @@ def _null_text(data: Any, encoder: Any, cfg: TrainConfig) -> tuple[Tensor, Tenso
 
 
 def _discriminator(cfg: TrainConfig, d: Dist) -> nn.Module | None:
-    if cfg.vae.gan <= 0 or cfg.stage not in ("vae", "joint"):
+    if cfg.vae.gan <= 0 or cfg.stage not in ("vae", "decoder", "joint"):
         return None
     from .losses import DiscriminatorConfig, PairDiscriminator
 

@@ -89,12 +89,8 @@ class Stage(nn.Module):
         z = mean + (0.5 * logvar).exp() * rng.randn(mean.shape, mean)
         t0 = torch.zeros(video.shape[0], device=video.device) if self.vae.cfg.timestep_conditioning else None
         recon = self.vae.decoder(z, t0, rng.generator)  # (B, 3, F, H, W)
-        adversarial = disc is not None and step >= self.cfg.vae.gan_start
         losses = vae_reconstruction_losses(recon, video, mean, logvar, _weights(self.cfg), None, self.lpips)
-        if adversarial:  # the pair discriminator's verdict on this reconstruction, for the autoencoder
-            gan = generator_adversarial_loss(disc, video, recon)
-            losses["gan"] = gan
-            losses["total"] = losses["total"] + self.cfg.vae.gan * gan
+        self._adversarial(losses, video, recon, step, disc)
         losses["recon"] = recon
         losses["mean"] = mean
         # posterior diagnostics (logged): a log-variance running away or latent means blowing up precede
@@ -103,15 +99,35 @@ class Stage(nn.Module):
         losses["latent_abs_max"] = mean.detach().abs().amax()
         return losses
 
-    def denoising_decode(self, latents: Tensor, video: Tensor, rng: BatchRandom) -> dict[str, Tensor]:
+    def _adversarial(
+        self, losses: dict[str, Tensor], video: Tensor, recon: Tensor, step: int, disc: nn.Module | None
+    ) -> None:
+        """Add the pair discriminator's verdict on `recon` (the autoencoder's side of the reconstruction GAN)
+        to `losses` once the GAN has started; `disc` is None when it is off."""
+        if disc is None or step < self.cfg.vae.gan_start:
+            return
+        gan = generator_adversarial_loss(disc, video, recon)
+        losses["gan"] = gan
+        losses["total"] = losses["total"] + self.cfg.vae.gan * gan
+
+    def denoising_decode(
+        self,
+        latents: Tensor,
+        video: Tensor,
+        rng: BatchRandom,
+        step: int = 0,
+        disc: nn.Module | None = None,
+    ) -> dict[str, Tensor]:
         """The decoder as the last denoising step: normalized latents noised to t ~ U[0, t_max] (the same
-        interpolation the sampler uses, spec §2.7), decoded with t as condition, compared to clean pixels."""
+        interpolation the sampler uses, spec §2.7), decoded with t as condition, compared to clean pixels
+        (with the reconstruction GAN when `disc` is given)."""
         b = latents.shape[0]
         t = rng.rand(b, latents.device) * self.cfg.vae.decoder_t_max  # (B,)
         noisy = interpolate(latents, rng.randn(latents.shape, latents), t)
         recon = self.vae.decode(noisy, t, rng.generator)
         weights = dataclasses.replace(_weights(self.cfg), kl=0.0)  # no posterior here
         losses = vae_reconstruction_losses(recon, video, None, None, weights, None, self.lpips)
+        self._adversarial(losses, video, recon, step, disc)
         losses["recon"] = recon
         return losses
 
@@ -170,7 +186,7 @@ class DecoderStage(Stage):
     ) -> dict[str, Tensor]:
         with torch.no_grad():
             latents = self.vae.encode(batch["video"])
-        out = self.denoising_decode(latents, batch["video"], rng)
+        out = self.denoising_decode(latents, batch["video"], rng, step, disc)
         return {"loss": out.pop("total"), **out}
 
 
