@@ -464,3 +464,29 @@ def test_a_training_checkpoint_loads_as_init(world, trained_vae, tmp_path):
     vae, dit, trained = build_models(resolve_config(config(world, "dit", 1, init=step / "model.safetensors")))
     weights = load_file(step / "model.safetensors")
     assert trained and all(torch.equal(weights[f"dit.{k}"], v) for k, v in dit.state_dict().items())
+
+
+def test_vae_on_images_and_clips_together_sets_latent_statistics_over_both(world, tmp_path):
+    """A bucketed dataset of still images and clips: batches differ in frames, and the final model's
+    normalisation statistics come from both (this crashed at the end of the run, losing the model)."""
+    mix = tmp_path / "mix"
+    write_dataset(mix / "img", SynthConfig(clips=4, size=64, frames=1, seed=1))
+    records = []
+    for folder in (mix / "img", world / "data"):
+        for line in (folder / "captions.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            records.append({**r, "media_path": str(folder / r["media_path"])})
+    (mix / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = config(world, "vae", 4, **{"data.path": mix, "data.buckets": f"1x64x64;{BUCKET}"})
+    final = train(cfg, tmp_path / "run", progress=False)
+    sd = load_file(final)
+    std = next(v for k, v in sd.items() if k.endswith("latent_std"))
+    assert torch.isfinite(std).all() and (std > 0).all()
+
+    from ltxv.train.stages import _channel_stats
+
+    a, b = torch.randn(2, 4, 1, 2, 2), torch.randn(3, 4, 3, 2, 2) * 2 + 1
+    mean, sd_ = _channel_stats(a, b)
+    flat = torch.cat([a.transpose(0, 1).flatten(1), b.transpose(0, 1).flatten(1)], 1).double()
+    torch.testing.assert_close(mean, flat.mean(1).float())
+    torch.testing.assert_close(sd_, flat.std(1).float())

@@ -272,14 +272,15 @@ def init_vae_for_training(vae: VideoVAE, log_std: float = -3.0) -> None:
     conv.bias[c:].fill_(2 * log_std)
 
 
-def _channel_stats(z: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of latents (B, C, F', H', W') -> (C,), (C,)."""
-    flat = z.transpose(0, 1).flatten(1).double()  # (C, B·F'·H'·W')
+def _channel_stats(*latents: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std over latents (B, C, F', H', W') of any sizes (batches of a bucketed dataset
+    differ in frames) -> (C,), (C,)."""
+    flat = torch.cat([z.transpose(0, 1).flatten(1) for z in latents], dim=1).double()  # (C, ΣB·F'·H'·W')
     return flat.mean(1).float(), flat.std(1).clamp(min=1e-4).float()
 
 
 @torch.no_grad()
 def latent_statistics(vae: VideoVAE, videos: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of the posterior means over `videos`, for the VAE's normalisation buffers
-    (the DiT then sees latents of about zero mean and unit variance per channel)."""
-    return _channel_stats(torch.cat([vae.encode_moments(v)[0] for v in videos]))
+    """Per-channel mean and std of the posterior means over `videos` (batches, of any frame counts), for the
+    VAE's normalisation buffers (the DiT then sees latents of about zero mean and unit variance per channel)."""
+    return _channel_stats(*(vae.encode_moments(v)[0] for v in videos))
