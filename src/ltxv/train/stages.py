@@ -281,6 +281,7 @@ def _channel_stats(*latents: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def latent_statistics(vae: VideoVAE, videos: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of the posterior means over `videos` (batches, of any frame counts), for the
-    VAE's normalisation buffers (the DiT then sees latents of about zero mean and unit variance per channel)."""
+    """Per-channel mean and std of the posterior means over `videos` (batches of any frame counts), for the
+    VAE's normalisation buffers (the DiT then sees latents of about zero mean and unit variance per
+    channel)."""
     return _channel_stats(*(vae.encode_moments(v)[0] for v in videos))
