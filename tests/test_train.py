@@ -252,6 +252,15 @@ def test_cli_dry_run_and_errors(world, tmp_path, capsys):
     assert printed["model"]["dit"]["num_layers"] == get_preset("tiny").dit.num_layers
     assert main([*args, "--dry-run", "--set", "flow.nope=1"]) == 2
     assert "unknown key 'nope'" in capsys.readouterr().err
+    # the dry run checks what it can of the data and the config file without reading the clips
+    missing = ["train", "dit", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--dry-run"]
+    assert main(missing) == 2 and "--data" in capsys.readouterr().err
+    assert main([*args, "--dry-run", "--buckets", "10x64x64"]) == 2 and "8k+1" in capsys.readouterr().err
+    (tmp_path / "c.txt").write_text("not json")
+    assert main([*args, "--dry-run", "--config", str(tmp_path / "c.txt")]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+    assert main([*args, "--dry-run", "--config", str(tmp_path / "none.json")]) == 2
+    assert "--config" in capsys.readouterr().err
     assert main([*args]) == 2  # a video dataset for `dit` needs a text encoder
     assert "--text-encoder" in capsys.readouterr().err
     assert (
@@ -490,3 +499,14 @@ def test_vae_on_images_and_clips_together_sets_latent_statistics_over_both(world
     flat = torch.cat([a.transpose(0, 1).flatten(1), b.transpose(0, 1).flatten(1)], 1).double()
     torch.testing.assert_close(mean, flat.mean(1).float())
     torch.testing.assert_close(sd_, flat.std(1).float())
+
+
+def test_a_diverging_run_stops_with_a_message_and_saves_nothing_after_it(world, tmp_path):
+    from ltxv.train.loop import TrainingDiverged
+
+    cfg = config(world, "dit", 6, save_every=2, **{"optim.lr": 1e30, "optim.grad_clip": 0.0})
+    with pytest.raises(TrainingDiverged, match="diverged.*--lr 1e\\+30"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    for ckpt in (tmp_path / "run" / "checkpoints").glob("step_*"):  # anything saved holds finite weights
+        assert all(torch.isfinite(v).all() for v in load_file(ckpt / "model.safetensors").values())

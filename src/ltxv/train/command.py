@@ -94,8 +94,7 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     from ..presets import get_preset
 
     if args.config:
-        cfg = from_dict(TrainConfig, json.loads(Path(args.config).read_text()))
-        cfg = replace(cfg, stage=args.stage)
+        cfg = replace(_config_file(args.config), stage=args.stage)
     else:
         cfg = TrainConfig(stage=args.stage, model=get_preset(args.preset))
     overrides = [
@@ -121,9 +120,33 @@ def resolve(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def _config_file(path: str) -> TrainConfig:
+    """--config: a JSON TrainConfig, as --dry-run prints it."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file (`ltxv train STAGE --dry-run` writes one)")
+    try:
+        return from_dict(TrainConfig, json.loads(p.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        msg = f"--config {path} is not JSON ({err}); `ltxv train STAGE --dry-run` writes one"
+        raise ValueError(msg) from None
+
+
+def check_data_settings(cfg: TrainConfig) -> None:
+    """What --dry-run can check of the data without reading it: the path exists, the buckets parse."""
+    from ..data.cache import is_cache
+    from ..data.dataset import parse_buckets
+
+    if cfg.data.path and not Path(cfg.data.path).exists():
+        raise FileNotFoundError(f"--data {cfg.data.path}: no such file or folder")
+    if not (cfg.data.path and is_cache(cfg.data.path)):
+        parse_buckets(cfg.data.buckets)
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     if args.dry_run:
+        check_data_settings(cfg)
         print(json.dumps(to_dict(cfg), indent=1))
         return 0
     from .loop import train

@@ -207,6 +207,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     autocast = _autocast(cfg, d)
     show = (sys.stderr.isatty() if progress is None else progress) and d.main
     t_start, window = time.perf_counter(), []
+    finite = torch.ones((), dtype=torch.bool, device=d.device)  # all gradient norms so far; no sync per step
     for step, batch in enumerate(loader, start=start):
         batch = _to_device(batch, d.device, encoder, cfg.data.max_tokens)
         rng = BatchRandom(st.step_generator(cfg.seed, step, d.device), d.rank, d.world)
@@ -218,6 +219,7 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
             out = model(batch, rng, step, disc if step >= cfg.vae.gan_start else None)
         out["loss"].backward()
         grad_norm = _clip(clip_groups, cfg.optim.grad_clip)
+        finite &= torch.isfinite(grad_norm).to(finite.device)  # the same on every process (reduced gradients)
         optimizers["model"].step()
         optimizers["model"].zero_grad(set_to_none=True)
         record: dict[str, Any] = {"step": step + 1}
@@ -246,15 +248,18 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
                 )
                 if not show:
                     print(_line(record, cfg.steps), file=sys.stderr)
+            _check_finite(finite, step + 1, cfg, run)
         if show:
             print("\r" + _line(record | _metrics(out, grad_norm, None), cfg.steps), end="", file=sys.stderr)
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _check_finite(finite, step + 1, cfg, run)
             save(run, step + 1, stage, disc, optimizers, ema, cfg, d)
         if cfg.val_every and (step + 1) % cfg.val_every == 0:
             validate(run, step + 1, stage, ema, data, collate, cfg, d)
     if show:
         print(file=sys.stderr)
     if start < cfg.steps:
+        _check_finite(finite, cfg.steps, cfg, run)
         save(run, cfg.steps, stage, disc, optimizers, ema, cfg, d)
     final = final_model(run, stage, ema, data, collate, sampler, cfg, d)
     validate(run, cfg.steps, stage, ema, data, collate, cfg, d)
@@ -307,6 +312,24 @@ def _adamw(params: list[nn.Parameter], lr: float, cfg: TrainConfig) -> torch.opt
 def _autocast(cfg: TrainConfig, d: Dist) -> Any:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and d.device.type == "cuda")
     return torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+class TrainingDiverged(ValueError):
+    """The gradients became NaN or infinite: the weights are lost from that step on, so nothing more is saved.
+    A ValueError: the CLI reports it in one line with exit 2, as the settings (learning rate, losses) are the
+    usual cause."""
+
+
+def _check_finite(finite: Tensor, step: int, cfg: TrainConfig, run: Path) -> None:
+    """Raise TrainingDiverged, before anything is saved, once any gradient norm was NaN or infinite."""
+    if bool(finite):
+        return
+    ckpts = sorted((run / "checkpoints").glob("step_*"))
+    kept = f"the last checkpoint is {ckpts[-1]}" if ckpts else "no checkpoint was written"
+    raise TrainingDiverged(
+        f"training diverged: a gradient norm became NaN or infinite by step {step} (--lr {cfg.optim.lr:g}); "
+        f"nothing after it is saved ({kept}). Lower --lr, keep optim.grad_clip > 0, or check the data"
+    )
 
 
 def _clip(groups: list[list[nn.Parameter]], max_norm: float) -> Tensor:
