@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 
 import pytest
@@ -105,6 +106,18 @@ def test_interrupted_rewrite_leaves_no_cache_and_no_temporary_files(world, tmp_p
     assert not is_cache(tmp_path) and not list(tmp_path.rglob("*.tmp"))
     with pytest.raises(ValueError, match="not a latent cache"):
         LatentDataset(tmp_path)
+
+
+def test_cache_files_get_the_umask_mode(world, tmp_path):
+    _, dataset, vae, t5, _ = world
+    umask = os.umask(0o027)
+    try:
+        preprocess(dataset, vae, t5, tmp_path / "out", MAX_TOKENS)
+    finally:
+        os.umask(umask)
+    made = list((tmp_path / "out").rglob("*"))
+    assert {p.stat().st_mode & 0o777 for p in made if p.is_file()} == {0o640}  # was 0600
+    assert {p.stat().st_mode & 0o777 for p in made if p.is_dir()} == {0o750}
 
 
 def test_cache_errors(world, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import av
@@ -108,6 +109,69 @@ def test_failed_encodes_leave_no_file_and_keep_the_old_one(tmp_path, monkeypatch
         write_video(tmp_path / "new.mp4", _gradient(), 24)
     assert [p.name for p in tmp_path.iterdir()] == ["old.mp4"]
     assert (tmp_path / "old.mp4").read_bytes() == b"previous result"
+
+
+def test_bad_output_paths_are_refused_before_any_work_naming_the_path(tmp_path):
+    (tmp_path / "t.txt").write_text("a file")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "dir.mp4").mkdir()
+    cases = [
+        (tmp_path / "d", r"d': it is a folder; give a file name, e\.g\. '.*d/video\.mp4'"),
+        (tmp_path / "dir.mp4", r"dir\.mp4': it is a folder"),
+        (tmp_path / "t.txt" / "x.mp4", r"x\.mp4': '.*t\.txt' is a file, not a folder"),
+    ]
+    if os.path.isdir("/proc/self"):
+        cases.append(("/proc/x.mp4", r"'/proc/x\.mp4': cannot create anything in '/proc'"))
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message):
+            output_path(path, 9)
+        with pytest.raises(ValueError, match=message):
+            write_video(path, _gradient(), 24)
+    assert output_path(tmp_path / "new" / "x.mp4", 9) == tmp_path / "new" / "x.mp4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "dir.mp4", "t.txt"]  # nothing created
+
+
+def test_written_files_and_new_folders_get_the_umask_mode(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        path = write_video(tmp_path / "new" / "a.mp4", _gradient(), 24)
+        image = write_video(tmp_path / "one.png", _gradient(frames=1), 24)
+    finally:
+        os.umask(umask)
+    assert [p.stat().st_mode & 0o777 for p in (path.parent, path, image)] == [0o750, 0o640, 0o640]
+
+
+@pytest.mark.parametrize(
+    "mode, pixels, suffix",
+    [
+        ("I;16", np.full((6, 8), 30000, np.uint16), ".png"),  # Pillow's RGB conversion made this white
+        ("I;16B", np.full((6, 8), 30000, ">u2"), ".tif"),
+        ("F", np.full((6, 8), 30000 / 65535, np.float32), ".tif"),  # ... and this black
+    ],
+)
+def test_deep_grey_images_keep_their_value(tmp_path, mode, pixels, suffix):
+    from PIL import Image
+
+    pixels[0, 0] = 0  # one black pixel: the range is scaled, not stretched
+    Image.fromarray(pixels).save(tmp_path / f"grey{suffix}")
+    with Image.open(tmp_path / f"grey{suffix}") as check:
+        assert check.mode == mode
+    image = read_image(tmp_path / f"grey{suffix}")
+    assert image.shape == (1, 3, 1, 6, 8) and image.dtype == torch.float32
+    expected = torch.full((6, 8), 30000 / 65535 * 2 - 1)
+    expected[0, 0] = -1
+    torch.testing.assert_close(image[0, :, 0], expected.expand(3, 6, 8), atol=1e-6, rtol=0)
+
+
+def test_grey_images_without_a_known_range_are_refused(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4), 3.0, np.float32)).save(tmp_path / "hdr.tif")
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / "i32.tif")
+    with pytest.raises(ValueError, match=r"hdr\.tif'.*mode 'F'.*\[0, 1\], found \[3, 3\]"):
+        read_image(tmp_path / "hdr.tif")
+    with pytest.raises(ValueError, match=r"i32\.tif'.*mode 'I'.*8- or 16-bit"):
+        read_image(tmp_path / "i32.tif")
 
 
 def test_read_errors_name_the_file(tmp_path):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import ltxv
+import ltxv.weights as weights
 from ltxv.convert import vae_config_to_native
 from ltxv.presets import PRESETS
 from ltxv.weights import CheckpointError, convert_checkpoint, open_checkpoint, save_checkpoint
@@ -157,10 +161,61 @@ def test_native_file_without_metadata_uses_key_based_version_guess(tmp_path):
 def test_saving_is_atomic_and_refuses_to_clobber_folders(native_file, tmp_path):
     path, vae, _ = native_file
     (tmp_path / "exists").mkdir()
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ValueError, match="exists'.*already exists"):
         convert_checkpoint(path, tmp_path / "exists", "diffusers")
     save_checkpoint(tmp_path / "v.safetensors", SPEC, vae=vae)
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") or p.startswith(".")]
+
+
+def test_convert_refuses_bad_targets_before_reading_any_tensor(native_file, tmp_path, monkeypatch):
+    path, _, _ = native_file
+    (tmp_path / "y.png").write_bytes(b"a picture")
+    (tmp_path / "d.safetensors").mkdir()
+    (tmp_path / "t.txt").write_text("a file")
+    monkeypatch.setattr(weights, "read_state_dicts", lambda ckpt: pytest.fail("converted before refusing"))
+    cases = [
+        (path, "ltxv", "onto itself"),
+        (tmp_path / "." / path.name, "native", "onto itself"),
+        (tmp_path / "y.png", "native", r"y\.png' already exists; give a new name or remove it"),
+        (
+            tmp_path / "new.png",
+            "native",
+            r"new\.png'.*one \.safetensors file; give a path ending in \.safetensors",
+        ),
+        (tmp_path / "d.safetensors", "ltxv", r"d\.safetensors': it is a folder"),
+        (
+            tmp_path / "d.safetensors",
+            "diffusers",
+            r"d\.safetensors'.*a folder; give a name without \.safetensors",
+        ),
+        (tmp_path / "t.txt" / "a.safetensors", "ltxv", r"t\.txt' is a file, not a folder"),
+    ]
+    for dst, fmt, message in cases:
+        with pytest.raises(ValueError, match=message):
+            convert_checkpoint(path, dst, fmt)
+    assert (tmp_path / "y.png").read_bytes() == b"a picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors", "t.txt", path.name, "y.png"]
+
+
+@pytest.mark.parametrize("fmt, name", [("ltxv", "o.safetensors"), ("diffusers", "dif")])
+def test_converted_files_get_the_umask_mode_in_new_parent_folders(native_file, tmp_path, fmt, name):
+    path, _, _ = native_file
+    root = tmp_path
+    if os.path.isdir("/dev/shm") and os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev:
+        root = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a target on another filesystem than /tmp
+    try:
+        umask = os.umask(0o027)
+        try:
+            convert_checkpoint(path, root / "x" / "sub" / name, fmt)
+        finally:
+            os.umask(umask)
+        made = sorted((root / "x").rglob("*"))
+        assert {p.stat().st_mode & 0o777 for p in made if p.is_dir()} == {0o750}  # x, x/sub, ...
+        assert {p.stat().st_mode & 0o777 for p in made if p.is_file()} == {0o640}
+        assert not [p for p in made if p.name.startswith(".")]
+    finally:
+        if root != tmp_path:
+            shutil.rmtree(root)
 
 
 def test_fp8_files_load_in_bf16(native_file, tmp_path):

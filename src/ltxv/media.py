@@ -1,8 +1,8 @@
 """Video and image I/O (PyAV, Pillow), [0, 1] <-> uint8 frames, official pad-to-/32-and-8k+1 then crop back.
 
 Conventions: `video` is (B, 3, F, H, W) float; readers return model space [-1, 1]; writers take user space
-[0, 1]. Writes go to a hidden temporary file in the destination folder that is renamed into place, so a
-half-written file never exists. PyAV and Pillow are imported inside the functions that need them.
+[0, 1]. Writes are atomic (`files.atomic_file`), so a half-written file never exists. PyAV and Pillow are
+imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import numbers
 import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .files import atomic_file, check_writable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")  # readable by PyAV
@@ -132,20 +133,26 @@ def resize_center_crop(video: Tensor, height: int, width: int) -> Tensor:
 
 # writing ---------------------------------------------------------------------------------------------
 def output_path(path: str | os.PathLike[str], num_frames: int) -> Path:
-    """The file `write_video` will write for `num_frames` frames, or a ValueError; call it before a long
-    generation to validate `path`. One frame to .mp4/.mov/.mkv becomes a .png next to it."""
+    """The file `write_video` will write for `num_frames` frames, or a ValueError naming it; call it before a
+    long generation to validate `path` (its extension, and that a file can be created there). One frame to
+    .mp4/.mov/.mkv becomes a .png next to it."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ValueError(
+            f"cannot write {str(path)!r}: it is a folder; give a file name, e.g. {str(path / 'video.mp4')!r}"
+        )
     if suffix in VIDEO_FORMATS:
-        return path.with_suffix(".png") if num_frames == 1 else path
-    if suffix in IMAGE_SUFFIXES:
+        path = path.with_suffix(".png") if num_frames == 1 else path
+    elif suffix in IMAGE_SUFFIXES:
         if num_frames != 1:
             raise ValueError(f"cannot write {num_frames} frames to image {str(path)!r}; use a .mp4 path")
-        return path
-    raise ValueError(
-        f"cannot write {str(path)!r}: unsupported extension {path.suffix!r}; use .mp4 (or .mov/.mkv) for "
-        f"video, .png (or {', '.join(IMAGE_SUFFIXES[1:])}) for a single frame"
-    )
+    else:
+        raise ValueError(
+            f"cannot write {str(path)!r}: unsupported extension {path.suffix!r}; use .mp4 (or .mov/.mkv) for "
+            f"video, .png (or {', '.join(IMAGE_SUFFIXES[1:])}) for a single frame"
+        )
+    return check_writable(path)
 
 
 def write_video(path: str | os.PathLike[str], video01: Tensor, fps: float, crf: int = 18) -> Path:
@@ -159,25 +166,17 @@ def write_video(path: str | os.PathLike[str], video01: Tensor, fps: float, crf: 
     frames = to_uint8_frames(video01)
     path = output_path(path, len(frames))
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _write_atomic(path, lambda tmp: _save_image(tmp, frames[0], path.suffix))
+        with atomic_file(path) as tmp:
+            _save_image(str(tmp), frames[0], path.suffix)
+        return path
     if not (isinstance(crf, int) and 0 <= crf <= 51):
         raise ValueError(f"crf must be an integer in [0, 51] (lower = better), got {crf!r}")
     rate = _frame_rate(fps)
     h, w = frames.shape[1:3]
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # even sides
     container = VIDEO_FORMATS[path.suffix.lower()]
-    return _write_atomic(path, lambda tmp: _encode_h264(tmp, frames, rate, crf, container))
-
-
-def _write_atomic(path: Path, write) -> Path:  # noqa: ANN001 - write(tmp: str) creates the file
-    """Run write(tmp) on a hidden file beside `path`, then rename it into place; remove it on any error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        _encode_h264(str(tmp), frames, rate, crf, container)
     return path
 
 
@@ -278,16 +277,41 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:
     """An image file -> (1, 3, 1, H, W) float32 in [-1, 1]: RGB (alpha dropped, as the official loader does),
-    EXIF orientation applied. Missing or unreadable files raise a one-line ValueError naming the path."""
+    EXIF orientation applied; 16-bit grey scaled from [0, 65535], float grey taken as [0, 1]. Missing,
+    unreadable or out-of-range files raise a one-line ValueError naming the path."""
     from PIL import Image, ImageOps
 
     path = _existing_file(path)
     try:
         with Image.open(path) as image:
-            array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+            upright = ImageOps.exif_transpose(image)
+            grey = _deep_grey(upright, image.format)
+            array = None if grey is not None else np.asarray(upright.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise ValueError(f"cannot read image {str(path)!r}: {_reason(err, path)}") from None
-    return from_uint8_frames(array[None])
+    if grey is None:
+        return from_uint8_frames(array[None])
+    video = torch.from_numpy(grey).mul_(2).sub_(1)
+    return video.expand(1, 3, 1, *grey.shape).contiguous()  # (H, W) -> (1, 3, 1, H, W)
+
+
+def _deep_grey(image, file_format: str | None) -> np.ndarray | None:  # noqa: ANN001 - a PIL image
+    """(H, W) float32 in [0, 1] for the grey modes deeper than 8 bits, None for the others. Pillow's
+    convert("RGB") clips these to [0, 255]: 16-bit grey would read as white and float [0, 1] as black."""
+    mode = image.mode
+    if mode.startswith("I;16") or (mode == "I" and file_format == "PNG"):  # a PNG holds at most 16 bits
+        return np.asarray(image).astype(np.float32) / 65535
+    if mode == "F":
+        grey = np.asarray(image).astype(np.float32)
+        if not (np.isfinite(grey).all() and grey.min() >= 0 and grey.max() <= 1):
+            raise ValueError(
+                f"float pixels (mode 'F') must lie in [0, 1], found [{grey.min():g}, {grey.max():g}]; "
+                "rescale the image or save it as 8- or 16-bit"
+            )
+        return grey
+    if mode == "I":
+        raise ValueError("32-bit integer pixels (mode 'I') have no defined white; save it as 8- or 16-bit")
+    return None
 
 
 def read_media(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[Tensor, float | None]:

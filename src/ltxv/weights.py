@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from torch import Tensor, nn
 from . import convert
 from .config import DiTConfig, ModelSpec, VAEConfig, from_dict, to_dict
 from .dit.model import VideoDiT
+from .files import atomic_file, atomic_folder, check_writable
 from .presets import PRESETS
 from .vae.model import VideoVAE
 
@@ -340,17 +339,10 @@ def load_transformer(
 # ------------------------------------------------------------------------------------------------------------
 
 
-def atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """safetensors file written to a temporary name in the same folder, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+def atomic_save(tensors: dict[str, Tensor], path: str | os.PathLike[str], metadata: dict[str, str]) -> None:
+    """A safetensors file, written atomically (`files.atomic_file`)."""
+    with atomic_file(path) as tmp:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_checkpoint(
@@ -387,11 +379,8 @@ def save_checkpoint(
 
 def _save_diffusers(
     out: Path, spec: ModelSpec, vae_sd: dict[str, Tensor] | None, dit_sd: dict[str, Tensor] | None
-):
-    if out.exists():
-        raise FileExistsError(f"{out} already exists; give a new folder name or remove it first")
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}."))
-    try:
+) -> None:
+    with atomic_folder(out) as tmp:
         index = {"_class_name": "LTXPipeline", "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
         if vae_sd is not None:
             layout = convert.vae_to_diffusers_layout(spec.vae)
@@ -406,11 +395,6 @@ def _save_diffusers(
             json.dumps(convert.scheduler_to_diffusers(spec.scheduler), indent=2)
         )
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _write_component(folder: Path, config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
@@ -443,9 +427,10 @@ def convert_checkpoint(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str, dtype: torch.dtype | None = None
 ) -> Checkpoint:
     """Convert between formats without changing any tensor (bit-identical round trips), or with `dtype`
-    cast every floating tensor (e.g. bf16 to halve a file)."""
+    cast every floating tensor (e.g. bf16 to halve a file). `dst` must be new: nothing is overwritten."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown target format {fmt!r}; choose from {', '.join(FORMATS)}")
+    _check_new_target(src, dst, fmt)  # before any tensor is read
     ckpt = open_checkpoint(src)
     vae_sd, dit_sd = read_state_dicts(ckpt)
     if dtype is not None:
@@ -455,6 +440,27 @@ def convert_checkpoint(
         )
     save_checkpoint(dst, ckpt.spec, vae_sd, dit_sd, fmt)
     return ckpt
+
+
+def _check_new_target(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str) -> None:
+    """A conversion target is a new .safetensors file (ltxv, native) or a new folder (diffusers)."""
+    out = Path(dst)
+    folder = fmt == "diffusers"
+    if out.resolve() == Path(src).resolve():
+        raise ValueError(
+            f"cannot convert {str(src)!r} onto itself; give a new {'folder' if folder else 'file'}"
+        )
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{str(out)!r} already exists; give a new name or remove it first")
+    if folder and out.suffix.lower() == ".safetensors":
+        raise ValueError(
+            f"{str(out)!r}: a diffusers checkpoint is a folder; give a name without .safetensors"
+        )
+    if not folder and out.suffix.lower() != ".safetensors":
+        raise ValueError(
+            f"{str(out)!r}: a {fmt} checkpoint is one .safetensors file; give a path ending in .safetensors"
+        )
+    check_writable(out, folder)
 
 
 def summarize(ckpt: Checkpoint) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from ..config import DataConfig, to_dict
+from ..files import write_text_atomic
 from ..vae.model import VideoVAE
 from ..weights import atomic_save
 from .dataset import (
@@ -102,7 +102,7 @@ def preprocess(
     null = {"text_emb": null_emb[0].float().cpu(), "text_mask": null_mask[0].long().cpu()}
     atomic_save(null, out / "null.safetensors", {})
     entries.sort(key=lambda e: e.file)  # dataset order
-    _write_text(out / "index.jsonl", "".join(json.dumps(dataclasses.asdict(e)) + "\n" for e in entries))
+    write_text_atomic(out / "index.jsonl", "".join(json.dumps(dataclasses.asdict(e)) + "\n" for e in entries))
     meta = {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
@@ -114,7 +114,7 @@ def preprocess(
         "skipped": dataset.summary(),
         "skipped_paths": dataset.skipped,
     }
-    _write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -136,19 +136,6 @@ def _bucket_batches(buckets_of: list[Bucket], batch_size: int) -> list[list[int]
     """Every index once, in batches of one bucket (the last batch of a bucket may be smaller)."""
     groups = group_by_bucket(buckets_of).values()
     return [g[k : k + batch_size] for g in groups for k in range(0, len(g), batch_size)]
-
-
-def _write_text(path: Path, text: str) -> None:
-    """A text file written to a temporary name in the same folder, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # reading --------------------------------------------------------------------------------------------------

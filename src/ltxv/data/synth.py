@@ -48,7 +48,6 @@ import numbers
 import os
 import random
 import sys
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..files import write_text_atomic
 from ..media import MAX_SIDE, write_video
 
 COLOURS: dict[str, tuple[float, float, float]] = {  # RGB in [0, 1]
@@ -371,13 +371,8 @@ def _write_split(root: Path, folder: str, specs: list[ClipSpec], split: str, cfg
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    """One JSON object per line, written to a hidden file and renamed into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """One JSON object per line, written atomically."""
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def write_dataset(out_dir: str | os.PathLike[str], cfg: SynthConfig) -> list[dict]:

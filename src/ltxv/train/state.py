@@ -16,15 +16,15 @@ and the data order is a pure function of (seed, step), so the step number is the
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from ..files import atomic_folder, write_text_atomic
 
 CHECKPOINTS = "checkpoints"
 
@@ -35,11 +35,7 @@ def step_generator(seed: int, step: int, device: torch.device) -> torch.Generato
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 # -- EMA ------------------------------------------------------------------------------------------------
@@ -108,11 +104,8 @@ def save_training_checkpoint(
     keep_last: int,
 ) -> Path:
     """Write RUN/checkpoints/step_N atomically (a temporary folder renamed into place); keep the last N."""
-    root = run / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step_{step:08d}."))
-    try:
+    final = run / CHECKPOINTS / f"step_{step:08d}"
+    with atomic_folder(final, replace=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, tmp / "model.safetensors")
         if ema is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
@@ -121,12 +114,6 @@ def save_training_checkpoint(
             tensors, groups[name] = flatten_optimizer(sd)
             save_file(tensors, tmp / f"optim_{name}.safetensors")
         write_json_atomic(tmp / "state.json", {"step": step, "param_groups": groups})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     for old in checkpoint_dirs(run)[:-keep_last]:
         shutil.rmtree(old)
     return final
@@ -154,10 +141,7 @@ def truncate_metrics(run: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    fd, tmp = tempfile.mkstemp(dir=run, prefix=".metrics.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
