@@ -204,11 +204,24 @@ def test_text_encoder_stage_is_timed(tmp_path):
         (["--repeats", "0"], "--repeats"),
         (["--warmup", "-1"], "--warmup"),
         (["--preset", "nope"], "nope"),
+        (["--fps", "nan"], "--fps must be a finite number"),
+        (["--guidance", "nan"], "--guidance must be a finite number"),
+        (["--device", "foo"], "--device"),
+        (["--seed", "-1"], "--seed"),
     ],
 )
 def test_bad_flags_raise_value_error(flags, named):
     with pytest.raises(ValueError, match=named):
         bench.run(parse(*SMALL, *flags))
+
+
+def test_a_bad_json_path_fails_before_the_benchmark(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(bench, "run_bench", lambda s: pytest.fail("the benchmark ran"))
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        bench.run(parse(*SMALL, "--json", str(tmp_path / "file" / "bench.json")))
+    with pytest.raises(ValueError, match="it is a folder"):
+        bench.run(parse(*SMALL, "--json", str(tmp_path)))
 
 
 def test_speed_flags_reach_the_pipeline_and_the_report(tmp_path, capsys):

@@ -84,3 +84,8 @@ def test_data_synth_subcommand(tmp_path):
     assert (
         bad.returncode == 2 and "clips" in bad.stderr and not (tmp_path / "bad" / "captions.jsonl").exists()
     )
+
+
+def test_eval_size_0_is_refused_not_replaced_by_the_default():
+    out = run("eval", "--size", "0", "--clips", "1")
+    assert out.returncode == 2 and "multiple of 32" in out.stderr and "got 0" in out.stderr, out.stderr

@@ -103,16 +103,34 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
     [
         (["--model", "missing.safetensors"], "no such file"),
         (["--image", "missing.png"], "missing.png"),
-        (["--frames", "0"], "num_frames"),
+        (["--frames", "0"], "--frames must be >= 1"),
         (["--condition", "nope"], "PATH@FRAME"),
-        (["--stg-blocks", "9"], "STG blocks"),
+        (["--stg-blocks", "9"], "STG blocks [9] do not exist in this 2-block transformer: use indices 0..1"),
         (["--text-encoder", "/nonexistent/t5"], "t5"),
+        (["--guidance", "nan"], "--guidance must be a finite number >= 0, got nan"),
+        (["--guidance", "-2"], "--guidance must be a finite number >= 0"),
+        (["--stg", "nan"], "--stg must be a finite number >= 0"),
+        (["--stg", "-1"], "--stg must be a finite number >= 0"),
+        (["--stg", "1", "--rescale", "nan"], "--rescale must be a finite number in [0, 1]"),
+        (["--decode-timestep", "5"], "--decode-timestep must be a finite number in [0, 1]"),
+        (["--decode-noise", "100"], "--decode-noise must be a finite number in [0, 1]"),
+        (["--cond-crf", "-1"], "--cond-crf must be in 0..51"),
+        (["--stg-blocks", "-1"], "--stg-blocks must be transformer block indices"),
+        (["--fps", "1e-9"], "--fps must be a finite number in [0.001, 1000]"),
+        (["--device", "foo"], "device 'foo' (--device)"),
+        (["--seed", "18446744073709551616"], "--seed must be in [0, 2**64 - 1]"),
+        (["--max-tokens", "100000"], "--max-tokens must be in [0, 512]"),
+        (["--skip-steps", "1"], "--skip-steps only applies with --video"),
+        (["--downscale", "0.5"], "--downscale only applies with --upsampler"),
+        (["--image-strength", "0.5"], "--image-strength only applies with --image"),
+        (["--condition", "IMAGE@500"], "frame 500 is past the video's last frame (8)"),
     ],
 )
 def test_bad_input_exits_2(models, tmp_path, extra, message):
     root, t5 = models
     out = tmp_path / "bad.mp4"
     base = ["--model", str(root / "native.safetensors"), "--text-encoder", str(t5), *SMALL, "--out", str(out)]
+    extra = [a.replace("IMAGE", str(root / "image.png")) for a in extra]
     r = run("a prompt", *base, *extra)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from ltxv.config import DiTConfig, ModelSpec, VAEBlock, VAEConfig, apply_overrides, from_dict, to_dict
+from ltxv.config import (
+    DiTConfig,
+    ModelSpec,
+    SampleConfig,
+    SampleConfigError,
+    VAEBlock,
+    VAEConfig,
+    apply_overrides,
+    from_dict,
+    to_dict,
+)
 from ltxv.convert import (
     dit_config_from_native,
     dit_config_to_native,
@@ -179,6 +191,20 @@ def test_overrides_coerce_and_reject_unknown_keys():
         apply_overrides(PRESETS["tiny"], ["dit.num_layers=four"])
     with pytest.raises(ValueError, match="unknown DiTConfig keys"):
         from_dict(DiTConfig, {"num_layerz": 1})
+    with pytest.raises(ValueError, match="expected an integer, got 1.5"):  # not truncated to 1
+        apply_overrides(PRESETS["tiny"], ["dit.num_layers=1.5"])
+    assert apply_overrides(PRESETS["tiny"], ["dit.num_layers=2.0"]).dit.num_layers == 2
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("optim.lr", "Infinity"), ("optim.lr", "NaN"), ("optim.lr", "0"), ("optim.grad_clip", "-1")],
+)
+def test_train_config_rejects_a_non_finite_or_non_positive_learning_rate(key, value):
+    from ltxv.config import TrainConfig
+
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        apply_overrides(TrainConfig(), [f"{key}={value}"])
 
 
 def test_vae_config_validation():
@@ -195,3 +221,53 @@ def test_unsupported_native_configs_are_rejected():
         vae_config_from_native({**NATIVE_VAE_090, "norm_layer": "group_norm"})
     with pytest.raises(ValueError, match="activation_fn"):
         dit_config_from_native({**NATIVE_DIT_2B, "activation_fn": "geglu"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("guidance", float("nan"), ">= 0"),
+        ("guidance", -2.0, ">= 0"),
+        ("guidance", float("inf"), ">= 0"),
+        ("stg", float("nan"), ">= 0"),
+        ("stg", -1.0, ">= 0"),
+        ("rescale", float("nan"), "in [0, 1]"),
+        ("decode_timestep", 5.0, "in [0, 1]"),
+        ("decode_noise_scale", 100.0, "in [0, 1]"),
+        ("image_cond_noise_scale", float("nan"), "in [0, 1]"),
+        ("tone_map", float("nan"), "in [0, 1]"),
+        ("frame_rate", 1e-9, "in [0.001, 1000]"),
+        ("frame_rate", float("nan"), "in [0.001, 1000]"),
+        ("frame_rate", 5000.0, "in [0.001, 1000]"),
+        ("guidance_schedule", (float("nan"),), ">= 0"),
+    ],
+)
+def test_sample_config_rejects_non_finite_and_out_of_range_floats(field, value, allowed):
+    extra = {"guidance_timesteps": (1.0,)} if field.endswith("schedule") else {}
+    message = rf"^{field} must be a finite number {re.escape(allowed)}"
+    with pytest.raises(SampleConfigError, match=message) as e:
+        SampleConfig(**{field: value}, **extra)
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"max_tokens": 100_000}, "max_tokens"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"stg_blocks": (-1,)}, "stg_blocks"),
+        ({"width": 9000}, "width"),
+        ({"skip_initial_steps": -1}, "skip_initial_steps"),
+    ],
+)
+def test_sample_config_rejects_bad_integers(change, field):
+    with pytest.raises(SampleConfigError, match=f"^{field} ") as e:
+        SampleConfig(**change)
+    assert e.value.field == field
+
+
+def test_sample_config_accepts_the_edges():
+    SampleConfig(guidance=0.0, stg=0.0, rescale=1.0, decode_timestep=1.0, decode_noise_scale=0.0,
+                 frame_rate=1000.0, seed=2**64 - 1, max_tokens=512, stg_blocks=(0,))  # fmt: skip

@@ -1,5 +1,7 @@
 """Tests for ltxv.flow: interpolation endpoints, inverses, timestep sampling and the masked loss."""
 
+import math
+
 import pytest
 import torch
 
@@ -125,3 +127,17 @@ def test_loss_per_t_bin_groups_samples():
     t = torch.tensor([0.1, 0.2, 0.6, 0.99])
     bins = loss_per_t_bin(v, target, t, num_bins=4)
     assert bins == pytest.approx({"loss_t0.00-0.25": 0.5, "loss_t0.50-0.75": 4.0, "loss_t0.75-1.00": 9.0})
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.95, 2.05, 5.0, -3.0])
+@pytest.mark.parametrize("t", [1.0, 0.9, 0.5, 0.1, 1e-3])
+def test_time_shift_equals_the_exponential_form(mu, t):
+    expected = math.exp(mu) / (math.exp(mu) + (1 / t - 1))
+    assert time_shift(mu, t) == pytest.approx(expected, rel=1e-14, abs=1e-300)
+    assert time_shift(mu, torch.tensor([t], dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_time_shift_never_overflows():
+    mu = shift_mu(129 * 256 * 256)  # 8192 x 8192 x 1025 pixels: μ ≈ 3000, e^μ overflows a float
+    assert time_shift(mu, 0.5) == 1.0 and time_shift(-mu, 0.5) == 0.0
+    assert math.isfinite(time_shift(mu, 1e-9))

@@ -167,7 +167,7 @@ def test_eval_requires_model(monkeypatch, tmp_path):
         evaluate.run(_args())
     with pytest.raises(ValueError, match="8k\\+1"):
         evaluate.ShapesEval(model="m", frames=10)
-    with pytest.raises(ValueError, match="guidance must be >= 1"):
+    with pytest.raises(ValueError, match="guidance must be a finite number >= 1"):
         evaluate.ShapesEval(model="m", guidance=0.5)
 
 

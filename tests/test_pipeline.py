@@ -10,6 +10,8 @@ from conftest import randomize_
 
 import ltxv
 from ltxv import Condition, Pipeline, SampleConfig, TextEmbeddings
+from ltxv.config import SchedulerConfig
+from ltxv.pipeline import resolve_device
 from ltxv.presets import PRESETS
 from ltxv.upsampler import LatentUpsampler, UpsamplerConfig
 
@@ -152,3 +154,40 @@ def test_conditions_are_validated(pipe):
         pipe.generate(text, CFG)
     with pytest.raises(ValueError, match="text encoder"):
         pipe.generate("a prompt", CFG)
+
+
+def test_a_condition_past_the_last_frame_names_it(pipe):
+    text, neg = _text()
+    with pytest.raises(ValueError, match=r"frame 500 is past the video's last frame \(16\)"):
+        pipe.generate(text, CFG, negative=neg, conditions=[Condition(torch.zeros(1, 3, 1, 64, 64), 500)])
+    clip = Condition(torch.zeros(1, 3, 97, 64, 64), 24)  # a long clip: was trimmed to a misleading length
+    with pytest.raises(ValueError, match="frame 24 is past"):
+        pipe.generate(text, CFG, negative=neg, conditions=[clip])
+
+
+def test_a_schedule_that_collapses_in_float32_is_refused(pipe):
+    no_terminal = Pipeline(
+        pipe.vae, pipe.dit, dataclasses.replace(pipe.spec, scheduler=SchedulerConfig("sd3", None))
+    )
+    with pytest.raises(ValueError, match="repeated timesteps"):
+        no_terminal.schedule(dataclasses.replace(CFG, steps=4), 10**8)  # every step at t = 1.0
+    terminal = Pipeline(
+        pipe.vae, pipe.dit, dataclasses.replace(pipe.spec, scheduler=SchedulerConfig("sd3", 0.1))
+    )
+    assert terminal.schedule(dataclasses.replace(CFG, steps=4), 10**8)[-1] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [("foo", "use cpu, cuda, cuda:N"), ("meta", "use cpu"), ("cuda:x", "use cpu"), (7.5, "use cpu")],
+)
+def test_bad_devices_are_named(device, match):
+    with pytest.raises(ValueError, match=rf"device '.*' \(--device\): {match}"):
+        resolve_device(device)
+
+
+def test_unavailable_cuda_is_said_plainly(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        resolve_device("cuda")
+    assert resolve_device(None) == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")

@@ -1,9 +1,11 @@
 """Tests for ltxv.sampling: spec schedule values, exact Euler on analytic fields, and guidance formulas."""
 
+import math
+
 import pytest
 import torch
 
-from ltxv.flow import interpolate
+from ltxv.flow import interpolate, shift_mu
 from ltxv.sampling import (
     DISTILLED_SCHEDULES,
     cfg_star_scale,
@@ -59,6 +61,33 @@ def test_sd3_schedule_without_terminal_is_plain_shift():
     ts = sd3_schedule(4, 1024, terminal=None)  # μ = 0.95
     assert ts[0] == 1.0 and ts[-1] > 0.1
     assert sd3_schedule(4, 1024)[-1] == pytest.approx(0.1)
+
+
+def _sd3_exponential_form(steps: int, tokens: int, terminal: float | None) -> list[float]:
+    """The spec §5.4a formula as written (e^μ; overflows at huge token counts)."""
+    mu = shift_mu(tokens)
+    ts = [math.exp(mu) / (math.exp(mu) + (1 / b - 1)) for b in (1 - i / steps for i in range(steps))]
+    if terminal is not None and steps > 1:
+        ts = [1 - (1 - s) * (1 - terminal) / (1 - ts[-1]) for s in ts]
+    return ts
+
+
+@pytest.mark.parametrize("terminal", [0.1, None])
+def test_sd3_schedule_is_the_spec_formula_in_float32(terminal):
+    for steps in (1, 2, 7, 20, 40):
+        for tokens in (1, 256, 1024, 6144, 5280, 24 * 16 * 16, 30_000):
+            ours = torch.tensor(sd3_schedule(steps, tokens, terminal), dtype=torch.float32)
+            spec = torch.tensor(_sd3_exponential_form(steps, tokens, terminal), dtype=torch.float32)
+            assert torch.equal(ours, spec), (steps, tokens)
+
+
+@pytest.mark.parametrize("tokens", [112 * 1024, 129 * 256 * 256, 10**12])  # ~1920x1088x1025, 8192²x1025
+def test_sd3_schedule_at_huge_token_counts_is_finite_and_decreasing(tokens):
+    ts = sd3_schedule(8, tokens)  # e^μ overflowed, and 1 − s_last rounded to 0 (division by zero)
+    validate_schedule(ts)
+    assert ts[0] == 1.0 and ts[-1] == pytest.approx(0.1)
+    assert sd3_schedule(1, tokens) == [1.0]
+    assert all(math.isfinite(t) for t in sd3_schedule(8, tokens, terminal=None))
 
 
 def test_linear_quadratic_schedule_matches_spec():

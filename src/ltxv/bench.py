@@ -21,11 +21,12 @@ import torch
 
 from .bench_report import format_report
 from .config import ModelSpec, SampleConfig
-from .demo import DEMO_DIR, GENERATION_FILE, add_generation_flag, given_fields, sample_fields
+from .demo import DEMO_DIR, GENERATION_FILE, add_generation_flag, given_fields, sample_config
 from .dit.model import VideoDiT
+from .files import check_writable, write_text_atomic
 from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
 from .media import crop_video, padded_size
-from .pipeline import Pipeline, TextEmbeddings
+from .pipeline import Pipeline, TextEmbeddings, resolve_device
 from .presets import PRESETS, get_preset
 from .speed import SpeedConfig, add_speed_arguments, speed_from_args
 from .vae.model import VideoVAE
@@ -400,12 +401,11 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         raise ValueError(f"--dtype {args.dtype!r}: choose from {', '.join(DTYPES)}")
     if args.compare not in (None, "diffusers"):
         raise ValueError(f"--compare {args.compare!r}: only 'diffusers' is supported")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    fields = sample_fields(_tuned_model(args), given_fields(args) | {"seed": args.seed})
-    if args.compare and fields["stg"] > 0:
-        _log(f"note: --compare diffusers runs both without STG (diffusers has none): {fields['stg']:g} -> 0")
-        fields["stg"] = 0.0
-    sample = SampleConfig(**fields)
+    device = str(resolve_device(args.device))
+    sample = sample_config(_tuned_model(args), given_fields(args) | {"seed": args.seed})
+    if args.compare and sample.stg > 0:
+        _log(f"note: --compare diffusers runs both without STG (diffusers has none): {sample.stg:g} -> 0")
+        sample = dataclasses.replace(sample, stg=0.0)
     speed = speed_from_args(args)  # ValueError for an unknown backend or a negative threshold
     return BenchSettings(
         sample=sample,
@@ -434,11 +434,12 @@ def _tuned_model(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """`ltxv bench`: print the summary, and write the JSON figures when --json is given."""
-    report = run_bench(settings_from_args(args))
+    settings = settings_from_args(args)
+    if args.json:
+        check_writable(args.json)  # before the timing, not after
+    report = run_bench(settings)
     print(format_report(report))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        path = write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
         print(f"wrote {path}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -129,7 +130,9 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     tuned("--cfg-star", "CFG-zero* rescaling of the unconditional velocity", action="store_true")
     p.add_argument("--seed", type=int, help="random seed (printed when not given)")
     p.add_argument("--image", help="image (or video) that becomes the first frame (image-to-video)")
-    p.add_argument("--image-strength", type=float, default=1.0, help="conditioning strength of --image")
+    p.add_argument(
+        "--image-strength", type=float, help="conditioning strength of --image, in (0, 1] (default: 1)"
+    )
     p.add_argument(
         "--condition",
         action="append",
@@ -138,7 +141,7 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable",
     )
     p.add_argument("--cond-crf", type=int, default=29, help="conditioning media get the official blur and "
-                   "H.264 round trip at this crf (0 = use them unchanged)")  # fmt: skip
+                   "H.264 round trip at this crf, 1..51 (0 = use them unchanged)")  # fmt: skip
     p.add_argument("--video", help="video-to-video: start from this video's latents instead of pure noise")
     p.add_argument(
         "--skip-steps", type=int, help="video-to-video: skip this many initial steps (default: half)"
@@ -157,7 +160,9 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
         help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
     )
     p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
-    p.add_argument("--downscale", type=float, default=2 / 3, help="multi-scale: first-pass size factor")
+    p.add_argument(
+        "--downscale", type=float, help="multi-scale: first-pass size factor in (0, 1] (default: 2/3)"
+    )
     p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
     p.add_argument(
         "--second-skip",
@@ -204,6 +209,39 @@ def _floats(text: str | None, what: str) -> tuple[float, ...]:
         raise ValueError(f"{what} {text!r}: expected comma-separated numbers") from None
 
 
+def _ints(text: str | None, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected comma-separated integers") from None
+
+
+# (flag, attribute, partner flag, partner attribute): flags that do nothing without their partner
+_PARTNER_FLAGS = (
+    ("--image-strength", "image_strength", "--image", "image"),
+    ("--skip-steps", "skip_steps", "--video", "video"),
+    ("--downscale", "downscale", "--upsampler", "upsampler"),
+    ("--second-timesteps", "second_timesteps", "--upsampler", "upsampler"),
+    ("--second-skip", "second_skip", "--upsampler", "upsampler"),
+)
+
+
+def _check_generate_flags(args: argparse.Namespace) -> None:
+    """The checks of flags that SampleConfig does not hold; ValueError naming the flag."""
+    for flag, name, partner, partner_name in _PARTNER_FLAGS:
+        if getattr(args, name) is not None and getattr(args, partner_name) is None:
+            raise ValueError(f"{flag} only applies with {partner}: add {partner} or drop {flag}")
+    if args.video is not None and args.upsampler is not None:
+        raise ValueError("--video (video-to-video) does not combine with --upsampler: drop one")
+    if not 0 <= args.cond_crf <= 51:
+        raise ValueError(f"--cond-crf must be in 0..51 (0 = no H.264 round trip), got {args.cond_crf}")
+    if args.downscale is not None and not (math.isfinite(args.downscale) and 0 < args.downscale <= 1):
+        raise ValueError(f"--downscale must be a finite number in (0, 1], got {args.downscale}")
+    for flag, value in (("--skip-steps", args.skip_steps), ("--second-skip", args.second_skip)):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -211,7 +249,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .conditioning import Condition
-    from .config import SampleConfig
     from .media import (
         output_path,
         pad_video,
@@ -221,30 +258,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
         resize_center_crop,
         write_video,
     )
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, resolve_device
     from .speed import speed_from_args
 
     started = time.perf_counter()
-    blocks = tuple(int(v) for v in _floats(args.stg_blocks, "--stg-blocks"))  # () = the model's default
+    _check_generate_flags(args)
+    device = resolve_device(args.device)  # a bad or unavailable --device fails before any loading
+    blocks = _ints(args.stg_blocks, "--stg-blocks")  # () = the model's default
     if getattr(args, "model", None) is None:
         from .demo import demo_model
 
         args.model = str(demo_model())
-    from .demo import given_fields, sample_fields
+    from .demo import given_fields, sample_config
 
-    fields = sample_fields(
-        args.model, given_fields(args)
-    )  # flag > the model folder's generation.json > default
+    given = given_fields(args)  # flag > the model folder's generation.json > default
     if args.timesteps:
-        fields["timesteps"] = _floats(args.timesteps, "--timesteps")
+        given["timesteps"] = _floats(args.timesteps, "--timesteps")
     if args.seed is not None:
-        fields["seed"] = args.seed
+        given["seed"] = args.seed
+    if blocks:
+        given["stg_blocks"] = blocks
+    if args.skip_steps is not None:
+        given["skip_initial_steps"] = args.skip_steps
     if args.vae_tiling != "auto":
-        fields["vae_tiling"] = args.vae_tiling == "on"
-    cfg = SampleConfig(**fields)  # validated here, before any model is loaded
+        given["vae_tiling"] = args.vae_tiling == "on"
+    cfg = sample_config(args.model, given)  # validated here, before any model is loaded
+    if not args.prompt.strip():  # the trained unconditional prompt (caption dropout), so allowed, not silent
+        print("note: the prompt is empty: generating unconditionally", file=sys.stderr)
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames)
     output_path(args.out, cfg.num_frames)  # a bad output name fails now, not after the generation
-    items = [(args.image, 0, args.image_strength)] if args.image else []
+    strength = 1.0 if args.image_strength is None else args.image_strength
+    items = [(args.image, 0, strength)] if args.image else []
     conditions = []
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
         media, _ = read_media(path, max_frames=frames)
@@ -259,13 +303,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if source.shape[2] < frames:
             raise ValueError(f"--video {args.video}: {source.shape[2]} frames, the request needs {frames}")
         source = pad_video(resize_center_crop(source, cfg.height, cfg.width), height, width)[:, :, :frames]
-        skip = cfg.steps // 2 if args.skip_steps is None else args.skip_steps
-        cfg = dataclasses.replace(cfg, skip_initial_steps=skip)
+        if args.skip_steps is None:
+            cfg = dataclasses.replace(cfg, skip_initial_steps=cfg.steps // 2)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
     pipe = Pipeline.from_pretrained(
         args.model,
         args.text_encoder,
-        args.device,
+        device,
         dtype,
         offload=args.offload,
         text_encoder_on_cpu=args.t5_cpu,
@@ -300,7 +344,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             cfg,
             second,
             upsampler,
-            args.downscale,
+            2 / 3 if args.downscale is None else args.downscale,
             conditions=conditions,
             callback=_progress(steps),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -237,6 +238,10 @@ class SchedulerConfig:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile
 NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"  # official default
 STG_MODES = ("attention_values", "attention_skip", "transformer_block")
+# fps a video file can carry (media writes the rate as a fraction n/d with d <= 1001)
+MIN_FRAME_RATE, MAX_FRAME_RATE = 0.001, 1000.0
+MAX_TEXT_TOKENS = 512  # T5's training length; its relative-position attention has no hard limit, memory does
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 
 
 @dataclass(frozen=True)
@@ -278,24 +283,70 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if self.stg_mode not in STG_MODES:
-            raise ValueError(f"stg_mode {self.stg_mode!r}: choose from {', '.join(STG_MODES)}")
+            raise SampleConfigError("stg_mode", f"{self.stg_mode!r}: choose from {', '.join(STG_MODES)}")
         for name in ("width", "height", "num_frames", "steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.skip_initial_steps < 0 or self.skip_final_steps < 0:
-            raise ValueError("skip_initial_steps and skip_final_steps must be >= 0")
-        if self.width > 8192 or self.height > 8192 or self.num_frames > 1025:
-            raise ValueError(
-                f"{self.width}x{self.height}x{self.num_frames} is too large (max 8192 px, 1025 frames)"
+                raise SampleConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("skip_initial_steps", "skip_final_steps"):
+            if getattr(self, name) < 0:
+                raise SampleConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        for name, most in (("width", 8192), ("height", 8192), ("num_frames", 1025)):
+            if getattr(self, name) > most:
+                raise SampleConfigError(name, f"{getattr(self, name)} is too large (max {most})")
+        # name: (low, high), both inclusive; every float must also be finite (NaN would pass `x >= 0`)
+        ranges = {
+            "frame_rate": (MIN_FRAME_RATE, MAX_FRAME_RATE),  # a video container needs a usable rate
+            "guidance": (0.0, math.inf),  # <= 1 = off
+            "stg": (0.0, math.inf),  # 0 = off
+            "rescale": (0.0, 1.0),  # a blend factor towards the conditional std
+            "image_cond_noise_scale": (0.0, 1.0),
+            "decode_timestep": (0.0, 1.0),  # a timestep: 0 = data, 1 = noise
+            "decode_noise_scale": (0.0, 1.0),  # lerp weight of the noise mixed into the latents
+            "tone_map": (0.0, 1.0),
+        }
+        for name, (low, high) in ranges.items():
+            _check_range(name, getattr(self, name), low, high)
+        for name, values, (low, high) in (
+            ("guidance_schedule", self.guidance_schedule, ranges["guidance"]),
+            ("stg_schedule", self.stg_schedule, ranges["stg"]),
+            ("rescale_schedule", self.rescale_schedule, ranges["rescale"]),
+            ("guidance_timesteps", self.guidance_timesteps, (0.0, 1.0)),
+        ):
+            for value in values:
+                _check_range(name, value, low, high)
+        blocks = (*self.stg_blocks, *(i for bl in self.stg_blocks_schedule for i in bl))
+        if any(i < 0 for i in blocks):
+            raise SampleConfigError(
+                "stg_blocks", f"must be transformer block indices in 0 .. num_layers - 1, got {list(blocks)}"
             )
-        if self.frame_rate <= 0:
-            raise ValueError(f"frame_rate must be > 0, got {self.frame_rate}")
+        if not 0 <= self.max_tokens <= MAX_TEXT_TOKENS:
+            raise SampleConfigError(
+                "max_tokens",
+                f"must be in [0, {MAX_TEXT_TOKENS}] (T5's training length; 0 = the checkpoint era's 128 or "
+                f"256), got {self.max_tokens}",
+            )
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise SampleConfigError("seed", f"must be in [0, 2**64 - 1] (torch.Generator), got {self.seed}")
         n = len(self.guidance_timesteps)
         for name in ("guidance_schedule", "stg_schedule", "rescale_schedule", "stg_blocks_schedule"):
             if len(getattr(self, name)) not in (0, n) or (getattr(self, name) and not n):
-                raise ValueError(f"{name} needs one entry per guidance_timesteps entry ({n})")
-        if not 0.0 <= self.tone_map <= 1.0:
-            raise ValueError(f"tone_map must be in [0, 1], got {self.tone_map}")
+                raise SampleConfigError(name, f"needs one entry per guidance_timesteps entry ({n})")
+
+
+class SampleConfigError(ValueError):
+    """A SampleConfig field out of range. `field` names it, so that a command line can name its flag; the
+    message reads "<field> <text>"."""
+
+    def __init__(self, field: str, text: str) -> None:
+        super().__init__(f"{field} {text}")
+        self.field, self.text = field, text
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    """SampleConfigError unless `value` is a finite number in [low, high]."""
+    if not (math.isfinite(value) and low <= value <= high):
+        allowed = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        raise SampleConfigError(name, f"must be a finite number {allowed}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -435,8 +486,14 @@ class TrainConfig:
             raise ValueError(f"parallel {self.parallel!r}: use ddp or fsdp")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.optim.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}")
+        for name in ("lr", "grad_clip"):
+            value = getattr(self.optim, name)
+            if not (math.isfinite(value) and (value > 0 if name == "lr" else value >= 0)):
+                raise ValueError(
+                    f"optim.{name} must be finite and {'> 0' if name == 'lr' else '>= 0'}, got {value}"
+                )
+        if not (math.isfinite(self.vae.disc_lr) and self.vae.disc_lr > 0):
+            raise ValueError(f"vae.disc_lr must be finite and > 0, got {self.vae.disc_lr}")
         if self.optim.decay not in LR_DECAYS:
             raise ValueError(f"optim.decay {self.optim.decay!r}: choose from {', '.join(LR_DECAYS)}")
         if self.optim.decay_steps and self.optim.decay_steps < self.steps:
@@ -514,6 +571,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{where}: expected true/false, got {value!r}")
         return value
+    if tp is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{where}: expected an integer, got {value!r}")  # int(1.5) would truncate
     if tp in (int, float, str):
         try:
             return tp(value)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import SampleConfig
+from .config import SampleConfig, SampleConfigError
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 GENERATION_FILE = "generation.json"
@@ -37,6 +37,13 @@ GENERATION_FLAGS = {
     "decode_noise": "decode_noise_scale",
     "tone_map": "tone_map",
     "max_tokens": "max_tokens",
+}
+# SampleConfig field -> the flag that sets it, for error messages (`sample_config`)
+FIELD_FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in GENERATION_FLAGS.items()} | {
+    "seed": "--seed",
+    "stg_blocks": "--stg-blocks",
+    "timesteps": "--timesteps",
+    "skip_initial_steps": "--skip-steps",
 }
 
 
@@ -88,3 +95,16 @@ def sample_fields(model: str | os.PathLike[str] | None, given: dict[str, Any]) -
     if model is not None:
         fields.update(generation_defaults(model))
     return fields | given
+
+
+def sample_config(model: str | os.PathLike[str] | None, given: dict[str, Any]) -> SampleConfig:
+    """The validated SampleConfig of `sample_fields`. A bad value is reported by where it came from: its flag
+    (FIELD_FLAGS) when `given`, else the model's generation.json."""
+    try:
+        return SampleConfig(**sample_fields(model, given))
+    except SampleConfigError as err:
+        if err.field in given and err.field in FIELD_FLAGS:
+            raise ValueError(f"{FIELD_FLAGS[err.field]} {err.text}") from None
+        if model is not None and err.field in generation_defaults(model):
+            raise ValueError(f"{Path(model) / GENERATION_FILE}: {err}") from None
+        raise

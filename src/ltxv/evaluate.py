@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from torch import Tensor
 from . import judge
 from .config import SampleConfig
 from .data import synth
+from .files import write_text_atomic
 from .media import read_video
 
 SUITES = ("shapes",)
@@ -65,8 +65,10 @@ class ShapesEval:
             )
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if self.guidance is not None and not self.guidance >= 1.0:
-            raise ValueError(f"guidance must be >= 1 (1 = no guidance), got {self.guidance!r}")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 1.0):
+            raise ValueError(
+                f"guidance must be a finite number >= 1 (1 = no guidance), got {self.guidance!r}"
+            )
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         synth.SynthConfig(size=self.size, frames=self.frames, seed=self.seed)  # synth's own checks
@@ -232,16 +234,8 @@ def _finite(value):  # noqa: ANN001, ANN202 - any JSON-like value
 
 
 def write_json(path: str | os.PathLike[str], report: dict) -> Path:
-    """Write `report` as strict JSON to a hidden file beside `path`, then rename it into place."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    """Write `report` as strict JSON, atomically."""
+    return write_text_atomic(path, json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
 
 
 def format_table(report: dict) -> str:
@@ -298,8 +292,8 @@ def run(args: argparse.Namespace) -> int:
         model=model,
         text_encoder=args.text_encoder,
         clips=args.clips,
-        size=args.size or tuned.get("width", ShapesEval.size),
-        frames=args.frames or tuned.get("num_frames", ShapesEval.frames),
+        size=tuned.get("width", ShapesEval.size) if args.size is None else args.size,  # --size 0 is refused
+        frames=tuned.get("num_frames", ShapesEval.frames) if args.frames is None else args.frames,
         steps=args.steps,
         guidance=args.guidance,
         seed=args.seed,

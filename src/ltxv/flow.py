@@ -64,9 +64,34 @@ def shift_mu(
 def time_shift(mu: float, t: float | Tensor, sigma: float = 1.0) -> float | Tensor:
     """SD3 resolution shift (Esser et al. 2024) in flux's form: e^μ / (e^μ + (1/t − 1)^σ), t in (0, 1].
 
-    Spec §5.4a uses σ = 1; μ = 0 is the identity and μ > 0 moves t toward noise.
+    Spec §5.4a uses σ = 1; μ = 0 is the identity and μ > 0 moves t toward noise. Computed as the equal
+    sigmoid(z), z = μ + σ·logit(t), so that no e^μ is formed: any μ (huge at huge token counts) is finite.
     """
-    return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
+    if isinstance(t, Tensor):
+        return torch.sigmoid(mu + sigma * torch.logit(t))
+    return _sigmoid(mu + sigma * _logit(t))
+
+
+def log_one_minus_time_shift(mu: float, t: float, sigma: float = 1.0) -> float:
+    """log(1 − time_shift(μ, t)) = −softplus(z), z = μ + σ·logit(t): exact where 1 − time_shift rounds to 0
+    (the SD3 terminal stretch divides by it); −inf at t = 1."""
+    z = mu + sigma * _logit(t)
+    return -(max(z, 0.0) + math.log1p(math.exp(-abs(z)))) if z != math.inf else -math.inf
+
+
+def _logit(t: float) -> float:
+    """log(t / (1 − t)) for t in (0, 1]; +inf at t = 1."""
+    if not 0 < t <= 1:
+        raise ValueError(f"time_shift needs t in (0, 1], got {t}")
+    return math.inf if t == 1 else math.log(t / (1 - t))
+
+
+def _sigmoid(z: float) -> float:
+    """1 / (1 + e^−z) without overflow for any z (including ±inf)."""
+    if z >= 0:
+        return 1 / (1 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1 + e)
 
 
 def sample_t(

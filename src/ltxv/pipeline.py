@@ -120,7 +120,7 @@ class Pipeline:
         in fp32 (it is used once per prompt) so its ~9.5 GB (bf16 T5-XXL) never reach the GPU."""
         from .weights import load_transformer, load_vae, open_checkpoint
 
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         ckpt = open_checkpoint(path)  # headers read once, shared by both loaders
         home = torch.device("cpu") if offload else device
@@ -209,7 +209,15 @@ class Pipeline:
             raise ValueError(
                 f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none"
             )
-        return torch.tensor(kept, dtype=torch.float32).tolist()  # the official scheduler holds float32 values
+        kept = torch.tensor(kept, dtype=torch.float32).tolist()  # the official scheduler holds float32 values
+        repeated = sorted({a for a, b in zip(kept, kept[1:], strict=False) if b >= a})
+        if repeated:  # e.g. the SD3 shift at a huge token count puts every step at t = 1.0
+            raise ValueError(
+                f"{cfg.steps} steps at {num_tokens} latent tokens give repeated timesteps {repeated[:3]} in "
+                "float32 (the resolution shift leaves no room): use a smaller size, fewer frames or steps, "
+                "or explicit timesteps (--timesteps)"
+            )
+        return kept
 
     @torch.inference_mode()
     def generate(
@@ -237,8 +245,10 @@ class Pipeline:
             if i >= self.dit.cfg.num_layers
         ]
         if bad and (cfg.stg > 0 or cfg.stg_schedule):
+            n = self.dit.cfg.num_layers
             raise ValueError(
-                f"STG blocks {bad} do not exist in this {self.dit.cfg.num_layers}-block transformer"
+                f"STG blocks {bad} do not exist in this {n}-block transformer: use indices 0..{n - 1} "
+                "(stg_blocks, CLI --stg-blocks)"
             )
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
@@ -522,6 +532,36 @@ class Pipeline:
                 left -= n
                 if left == 0:
                     return
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The compute device: `device` checked against this machine (ValueError naming it and --device when it
+    is malformed, of another kind, or not available), else cuda when available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        resolved = None
+    if resolved is None or resolved.type not in DEVICE_TYPES:
+        raise ValueError(f"device {str(device)!r} (--device): use cpu, cuda, cuda:N, mps or xpu")
+    backend = getattr(torch, resolved.type, None) if resolved.type != "mps" else torch.backends.mps
+    if resolved.type != "cpu" and not (backend is not None and backend.is_available()):
+        raise ValueError(
+            f"device {str(device)!r} (--device): {resolved.type.upper()} is not available on this machine "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
+    if resolved.type in ("cuda", "xpu") and resolved.index is not None:
+        count = backend.device_count()
+        if resolved.index >= count:
+            raise ValueError(
+                f"device {str(device)!r} (--device): this machine has {count} {resolved.type} device(s), "
+                f"{resolved.type}:0 .. {resolved.type}:{count - 1}"
+            )
+    return resolved
 
 
 def _should_tile(setting: bool | None, latents: Tensor, device: torch.device) -> bool:

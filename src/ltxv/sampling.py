@@ -1,5 +1,6 @@
 """Inference schedules, Euler steps over a velocity field, and CFG/STG guidance as pure functions."""
 
+import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import TypeVar
@@ -7,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ltxv.flow import broadcast_t, shift_mu, time_shift
+from ltxv.flow import broadcast_t, log_one_minus_time_shift, shift_mu, time_shift
 
 T = TypeVar("T")
 VelocityFn = Callable[[Tensor, float], Tensor]
@@ -38,11 +39,11 @@ def sd3_schedule(
         raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
     mu = shift_mu(num_tokens, base_tokens, max_tokens, base_shift, max_shift)
     base = [1 - i / num_steps for i in range(num_steps)]  # linspace(1, 1/S, S)
-    ts = [time_shift(mu, b) for b in base]
-    if terminal is not None and num_steps > 1:
-        scale = (1 - terminal) / (1 - ts[-1])
-        ts = [1 - (1 - s) * scale for s in ts]
-    return ts
+    if terminal is None or num_steps == 1:
+        return [time_shift(mu, b) for b in base]
+    # (1 − s_i) / (1 − s_last) in log space: at huge μ every 1 − s rounds to 0, the ratio stays finite
+    log_rest = [log_one_minus_time_shift(mu, b) for b in base]
+    return [1 - (1 - terminal) * math.exp(lr - log_rest[-1]) for lr in log_rest]
 
 
 def linear_quadratic_schedule(
