@@ -11,7 +11,7 @@ from conftest import randomize_
 import ltxv
 from ltxv import Condition, Pipeline, SampleConfig, TextEmbeddings
 from ltxv.config import SchedulerConfig
-from ltxv.pipeline import resolve_device
+from ltxv.devices import resolve_device
 from ltxv.presets import PRESETS
 from ltxv.upsampler import LatentUpsampler, UpsamplerConfig
 

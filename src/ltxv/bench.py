@@ -22,11 +22,12 @@ import torch
 from .bench_report import format_report
 from .config import ModelSpec, SampleConfig
 from .demo import DEMO_DIR, GENERATION_FILE, add_generation_flag, given_fields, sample_config
+from .devices import resolve_device
 from .dit.model import VideoDiT
 from .files import check_writable, write_text_atomic
 from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
 from .media import crop_video, padded_size
-from .pipeline import Pipeline, TextEmbeddings, resolve_device
+from .pipeline import Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
 from .speed import SpeedConfig, add_speed_arguments, speed_from_args
 from .vae.model import VideoVAE

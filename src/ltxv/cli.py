@@ -249,6 +249,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .conditioning import Condition
+    from .devices import resolve_device
     from .media import (
         output_path,
         pad_video,
@@ -258,7 +259,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         resize_center_crop,
         write_video,
     )
-    from .pipeline import Pipeline, resolve_device
+    from .pipeline import Pipeline
     from .speed import speed_from_args
 
     started = time.perf_counter()
