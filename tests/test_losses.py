@@ -22,6 +22,7 @@ from ltxv.train.losses import (
     haar_idwt3d,
     kl_loss,
     lpips_video,
+    patch_weights,
     vae_reconstruction_losses,
     wavelet_loss,
     weighted_mse,
@@ -144,6 +145,28 @@ def test_discriminator_loss_detaches_recon_and_generator_loss_does_not() -> None
     assert recon.grad is None
     generator_adversarial_loss(disc, real, recon).backward()
     assert recon.grad is not None and recon.grad.abs().sum() > 0
+
+
+def test_gan_patch_weights_put_the_weight_on_the_object_patches() -> None:
+    """A small object on a plain background: its patches get 1 + foreground (in the real or the recon), the
+    rest 1; the weighted losses are the weighted means of the per-patch losses."""
+    real = -torch.ones(1, 3, 1, 32, 32)
+    real[..., 2:6, 2:6] = 1.0  # an object in the top-left patch of the 4x4 logits grid
+    recon = -torch.ones(1, 3, 1, 32, 32)
+    recon[..., 26:30, 26:30] = 1.0  # drawn in the bottom-right one
+    assert patch_weights(real, recon, torch.Size([1, 1, 1, 4, 4]), 0.0) is None
+    w = patch_weights(real, recon, torch.Size([1, 1, 1, 4, 4]), 9.0)[0, 0, 0]
+    assert w[0, 0] == 10 and w[3, 3] == 10 and (w.sum() - 20) == 14  # the 14 background patches weigh 1
+    torch.manual_seed(0)
+    disc = PairDiscriminator(DiscriminatorConfig(channels=8, layers=3))
+    per_patch = 0.5 * (
+        F.softplus(disc(torch.cat([real, recon], 1))) + F.softplus(-disc(torch.cat([recon, real], 1)))
+    )
+    expected = (per_patch[0, 0, 0] * w).sum() / w.sum()
+    torch.testing.assert_close(generator_adversarial_loss(disc, real, recon, 9.0), expected)
+    torch.testing.assert_close(generator_adversarial_loss(disc, real, recon), per_patch.mean())
+    g = torch.Generator().manual_seed(0)
+    assert torch.isfinite(discriminator_loss(disc, real, recon, g, 9.0))
 
 
 def test_adaptive_gan_weight_is_gradient_norm_ratio() -> None:

@@ -415,6 +415,9 @@ class VAETrainConfig:
     gan: float = 0.0  # reconstruction GAN (pair discriminator); 0 = off
     gan_start: int = 0  # step at which the adversarial term starts
     disc_lr: float = 1e-4
+    gan_foreground: float = (
+        0.0  # extra weight of the discriminator patches that hold an object (small objects)
+    )
     lpips: float = 0.0  # needs lpips_path (a local safetensors file; nothing is downloaded)
     lpips_path: str = ""
     decoder_t_max: float = 0.2  # denoising decoder: latents noised to t ~ U[0, decoder_t_max]
@@ -492,6 +495,8 @@ class TrainConfig:
                 raise ValueError(
                     f"optim.{name} must be finite and {'> 0' if name == 'lr' else '>= 0'}, got {value}"
                 )
+        if not (math.isfinite(self.vae.gan_foreground) and self.vae.gan_foreground >= 0):
+            raise ValueError(f"vae.gan_foreground must be finite and >= 0, got {self.vae.gan_foreground}")
         if not (math.isfinite(self.vae.disc_lr) and self.vae.disc_lr > 0):
             raise ValueError(f"vae.disc_lr must be finite and > 0, got {self.vae.disc_lr}")
         if self.optim.decay not in LR_DECAYS:

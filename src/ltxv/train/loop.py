@@ -229,7 +229,9 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
                 from .losses import discriminator_loss
 
                 with autocast:
-                    d_loss = discriminator_loss(disc, batch["video"], out["recon"].detach(), rng.generator)
+                    d_loss = discriminator_loss(
+                        disc, batch["video"], out["recon"].detach(), rng.generator, cfg.vae.gan_foreground
+                    )
                 d_loss.backward()
                 optimizers["disc"].step()
                 optimizers["disc"].zero_grad(set_to_none=True)

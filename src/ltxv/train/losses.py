@@ -136,13 +136,33 @@ class PairDiscriminator(nn.Module):
         return self.net(pair)
 
 
+def patch_weights(real: Tensor, recon: Tensor, logits_shape: torch.Size, foreground: float) -> Tensor | None:
+    """Per-patch weights (B, 1, F, h, w) for the adversarial losses: 1 + foreground on the discriminator's
+    patches that hold object pixels of `real` or `recon` (foreground_mask, max-pooled to the logits' grid);
+    None when foreground = 0 (the plain mean). On a plain background most patches are the same in both halves
+    of the pair, so their logits carry nothing and the plain mean dilutes the object's (MODELS.md)."""
+    if foreground == 0:
+        return None
+    mask = torch.maximum(foreground_mask(real), foreground_mask(recon.detach()))  # (B, 1, F, H, W)
+    return 1 + foreground * F.adaptive_max_pool3d(mask, logits_shape[2:])
+
+
+def _weighted_mean(x: Tensor, weight: Tensor | None) -> Tensor:
+    return x.mean() if weight is None else (x * weight).sum() / weight.sum()
+
+
 def discriminator_loss(
-    disc: PairDiscriminator, real: Tensor, recon: Tensor, generator: torch.Generator | None = None
+    disc: PairDiscriminator,
+    real: Tensor,
+    recon: Tensor,
+    generator: torch.Generator | None = None,
+    foreground: float = 0.0,
 ) -> Tensor:
     """Logistic (softplus) loss of the ordering classifier; each sample's order is drawn from `generator`.
 
     softplus(−y·logit) is binary cross-entropy with y = +1 for (real, recon) and −1 for (recon, real),
-    averaged over batch and patches. recon is detached: this step trains only the discriminator.
+    averaged over batch and patches (object patches weighted 1 + foreground, see patch_weights). recon is
+    detached: this step trains only the discriminator.
     """
     recon = recon.detach()
     device = generator.device if generator is not None else real.device
@@ -150,19 +170,23 @@ def discriminator_loss(
     swap = swap.bool().view(-1, 1, 1, 1, 1)
     pair = torch.where(swap, torch.cat([recon, real], 1), torch.cat([real, recon], 1))  # (B, 6, F, H, W)
     y = 1.0 - 2.0 * swap.to(real.dtype)  # +1 real first, −1 recon first
-    return F.softplus(-y * disc(pair)).mean()
+    logits = disc(pair)  # (B, 1, F, h, w)
+    return _weighted_mean(F.softplus(-y * logits), patch_weights(real, recon, logits.shape, foreground))
 
 
-def generator_adversarial_loss(disc: PairDiscriminator, real: Tensor, recon: Tensor) -> Tensor:
+def generator_adversarial_loss(
+    disc: PairDiscriminator, real: Tensor, recon: Tensor, foreground: float = 0.0
+) -> Tensor:
     """Non-saturating autoencoder loss: make the discriminator pick the wrong order, for both orders.
 
-    = ½·[softplus(logit(real, recon)) + softplus(−logit(recon, real))], averaged over batch and patches.
-    Gradients also reach the discriminator's parameters; step only the VAE optimizer and zero the
-    discriminator's grads before its own step.
+    = ½·[softplus(logit(real, recon)) + softplus(−logit(recon, real))], averaged over batch and patches
+    (object patches weighted 1 + foreground). Gradients also reach the discriminator's parameters; step only
+    the VAE optimizer and zero the discriminator's grads before its own step.
     """
     real_first = disc(torch.cat([real, recon], 1))  # (B, 1, F, h, w)
     recon_first = disc(torch.cat([recon, real], 1))
-    return 0.5 * (F.softplus(real_first).mean() + F.softplus(-recon_first).mean())
+    w = patch_weights(real, recon, real_first.shape, foreground)
+    return 0.5 * (_weighted_mean(F.softplus(real_first), w) + _weighted_mean(F.softplus(-recon_first), w))
 
 
 def adaptive_gan_weight(

@@ -106,7 +106,7 @@ class Stage(nn.Module):
         to `losses` once the GAN has started; `disc` is None when it is off."""
         if disc is None or step < self.cfg.vae.gan_start:
             return
-        gan = generator_adversarial_loss(disc, video, recon)
+        gan = generator_adversarial_loss(disc, video, recon, self.cfg.vae.gan_foreground)
         losses["gan"] = gan
         losses["total"] = losses["total"] + self.cfg.vae.gan * gan
 
