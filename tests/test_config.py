@@ -198,7 +198,14 @@ def test_overrides_coerce_and_reject_unknown_keys():
 
 @pytest.mark.parametrize(
     "key, value",
-    [("optim.lr", "Infinity"), ("optim.lr", "NaN"), ("optim.lr", "0"), ("optim.grad_clip", "-1")],
+    [
+        ("optim.lr", "Infinity"),
+        ("optim.lr", "NaN"),
+        ("optim.lr", "0"),
+        ("optim.grad_clip", "-1"),
+        ("vae.disc_lr", "NaN"),
+        ("vae.gan_foreground", "-1"),
+    ],
 )
 def test_train_config_rejects_a_non_finite_or_non_positive_learning_rate(key, value):
     from ltxv.config import TrainConfig

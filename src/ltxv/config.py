@@ -415,9 +415,7 @@ class VAETrainConfig:
     gan: float = 0.0  # reconstruction GAN (pair discriminator); 0 = off
     gan_start: int = 0  # step at which the adversarial term starts
     disc_lr: float = 1e-4
-    gan_foreground: float = (
-        0.0  # extra weight of the discriminator patches that hold an object (small objects)
-    )
+    gan_foreground: float = 0.0  # extra weight of the discriminator patches that hold an object
     lpips: float = 0.0  # needs lpips_path (a local safetensors file; nothing is downloaded)
     lpips_path: str = ""
     decoder_t_max: float = 0.2  # denoising decoder: latents noised to t ~ U[0, decoder_t_max]
@@ -489,16 +487,14 @@ class TrainConfig:
             raise ValueError(f"parallel {self.parallel!r}: use ddp or fsdp")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name in ("lr", "grad_clip"):
-            value = getattr(self.optim, name)
-            if not (math.isfinite(value) and (value > 0 if name == "lr" else value >= 0)):
-                raise ValueError(
-                    f"optim.{name} must be finite and {'> 0' if name == 'lr' else '>= 0'}, got {value}"
-                )
-        if not (math.isfinite(self.vae.gan_foreground) and self.vae.gan_foreground >= 0):
-            raise ValueError(f"vae.gan_foreground must be finite and >= 0, got {self.vae.gan_foreground}")
-        if not (math.isfinite(self.vae.disc_lr) and self.vae.disc_lr > 0):
-            raise ValueError(f"vae.disc_lr must be finite and > 0, got {self.vae.disc_lr}")
+        for name, value, positive in (  # learning rates > 0; weights and clipping >= 0 (0 = off)
+            ("optim.lr", self.optim.lr, True),
+            ("vae.disc_lr", self.vae.disc_lr, True),
+            ("optim.grad_clip", self.optim.grad_clip, False),
+            ("vae.gan_foreground", self.vae.gan_foreground, False),
+        ):
+            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value}")
         if self.optim.decay not in LR_DECAYS:
             raise ValueError(f"optim.decay {self.optim.decay!r}: choose from {', '.join(LR_DECAYS)}")
         if self.optim.decay_steps and self.optim.decay_steps < self.steps:
