@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from ltxv.config import SampleConfig
 from ltxv.flow import interpolate, shift_mu
 from ltxv.sampling import (
     DISTILLED_SCHEDULES,
@@ -12,6 +13,7 @@ from ltxv.sampling import (
     euler_sample,
     euler_step,
     guidance_at,
+    guidance_settings,
     guided_velocity,
     linear_quadratic_schedule,
     next_t,
@@ -229,3 +231,20 @@ def test_guidance_at_selects_first_timestep_below_t():
     assert guidance_at(g_ts, [[], [11, 25], [22], [28], [28], [28], [28]], 0.998) == [11, 25]
     with pytest.raises(ValueError, match="same length"):
         guidance_at(g_ts, cfg[:-1], 0.5)
+
+
+def test_guidance_settings_constant_or_per_step():
+    plain = SampleConfig(guidance=3.0, stg=1.0, rescale=0.7, stg_blocks=(2,))
+    assert guidance_settings(plain, 0.5) == (3.0, 1.0, 0.7, (2,))
+    # a per-step schedule for CFG and STG blocks only: the other two keep their constant values
+    stepped = SampleConfig(
+        guidance=3.0,
+        stg=1.0,
+        rescale=0.7,
+        stg_blocks=(2,),
+        guidance_timesteps=(1.0, 0.9),
+        guidance_schedule=(1.0, 6.0),
+        stg_blocks_schedule=((0,), (1, 3)),
+    )
+    assert guidance_settings(stepped, 1.0) == (1.0, 1.0, 0.7, (0,))  # value i from guidance_timesteps[i] down
+    assert guidance_settings(stepped, 0.95) == (6.0, 1.0, 0.7, (1, 3))

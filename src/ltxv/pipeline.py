@@ -31,6 +31,7 @@ from .media import crop_video, padded_size
 from .speed import SpeedConfig, apply_to_dit
 from .upsampler import LatentUpsampler
 from .vae.model import VideoVAE
+from .vae.tiling import should_tile
 
 StepCallback = Callable[[int, float, Tensor], None]  # (step index, t, tokens (B, N, C))
 
@@ -196,29 +197,8 @@ class Pipeline:
         return TextEmbeddings(emb.to(self.device, self.dtype), mask.to(self.device))
 
     def schedule(self, cfg: SampleConfig, num_tokens: int) -> list[float]:
-        """Explicit list > checkpoint's fixed list > SD3-shift (0.9.0/0.9.1) or linear-quadratic (0.9.5+);
-        then `skip_initial_steps` / `skip_final_steps` are dropped (official semantics)."""
-        sched = self.spec.scheduler
-        if cfg.timesteps or sched.timesteps:
-            ts = sampling.validate_schedule(list(cfg.timesteps or sched.timesteps))
-        elif sched.kind == "sd3":
-            ts = sampling.sd3_schedule(cfg.steps, num_tokens, terminal=sched.shift_terminal)
-        else:
-            ts = sampling.linear_quadratic_schedule(cfg.steps)
-        kept = ts[cfg.skip_initial_steps : len(ts) - cfg.skip_final_steps]
-        if not kept:
-            raise ValueError(
-                f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none"
-            )
-        kept = torch.tensor(kept, dtype=torch.float32).tolist()  # the official scheduler holds float32 values
-        repeated = sorted({a for a, b in zip(kept, kept[1:], strict=False) if b >= a})
-        if repeated:  # e.g. the SD3 shift at a huge token count puts every step at t = 1.0
-            raise ValueError(
-                f"{cfg.steps} steps at {num_tokens} latent tokens give repeated timesteps {repeated[:3]} in "
-                "float32 (the resolution shift leaves no room): use a smaller size, fewer frames or steps, "
-                "or explicit timesteps (--timesteps)"
-            )
-        return kept
+        """The timesteps generate() runs for `cfg` at `num_tokens` latent tokens (`sampling.schedule`)."""
+        return sampling.schedule(self.spec.scheduler, cfg, num_tokens)
 
     @torch.inference_mode()
     def generate(
@@ -402,21 +382,6 @@ class Pipeline:
         grid_coords = self._coords(f, h, w).expand(b, -1, -1)
         return build_state(noise.to(self.device, self.dtype), encoded, grid_coords, self._coords, generator)
 
-    def _guidance(self, cfg: SampleConfig, t: float) -> tuple[float, float, float, tuple[int, ...]]:
-        if not cfg.guidance_timesteps:
-            return cfg.guidance, cfg.stg, cfg.rescale, cfg.stg_blocks
-        gt = cfg.guidance_timesteps
-
-        def pick(values, default):  # noqa: ANN001, ANN202
-            return sampling.guidance_at(gt, values, t) if values else default
-
-        return (
-            pick(cfg.guidance_schedule, cfg.guidance),
-            pick(cfg.stg_schedule, cfg.stg),
-            pick(cfg.rescale_schedule, cfg.rescale),
-            pick(cfg.stg_blocks_schedule, cfg.stg_blocks),
-        )
-
     def _step(
         self,
         state: LatentState,
@@ -430,7 +395,7 @@ class Pipeline:
         reuse: _Reuse,
     ) -> Tensor:
         """One Euler step with all guidance branches batched into one forward: [uncond?, cond, perturbed?]."""
-        cfg_scale, stg_scale, rescale, blocks = self._guidance(cfg, t)
+        cfg_scale, stg_scale, rescale, blocks = sampling.guidance_settings(cfg, t)
         tokens, strength = state.tokens, state.strength
         if cfg.image_cond_noise_scale > 0 and bool((strength > 0).any()):
             eps = torch.randn(tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
@@ -493,7 +458,7 @@ class Pipeline:
         decode_timestep."""
         z, timestep = self._decoder_input(latents, cfg, generator)
         with self._visit(self.vae):
-            if _should_tile(cfg.vae_tiling, z, self.device):
+            if should_tile(cfg.vae_tiling, z, self.device):
                 return self.vae.decode_tiled(z, timestep=timestep, generator=generator)
             return self.vae.decode(z, timestep=timestep, generator=generator)
 
@@ -533,18 +498,6 @@ class Pipeline:
                 left -= n
                 if left == 0:
                     return
-
-
-def _should_tile(setting: bool | None, latents: Tensor, device: torch.device) -> bool:
-    """Explicit setting, else tile when the decoder's largest activations (~128 channels at full resolution,
-    several live copies) would not fit in the free GPU memory. Never automatic on the CPU."""
-    if setting is not None:
-        return setting
-    if device.type != "cuda":
-        return False
-    b, _, f, h, w = latents.shape
-    needed = b * (8 * (f - 1) + 1) * (32 * h) * (32 * w) * 128 * latents.element_size() * 4
-    return needed > torch.cuda.mem_get_info(device)[0]
 
 
 def tone_map(latents: Tensor, compression: float) -> Tensor:

@@ -8,6 +8,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from ltxv.config import SampleConfig, SchedulerConfig
 from ltxv.flow import broadcast_t, log_one_minus_time_shift, shift_mu, time_shift
 
 T = TypeVar("T")
@@ -80,6 +81,32 @@ def validate_schedule(ts: Sequence[float]) -> list[float]:
     if rising:
         raise ValueError(f"schedule must be strictly decreasing; these neighbours are not: {rising}.")
     return ts
+
+
+def schedule(sched: SchedulerConfig, cfg: SampleConfig, num_tokens: int) -> list[float]:
+    """The timesteps one generation runs at `num_tokens` latent tokens: `cfg.timesteps` > the checkpoint's
+    fixed list > SD3 shift (0.9.0/0.9.1) or linear-quadratic (0.9.5+); then `skip_initial_steps` /
+    `skip_final_steps` are dropped (official semantics). float32 values, as the official scheduler holds."""
+    if cfg.timesteps or sched.timesteps:
+        ts = validate_schedule(list(cfg.timesteps or sched.timesteps))
+    elif sched.kind == "sd3":
+        ts = sd3_schedule(cfg.steps, num_tokens, terminal=sched.shift_terminal)
+    else:
+        ts = linear_quadratic_schedule(cfg.steps)
+    kept = ts[cfg.skip_initial_steps : len(ts) - cfg.skip_final_steps]
+    if not kept:
+        raise ValueError(
+            f"skipping {cfg.skip_initial_steps}+{cfg.skip_final_steps} of {len(ts)} steps leaves none"
+        )
+    kept = torch.tensor(kept, dtype=torch.float32).tolist()
+    repeated = sorted({a for a, b in pairwise(kept) if b >= a})
+    if repeated:  # e.g. the SD3 shift at a huge token count puts every step at t = 1.0
+        raise ValueError(
+            f"{cfg.steps} steps at {num_tokens} latent tokens give repeated timesteps {repeated[:3]} in "
+            "float32 (the resolution shift leaves no room): use a smaller size, fewer frames or steps, "
+            "or explicit timesteps (--timesteps)"
+        )
+    return kept
 
 
 def next_t(ts: Sequence[float], t: float | Tensor) -> float | Tensor:
@@ -200,3 +227,19 @@ def guidance_at(guidance_timesteps: Sequence[float], values: Sequence[T], t: flo
         )
     index = next((i for i, g in enumerate(guidance_timesteps) if g <= t), len(values) - 1)
     return values[index]
+
+
+def guidance_settings(cfg: SampleConfig, t: float) -> tuple[float, float, float, tuple[int, ...]]:
+    """(CFG scale, STG scale, rescale, STG blocks) at step time `t`: the per-step schedules where
+    `cfg.guidance_timesteps` gives them (`guidance_at`), else the constant values."""
+    gt = cfg.guidance_timesteps
+
+    def pick(values: Sequence[T], default: T) -> T:
+        return guidance_at(gt, values, t) if gt and values else default
+
+    return (
+        pick(cfg.guidance_schedule, cfg.guidance),
+        pick(cfg.stg_schedule, cfg.stg),
+        pick(cfg.rescale_schedule, cfg.rescale),
+        pick(cfg.stg_blocks_schedule, cfg.stg_blocks),
+    )

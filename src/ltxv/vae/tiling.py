@@ -231,3 +231,15 @@ def tiled_decode_stream(
         final = (f_spans[k + 1].dst.start if k + 1 < len(f_spans) else span.dst.stop) - done
         yield acc[:, :, :final].to(dtype)
         done, pending = done + final, acc[:, :, final:]
+
+
+def should_tile(setting: bool | None, latents: Tensor, device: torch.device) -> bool:
+    """Explicit setting, else tile when the decoder's largest activations (~128 channels at full resolution,
+    several live copies) would not fit in the free GPU memory. Never automatic on the CPU."""
+    if setting is not None:
+        return setting
+    if device.type != "cuda":
+        return False
+    b, _, f, h, w = latents.shape
+    needed = b * (8 * (f - 1) + 1) * (32 * h) * (32 * w) * 128 * latents.element_size() * 4
+    return needed > torch.cuda.mem_get_info(device)[0]
