@@ -67,28 +67,20 @@ ltxv train dit --init runs/dec4/model.safetensors --new-dit --data cache4k --out
     --batch-size 16 --lr 5e-4 --log-every 100 --save-every 1000 --val-every 100000 --compile \
     --set optim.warmup_steps=200 --set optim.decay=cosine --set optim.decay_steps=9000 \
     --set flow.first_frame_p=0.3 --set data.max_tokens=32
-# then more training at high noise (flow.t_shift=1.5: t > 0.9 for 24 % of the samples instead of 6 %), where
-# the motion's direction is decided (MODELS.md)
-ltxv train dit --init runs/ditw/model.safetensors --data cache4k --out runs/ditw2 \
-    --steps "$DITW2_STEPS" --batch-size 16 --lr 3e-4 --ema 0.999 --log-every 100 --save-every 1000 \
-    --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
-    --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=1.5
-# and more of the same at a lower learning rate
-ltxv train dit --init runs/ditw2/model.safetensors --data cache4k --out runs/ditw3 \
-    --steps "$DITW3_STEPS" --batch-size 16 --lr 2e-4 --ema 0.999 --log-every 100 --save-every 500 \
-    --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
-    --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=1.5
-# the direction of motion is decided by where the object starts, which the transformer picks at the highest
-# noise levels (MODELS.md): more training there (flow.t_shift=2.0: t > 0.9 for 42 % of the samples)
-ltxv train dit --init runs/ditw3/model.safetensors --data cache4k --out runs/ditw5 \
-    --steps "$DITW5_STEPS" --batch-size 16 --lr 2e-4 --ema 0.999 --log-every 100 --save-every 1000 \
-    --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
-    --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=2.0
-# and further up (flow.t_shift=2.5: t > 0.9 for 62 %) at a lower learning rate
-ltxv train dit --init runs/ditw5/model.safetensors --data cache4k --out runs/ditw6 \
-    --steps "$DITW6_STEPS" --batch-size 16 --lr 1.5e-4 --ema 0.999 --log-every 100 --save-every 1000 \
-    --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
-    --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=2.5
+# then the transformer at high noise, where the motion's direction is decided (MODELS.md): each stage continues
+# the one before with the same flags but its steps, learning rate and flow.t_shift (the μ of the logit-normal t)
+high_noise_stage() {  # OUT INIT STEPS LR T_SHIFT
+    ltxv train dit --init "$2" --data cache4k --out "$1" --steps "$3" --batch-size 16 --lr "$4" --ema 0.999 \
+        --log-every 100 --save-every 1000 --val-every 100000 --compile --set optim.warmup_steps=100 \
+        --set optim.decay=cosine --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift="$5"
+}
+# t > 0.9 for 24 % of the samples instead of 6 %; then more of the same at a lower learning rate
+high_noise_stage runs/ditw2 runs/ditw/model.safetensors "$DITW2_STEPS" 3e-4 1.5
+high_noise_stage runs/ditw3 runs/ditw2/model.safetensors "$DITW3_STEPS" 2e-4 1.5
+# the direction follows where the object starts, which the transformer picks at the highest noise levels:
+# t > 0.9 for 42 %, then for 62 % at a lower learning rate
+high_noise_stage runs/ditw5 runs/ditw3/model.safetensors "$DITW5_STEPS" 2e-4 2.0
+high_noise_stage runs/ditw6 runs/ditw5/model.safetensors "$DITW6_STEPS" 1.5e-4 2.5
 
 mkdir -p "$OUT"
 ltxv convert runs/ditw6/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
