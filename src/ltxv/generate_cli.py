@@ -1,0 +1,366 @@
+"""`ltxv generate`: its flags, their checks, and one run (flags -> SampleConfig -> Pipeline -> file).
+
+Reads top-down: the flags (sampling, conditioning, runtime), the parsing of the flags SampleConfig does not
+hold, then `run` and the steps it is made of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltxv --help` stays fast
+    from torch import Tensor
+
+    from .config import SampleConfig
+    from .pipeline import GenerationResult, Pipeline
+
+
+# -- flags ---------------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument(
+        "--model",
+        default=argparse.SUPPRESS,
+        help="checkpoint: official .safetensors, diffusers folder, ltxv file or model folder "
+        "(default: the bundled demo model)",
+    )
+    p.add_argument(
+        "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
+    )
+    p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
+    _add_sampling_flags(p)
+    _add_conditioning_flags(p)
+    _add_runtime_flags(p)
+    p.set_defaults(handler=run)
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    from .demo import add_generation_flag
+
+    tuned = functools.partial(add_generation_flag, p)  # defaults: the model's generation.json
+    tuned("--negative-prompt", "what to steer away from (CFG)")
+    tuned("--width", "pixels; padded up to a multiple of 32, cropped back", type=int)
+    tuned("--height", "pixels; padded up to a multiple of 32, cropped back", type=int)
+    tuned("--frames", "frames; padded up to 8k+1, cropped back", type=int)
+    tuned("--fps", "frame rate (also enters the RoPE positions)", type=float)
+    tuned("--steps", "denoising steps", type=int)
+    p.add_argument("--timesteps", help="explicit schedule, comma-separated descending values in (0, 1]")
+    tuned("--guidance", "classifier-free guidance scale, 1 = off", type=float)
+    tuned("--stg", "spatiotemporal guidance scale, 0 = off", type=float)
+    tuned("--stg-mode", "STG variant", choices=("attention_values", "attention_skip", "transformer_block"))
+    p.add_argument(
+        "--stg-blocks",
+        help="comma-separated STG block indices (default: 19, or the last block of smaller models)",
+    )
+    tuned("--rescale", "STG rescale towards the conditional std", type=float)
+    tuned("--cfg-star", "CFG-zero* rescaling of the unconditional velocity", action="store_true")
+    p.add_argument("--seed", type=int, help="random seed (printed when not given)")
+    tuned("--image-cond-noise", "I2V conditioning noise", type=float)
+    tuned("--decode-timestep", "noise level for the decoder", type=float)
+    tuned("--decode-noise", "noise mixed in before decode", type=float)
+    tuned("--tone-map", "latent tone-mapping compression in [0, 1]", type=float)
+    p.add_argument("--stochastic", action="store_true", help="stochastic sampling (re-noise every step)")
+    tuned("--max-tokens", "T5 tokens (0 = the checkpoint era's: 128 or 256)", type=int)
+
+
+def _add_conditioning_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", help="image (or video) that becomes the first frame (image-to-video)")
+    p.add_argument(
+        "--image-strength", type=float, help="conditioning strength of --image, in (0, 1] (default: 1)"
+    )
+    p.add_argument(
+        "--condition",
+        action="append",
+        default=[],
+        metavar="PATH@FRAME[:STRENGTH]",
+        help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable",
+    )
+    p.add_argument("--cond-crf", type=int, default=29, help="conditioning media get the official blur and "
+                   "H.264 round trip at this crf, 1..51 (0 = use them unchanged)")  # fmt: skip
+    p.add_argument("--video", help="video-to-video: start from this video's latents instead of pure noise")
+    p.add_argument(
+        "--skip-steps", type=int, help="video-to-video: skip this many initial steps (default: half)"
+    )
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
+    )
+    p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
+    p.add_argument(
+        "--downscale", type=float, help="multi-scale: first-pass size factor in (0, 1] (default: 2/3)"
+    )
+    p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
+    p.add_argument(
+        "--second-skip",
+        type=int,
+        help="multi-scale: skip this many initial second-pass steps "
+        "(default: 17/30 of --steps, as the official dev configs)",
+    )
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    from .speed import add_speed_arguments
+
+    p.add_argument(
+        "--offload", action="store_true", help="keep models on the CPU between uses (low GPU memory)"
+    )
+    p.add_argument("--t5-cpu", action="store_true", help="run the text encoder on the CPU")
+    add_speed_arguments(p)  # --attention, --compile, --fp8, --no-text-cache, --block-cache
+    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default="auto", help="tiled VAE decode")
+    p.add_argument("--device", help="cuda, cpu, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
+
+
+# -- the flags SampleConfig does not hold --------------------------------------------------------------------
+
+
+def _parse_condition(spec: str) -> tuple[str, int, float]:
+    path, at, rest = spec.rpartition("@")
+    frame, _, strength = rest.partition(":")
+    try:
+        if not at or not path:
+            raise ValueError
+        return path, int(frame), float(strength) if strength else 1.0
+    except ValueError:
+        raise ValueError(f"--condition {spec!r}: use PATH@FRAME[:STRENGTH], e.g. end.png@120:1.0") from None
+
+
+def _parse_lora(spec: str) -> tuple[str, float]:
+    path, sep, scale = spec.rpartition(":")
+    try:
+        return (path, float(scale)) if sep and path else (spec, 1.0)
+    except ValueError:
+        return spec, 1.0  # a path that contains ':' and no scale
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected comma-separated numbers") from None
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",")) if text else ()
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected comma-separated integers") from None
+
+
+# (flag, attribute, partner flag, partner attribute): flags that do nothing without their partner
+_PARTNER_FLAGS = (
+    ("--image-strength", "image_strength", "--image", "image"),
+    ("--skip-steps", "skip_steps", "--video", "video"),
+    ("--downscale", "downscale", "--upsampler", "upsampler"),
+    ("--second-timesteps", "second_timesteps", "--upsampler", "upsampler"),
+    ("--second-skip", "second_skip", "--upsampler", "upsampler"),
+)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The checks of flags that SampleConfig does not hold; ValueError naming the flag."""
+    for flag, name, partner, partner_name in _PARTNER_FLAGS:
+        if getattr(args, name) is not None and getattr(args, partner_name) is None:
+            raise ValueError(f"{flag} only applies with {partner}: add {partner} or drop {flag}")
+    if args.video is not None and args.upsampler is not None:
+        raise ValueError("--video (video-to-video) does not combine with --upsampler: drop one")
+    if not 0 <= args.cond_crf <= 51:
+        raise ValueError(f"--cond-crf must be in 0..51 (0 = no H.264 round trip), got {args.cond_crf}")
+    if args.downscale is not None and not (math.isfinite(args.downscale) and 0 < args.downscale <= 1):
+        raise ValueError(f"--downscale must be a finite number in (0, 1], got {args.downscale}")
+    for flag, value in (("--skip-steps", args.skip_steps), ("--second-skip", args.second_skip)):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
+    from .media import output_path, padded_size, write_video
+
+    started = time.perf_counter()
+    _check_flags(args)
+    device = resolve_device(args.device)  # a bad or unavailable --device fails before any loading
+    cfg = _sample_config(args)  # validated here, before any model is loaded
+    if not args.prompt.strip():  # the trained unconditional prompt (caption dropout), so allowed, not silent
+        print("note: the prompt is empty: generating unconditionally", file=sys.stderr)
+    size = padded_size(cfg.height, cfg.width, cfg.num_frames)
+    output_path(args.out, cfg.num_frames)  # a bad output name fails now, not after the generation
+    conditions = _conditions(args, cfg, size)
+    source = _source_video(args, cfg, size)
+    if source is not None and args.skip_steps is None:
+        cfg = dataclasses.replace(cfg, skip_initial_steps=cfg.steps // 2)
+    pipe = _pipeline(args, device)
+    loaded = time.perf_counter()
+    defaults = pipe.default_config()
+    cfg = dataclasses.replace(
+        cfg,
+        stg_blocks=cfg.stg_blocks if args.stg_blocks else defaults.stg_blocks,  # flag, else the model's
+        stochastic=args.stochastic or defaults.stochastic,
+    )
+    if size != (cfg.height, cfg.width, cfg.num_frames):
+        height, width, frames = size
+        print(
+            f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
+            f"{cfg.width}x{cfg.height}x{cfg.num_frames}",
+            file=sys.stderr,
+        )
+    result = _generate(args, pipe, cfg, conditions, source)
+    generating = time.perf_counter() - loaded
+    out = write_video(args.out, result.video[0], cfg.frame_rate)
+    wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
+    print(
+        f"wrote {out} ({result.video.shape[2]} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
+        f"seed {result.seed}) in {wall:.1f} s from process start, {generating:.1f} s of it generating; "
+        f"realtime factor {result.seconds / wall:.2f} end to end, "
+        f"{result.seconds / generating:.2f} generating"
+    )
+    return 0
+
+
+def _sample_config(args: argparse.Namespace) -> SampleConfig:
+    """Flag > the model folder's generation.json > SampleConfig's default; sets args.model to the bundled
+    model when none is given."""
+    from .demo import demo_model, given_fields, sample_config
+
+    if getattr(args, "model", None) is None:
+        args.model = str(demo_model())
+    given: dict[str, Any] = given_fields(args)
+    if args.timesteps:
+        given["timesteps"] = _floats(args.timesteps, "--timesteps")
+    if args.seed is not None:
+        given["seed"] = args.seed
+    blocks = _ints(args.stg_blocks, "--stg-blocks")  # () = the model's default
+    if blocks:
+        given["stg_blocks"] = blocks
+    if args.skip_steps is not None:
+        given["skip_initial_steps"] = args.skip_steps
+    if args.vae_tiling != "auto":
+        given["vae_tiling"] = args.vae_tiling == "on"
+    return sample_config(args.model, given)
+
+
+def _conditions(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int]) -> list[Any]:
+    """--image and --condition media, fitted to the request: resized, centre-cropped, padded to `size`."""
+    from .conditioning import Condition
+    from .media import pad_video, preprocess_condition, read_media, resize_center_crop
+
+    height, width, frames = size
+    strength = 1.0 if args.image_strength is None else args.image_strength
+    items = [(args.image, 0, strength)] if args.image else []
+    conditions = []
+    for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
+        media, _ = read_media(path, max_frames=frames)
+        fitted = resize_center_crop(media, cfg.height, cfg.width)
+        if args.cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
+            fitted = preprocess_condition(fitted, args.cond_crf)
+        conditions.append(Condition(pad_video(fitted, height, width), frame, strength))  # centred
+    return conditions
+
+
+def _source_video(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int]) -> Tensor | None:
+    """--video (video-to-video), fitted to the request like the conditions; None without it."""
+    from .media import pad_video, read_media, resize_center_crop
+
+    if not args.video:
+        return None
+    height, width, frames = size
+    source, _ = read_media(args.video, max_frames=frames)
+    if source.shape[2] < frames:
+        raise ValueError(f"--video {args.video}: {source.shape[2]} frames, the request needs {frames}")
+    return pad_video(resize_center_crop(source, cfg.height, cfg.width), height, width)[:, :, :frames]
+
+
+def _pipeline(args: argparse.Namespace, device: Any) -> Pipeline:
+    import torch
+
+    from .pipeline import Pipeline
+    from .speed import speed_from_args
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
+    pipe = Pipeline.from_pretrained(
+        args.model,
+        args.text_encoder,
+        device,
+        dtype,
+        offload=args.offload,
+        text_encoder_on_cpu=args.t5_cpu,
+        speed=speed_from_args(args),
+    )
+    for spec in args.lora:
+        path, scale = _parse_lora(spec)
+        merged = pipe.load_lora(path, scale)
+        print(f"merged {merged} LoRA layers from {path} (scale {scale:g})", file=sys.stderr)
+    return pipe
+
+
+def _generate(
+    args: argparse.Namespace, pipe: Pipeline, cfg: SampleConfig, conditions: list[Any], source: Tensor | None
+) -> GenerationResult:
+    """One pass (text/image-to-video, video-to-video), or two with --upsampler (multi-scale)."""
+    if not args.upsampler:
+        progress = _progress(len(pipe.schedule(cfg, 1)))
+        init = pipe.encode_video(source) if source is not None else None
+        return pipe.generate(args.prompt, cfg, conditions=conditions, init_latents=init, callback=progress)
+    from .upsampler import load_upsampler
+
+    skip = round(cfg.steps * 17 / 30) if args.second_skip is None else args.second_skip
+    second_ts = _floats(args.second_timesteps, "--second-timesteps")
+    second = dataclasses.replace(cfg, timesteps=second_ts, skip_initial_steps=0 if second_ts else skip)
+    steps = len(pipe.schedule(cfg, 1)) + len(pipe.schedule(second, 1))
+    upsampler = load_upsampler(args.upsampler, "cpu" if args.offload else pipe.device, pipe.dtype)
+    downscale = 2 / 3 if args.downscale is None else args.downscale
+    return pipe.generate_multiscale(
+        args.prompt, cfg, second, upsampler, downscale, conditions=conditions, callback=_progress(steps)
+    )
+
+
+def _process_seconds() -> float | None:
+    """Wall seconds since this process started (Linux /proc, 10 ms ticks); None where /proc is missing."""
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        with open("/proc/self/stat") as f:
+            stat = f.read()
+        start_ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22: starttime, after "pid (comm)"
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _progress(total: int) -> Callable[[int, float, object], None]:
+    """Progress with steps/s and ETA: one updating line on a terminal, plain lines otherwise."""
+    start = time.perf_counter()
+    tty = sys.stderr.isatty()
+    calls = [0]  # counts steps across passes (the multi-scale pipeline restarts i at 0)
+
+    def report(i: int, t: float, _: object) -> None:
+        calls[0] += 1
+        done = calls[0]
+        elapsed = time.perf_counter() - start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        line = f"step {done}/{total}  t={t:.3f}  {rate:.2f} steps/s  ETA {eta:.0f} s"
+        print(
+            ("\r" + line) if tty else line,
+            end="" if tty and done < total else "\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
