@@ -155,34 +155,11 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     from ..data.dataset import BucketBatchSampler
 
     data, collate, encoder = build_data(cfg, d)
-    vae, dit, vae_trained = build_models(cfg)
-    if cfg.stage == "dit" and not vae_trained and d.main:
-        print("note: no trained VAE given (--init); validation samples will decode with an untrained one")
-    stage: Stage = STAGES[cfg.stage](cfg, vae, dit)
-    stage.requires_grad_(False)
-    for module in trainable_modules(stage):
-        if cfg.stage == "lora":
-            for name, p in module.named_parameters():
-                p.requires_grad_(".lora_" in name)
-        else:
-            module.requires_grad_(True)
-    dit.gradient_checkpointing = cfg.grad_checkpointing
-    stage.set_null_text(*_null_text(data, encoder, cfg))
-    if cfg.vae.lpips > 0:
-        from .losses import LPIPS
-
-        stage.lpips_net = (LPIPS.from_file(cfg.vae.lpips_path).to(d.device).requires_grad_(False),)
-    stage.to(d.device)
-    if cfg.compile:
-        _compile(stage, cfg.compile)
+    stage = _build_stage(cfg, d, data, encoder)
     disc = _discriminator(cfg, d)
     sampler = BucketBatchSampler(data.buckets_of, cfg.batch_size, cfg.seed, d.rank, d.world)
-
     model = wrap(stage, cfg, d)
-    params = [p for p in stage.parameters() if p.requires_grad]
-    # clipped per model: in `joint` the flow loss's large gradients must not shrink the VAE's step
-    clip_groups = [[p for p in m.parameters() if p.requires_grad] for m in trainable_modules(stage)]
-    optimizers = {"model": _adamw(params, cfg.optim.lr, cfg)}
+    optimizers = {"model": _adamw([p for p in stage.parameters() if p.requires_grad], cfg.optim.lr, cfg)}
     if disc is not None:
         optimizers["disc"] = _adamw(list(disc.parameters()), cfg.vae.disc_lr, cfg)
     named = [(n, p) for n, p in stage.named_parameters() if p.requires_grad]
@@ -195,53 +172,26 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
         dist.barrier()
     if start == 0 and cfg.stage == "joint":  # fix the latent normalisation from the initial encoder
         set_latent_statistics(stage.vae, data, collate, sampler, d)
-    if start >= cfg.steps:
-        if d.main:
-            print(f"{run}: already trained to step {start} (>= --steps {cfg.steps}); writing the final model")
+    if start >= cfg.steps and d.main:
+        print(f"{run}: already trained to step {start} (>= --steps {cfg.steps}); writing the final model")
     loader = DataLoader(
         data,
         batch_sampler=_Steps(sampler, start, cfg.steps),
         collate_fn=collate,
         num_workers=cfg.data.workers,
     )
-    autocast = _autocast(cfg, d)
+    step_fn = _Step(model, stage, disc, optimizers, cfg, d)
     show = (sys.stderr.isatty() if progress is None else progress) and d.main
     t_start, window = time.perf_counter(), []
     finite = torch.ones((), dtype=torch.bool, device=d.device)  # all gradient norms so far; no sync per step
     for step, batch in enumerate(loader, start=start):
-        batch = _to_device(batch, d.device, encoder, cfg.data.max_tokens)
-        rng = BatchRandom(st.step_generator(cfg.seed, step, d.device), d.rank, d.world)
-        scale = lr_scale(step, cfg.optim.decay_steps or cfg.steps, cfg.optim.warmup_steps, cfg.optim.decay)
-        for name, opt in optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = (cfg.vae.disc_lr if name == "disc" else cfg.optim.lr) * scale
-        with autocast:
-            out = model(batch, rng, step, disc if step >= cfg.vae.gan_start else None)
-        out["loss"].backward()
-        grad_norm = _clip(clip_groups, cfg.optim.grad_clip)
+        out, record, grad_norm = step_fn(_to_device(batch, d.device, encoder, cfg.data.max_tokens), step)
         finite &= torch.isfinite(grad_norm).to(finite.device)  # the same on every process (reduced gradients)
-        optimizers["model"].step()
-        optimizers["model"].zero_grad(set_to_none=True)
-        record: dict[str, Any] = {"step": step + 1}
-        if disc is not None:
-            disc.zero_grad(set_to_none=True)  # the adversarial term's gradients are the autoencoder's
-            if step >= cfg.vae.gan_start:
-                from .losses import discriminator_loss
-
-                with autocast:
-                    d_loss = discriminator_loss(
-                        disc, batch["video"], out["recon"].detach(), rng.generator, cfg.vae.gan_foreground
-                    )
-                d_loss.backward()
-                optimizers["disc"].step()
-                optimizers["disc"].zero_grad(set_to_none=True)
-                record["loss_disc"] = d_loss.detach()
         if ema is not None:
             ema.update()
         window.append(time.perf_counter())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             record |= _metrics(out, grad_norm, d)
-            record["lr"] = cfg.optim.lr * scale
             record["steps_per_s"] = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else None
             window = window[-1:]
             if d.main:
@@ -271,6 +221,82 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     if d.world > 1:
         dist.barrier()
     return final
+
+
+def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
+    """The stage module on the device: its models (`build_models`), only the trained parameters requiring
+    grad (LoRA: only the adapters), the null text for caption dropout, LPIPS when used, compiled if asked."""
+    vae, dit, vae_trained = build_models(cfg)
+    if cfg.stage == "dit" and not vae_trained and d.main:
+        print("note: no trained VAE given (--init); validation samples will decode with an untrained one")
+    stage: Stage = STAGES[cfg.stage](cfg, vae, dit)
+    stage.requires_grad_(False)
+    for module in trainable_modules(stage):
+        if cfg.stage == "lora":
+            for name, p in module.named_parameters():
+                p.requires_grad_(".lora_" in name)
+        else:
+            module.requires_grad_(True)
+    dit.gradient_checkpointing = cfg.grad_checkpointing
+    stage.set_null_text(*_null_text(data, encoder, cfg))
+    if cfg.vae.lpips > 0:
+        from .losses import LPIPS
+
+        stage.lpips_net = (LPIPS.from_file(cfg.vae.lpips_path).to(d.device).requires_grad_(False),)
+    stage.to(d.device)
+    if cfg.compile:
+        _compile(stage, cfg.compile)
+    return stage
+
+
+class _Step:
+    """One optimiser step at `step`: learning rates from the schedule, the stage's forward and backward under
+    the step's seeded generator, gradients clipped per trained model (in `joint` the flow loss's large
+    gradients must not shrink the VAE's step), then the discriminator's step when there is one.
+    Returns (the stage's outputs, the record to log, the gradient norm before clipping)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        stage: Stage,
+        disc: nn.Module | None,
+        optimizers: dict,
+        cfg: TrainConfig,
+        d: Dist,
+    ) -> None:
+        self.model, self.disc, self.optimizers, self.cfg, self.d = model, disc, optimizers, cfg, d
+        self.clip_groups = [[p for p in m.parameters() if p.requires_grad] for m in trainable_modules(stage)]
+        self.autocast = _autocast(cfg, d)
+
+    def __call__(self, batch: dict, step: int) -> tuple[dict[str, Tensor], dict[str, Any], Tensor]:
+        cfg, disc, opt = self.cfg, self.disc, self.optimizers
+        rng = BatchRandom(st.step_generator(cfg.seed, step, self.d.device), self.d.rank, self.d.world)
+        scale = lr_scale(step, cfg.optim.decay_steps or cfg.steps, cfg.optim.warmup_steps, cfg.optim.decay)
+        for name, optimizer in opt.items():
+            for group in optimizer.param_groups:
+                group["lr"] = (cfg.vae.disc_lr if name == "disc" else cfg.optim.lr) * scale
+        gan = disc is not None and step >= cfg.vae.gan_start
+        with self.autocast:
+            out = self.model(batch, rng, step, disc if gan else None)
+        out["loss"].backward()
+        grad_norm = _clip(self.clip_groups, cfg.optim.grad_clip)
+        opt["model"].step()
+        opt["model"].zero_grad(set_to_none=True)
+        record: dict[str, Any] = {"step": step + 1, "lr": cfg.optim.lr * scale}
+        if disc is not None:
+            disc.zero_grad(set_to_none=True)  # the adversarial term's gradients are the autoencoder's
+        if gan:
+            from .losses import discriminator_loss
+
+            with self.autocast:
+                d_loss = discriminator_loss(
+                    disc, batch["video"], out["recon"].detach(), rng.generator, cfg.vae.gan_foreground
+                )
+            d_loss.backward()
+            opt["disc"].step()
+            opt["disc"].zero_grad(set_to_none=True)
+            record["loss_disc"] = d_loss.detach()
+        return out, record, grad_norm
 
 
 def _compile(stage: Stage, mode: str) -> None:
