@@ -275,9 +275,8 @@ class Pipeline:
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
     ) -> GenerationResult:
-        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples of
-        32),
-        latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size starting from
+        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples
+        of 32), latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size from
         those latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize
         to the requested size. The requested size and frames are `first.width/height/num_frames`."""
         from .upsampler import adain_match
@@ -318,9 +317,7 @@ class Pipeline:
             callback=callback,
             generator=generator,
         )
-        frames = rearrange(high.video, "b c f h w -> (b f) c h w")
-        frames = torch.nn.functional.interpolate(frames, size=(first.height, first.width), mode="bilinear")
-        video = rearrange(frames, "(b f) c h w -> b c f h w", b=high.video.shape[0]).clamp(0, 1)
+        video = _resize(high.video, first.height, first.width).clamp(0, 1)
         return GenerationResult(video, high.latents, first.frame_rate, low.timesteps + high.timesteps, seed)
 
     def _texts(
