@@ -43,6 +43,20 @@ def test_info_text_and_json(native_file):
     assert data["spec"]["dit"]["num_layers"] == 2
 
 
+def test_reader_gone_away_is_a_quiet_exit_141(native_file):
+    # `ltxv info FILE | head -1`: the pipe closes before everything is written
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltxv", "info", str(native_file), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # before the child writes anything: every write of it meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_convert_to_every_format(native_file, tmp_path):
     for fmt, dst in (
         ("ltxv", tmp_path / "a.safetensors"),

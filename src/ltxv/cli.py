@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,13 +186,26 @@ def console() -> None:
 def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Bad input -> one line on stderr and exit 2; anything else unexpected -> exit 1 with the traceback."""
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, so that a reader gone away is met below and not at the interpreter's exit
+        return code
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as err:
         print(f"ltxv {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"ltxv {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`ltxv info FILE | head`): stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the last flush at exit does not raise BrokenPipeError again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (tests), or already closed
+        pass
 
 
 if __name__ == "__main__":
