@@ -105,9 +105,14 @@ ltxv train dit --init runs/clip/model.safetensors --init-dit runs/ditw6/model.sa
     --out runs/ditv --steps "$DITV_STEPS" --batch-size 16 --lr 2e-4 --ema 0.999 --log-every 100 \
     --save-every 1000 --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
     --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=2.0
+# and as many steps more from its EMA weights at a lower learning rate
+ltxv train dit --init runs/ditv/model.safetensors --data cache5 --out runs/ditv2 --steps "$DITV_STEPS" \
+    --batch-size 16 --lr 1.5e-4 --ema 0.999 --log-every 100 --save-every 1000 --val-every 100000 --compile \
+    --set optim.warmup_steps=100 --set optim.decay=cosine --set flow.first_frame_p=0.3 \
+    --set data.max_tokens=32 --set flow.t_shift=2.0
 
 mkdir -p "$OUT"
-ltxv convert runs/ditv/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+ltxv convert runs/ditv2/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
