@@ -74,18 +74,19 @@ ltxv train dit --init runs/dec4/model.safetensors --new-dit --data cache4k --out
     --set flow.first_frame_p=0.3 --set data.max_tokens=32
 # then the transformer at high noise, where the motion's direction is decided (MODELS.md): each stage continues
 # the one before with the same flags but its steps, learning rate and flow.t_shift (the μ of the logit-normal t)
-high_noise_stage() {  # OUT INIT STEPS LR T_SHIFT
-    ltxv train dit --init "$2" --data cache4k --out "$1" --steps "$3" --batch-size 16 --lr "$4" --ema 0.999 \
+dit_stage() {  # OUT INIT STEPS LR T_SHIFT CACHE [more ltxv flags]
+    ltxv train dit --init "$2" --data "$6" --out "$1" --steps "$3" --batch-size 16 --lr "$4" --ema 0.999 \
         --log-every 100 --save-every 1000 --val-every 100000 --compile --set optim.warmup_steps=100 \
-        --set optim.decay=cosine --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift="$5"
+        --set optim.decay=cosine --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift="$5" \
+        "${@:7}"
 }
 # t > 0.9 for 24 % of the samples instead of 6 %; then more of the same at a lower learning rate
-high_noise_stage runs/ditw2 runs/ditw/model.safetensors "$DITW2_STEPS" 3e-4 1.5
-high_noise_stage runs/ditw3 runs/ditw2/model.safetensors "$DITW3_STEPS" 2e-4 1.5
+dit_stage runs/ditw2 runs/ditw/model.safetensors "$DITW2_STEPS" 3e-4 1.5 cache4k
+dit_stage runs/ditw3 runs/ditw2/model.safetensors "$DITW3_STEPS" 2e-4 1.5 cache4k
 # the direction follows where the object starts, which the transformer picks at the highest noise levels:
 # t > 0.9 for 42 %, then for 62 % at a lower learning rate
-high_noise_stage runs/ditw5 runs/ditw3/model.safetensors "$DITW5_STEPS" 2e-4 2.0
-high_noise_stage runs/ditw6 runs/ditw5/model.safetensors "$DITW6_STEPS" 1.5e-4 2.5
+dit_stage runs/ditw5 runs/ditw3/model.safetensors "$DITW5_STEPS" 2e-4 2.0 cache4k
+dit_stage runs/ditw6 runs/ditw5/model.safetensors "$DITW6_STEPS" 1.5e-4 2.5 cache4k
 
 # shapes (MODELS.md): the whole VAE again, from decoder 4, with the DWT term at its default weight: still images
 # first (shape on still frames 45 -> 79 %), then a long run on the 25-frame starts of the 2 s clips, where the
@@ -101,15 +102,10 @@ vae_stage runs/clip runs/img2/model.safetensors data/dit4k 25x128x128 "$CLIP_STE
 # a new encoder makes new latents: cache them again, and move DiT W6's transformer onto them
 ltxv preprocess data/dit4k --model runs/clip/model.safetensors --text-encoder t5 --out cache5 \
     --buckets 49x128x128 --max-tokens 32 --batch-size 8
-ltxv train dit --init runs/clip/model.safetensors --init-dit runs/ditw6/model.safetensors --data cache5 \
-    --out runs/ditv --steps "$DITV_STEPS" --batch-size 16 --lr 2e-4 --ema 0.999 --log-every 100 \
-    --save-every 1000 --val-every 100000 --compile --set optim.warmup_steps=100 --set optim.decay=cosine \
-    --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift=2.0
+dit_stage runs/ditv runs/clip/model.safetensors "$DITV_STEPS" 2e-4 2.0 cache5 \
+    --init-dit runs/ditw6/model.safetensors
 # and as many steps more from its EMA weights at a lower learning rate
-ltxv train dit --init runs/ditv/model.safetensors --data cache5 --out runs/ditv2 --steps "$DITV_STEPS" \
-    --batch-size 16 --lr 1.5e-4 --ema 0.999 --log-every 100 --save-every 1000 --val-every 100000 --compile \
-    --set optim.warmup_steps=100 --set optim.decay=cosine --set flow.first_frame_p=0.3 \
-    --set data.max_tokens=32 --set flow.t_shift=2.0
+dit_stage runs/ditv2 runs/ditv/model.safetensors "$DITV_STEPS" 1.5e-4 2.0 cache5
 
 mkdir -p "$OUT"
 ltxv convert runs/ditv2/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16

@@ -203,7 +203,9 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
 def _silence_stdout() -> None:
     """Point stdout at /dev/null, so that the last flush at exit does not raise BrokenPipeError again."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     except (OSError, ValueError, AttributeError):  # not a real file (tests), or already closed
         pass
 
