@@ -33,6 +33,14 @@ def test_help_lists_subcommands():
     assert out.returncode == 0 and "info" in out.stdout and "convert" in out.stdout
 
 
+def test_help_states_each_default_once_and_no_empty_ones():
+    out = run("eval", "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    assert "(default: the checkpoint's)" in text and "(default: 8)" in text and "noise (default: 0)" in text
+    assert "(default: None)" not in text and "(default: the checkpoint's) (default" not in text
+
+
 def test_info_text_and_json(native_file):
     out = run("info", str(native_file))
     assert out.returncode == 0, out.stderr
