@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bundled demo model's recipe (MODELS.md): shapes-world data -> text encoder -> VAE -> denoising decoder ->
 # decoder polish -> latent cache -> transformer -> the whole VAE again for moving shapes -> latent cache ->
-# the transformer moved onto the new latents -> the model folder src/ltxv/assets/demo. Run from an empty
+# the transformer moved onto the new latents (twice) -> the model folder src/ltxv/assets/demo. Run from an empty
 # work folder:
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
@@ -19,6 +19,9 @@ IMG1_STEPS=${IMG1_STEPS:-1500}
 IMG2_STEPS=${IMG2_STEPS:-3000}
 CLIP_STEPS=${CLIP_STEPS:-10000}
 DITV_STEPS=${DITV_STEPS:-5000}
+CLIP2_STEPS=${CLIP2_STEPS:-4000}
+DITV3_STEPS=${DITV3_STEPS:-10000}
+DITV4_STEPS=${DITV4_STEPS:-5000}
 OUT=${OUT:-demo}
 
 ltxv data synth data/img --clips 4096 --size 128 --frames 1 --seed 2             # VAE stage 1: still images
@@ -106,9 +109,18 @@ dit_stage runs/ditv runs/clip/model.safetensors "$DITV_STEPS" 2e-4 2.0 cache5 \
     --init-dit runs/ditw6/model.safetensors
 # and as many steps more from its EMA weights at a lower learning rate
 dit_stage runs/ditv2 runs/ditv/model.safetensors "$DITV_STEPS" 1.5e-4 2.0 cache5
+# a second cosine on the clips from a lower learning rate (the moving shapes came back in the low rates of the
+# first), then cache and transformer again
+vae_stage runs/clip2 runs/clip/model.safetensors data/dit4k 25x128x128 "$CLIP2_STEPS" 2 7.5e-5 100
+ltxv preprocess data/dit4k --model runs/clip2/model.safetensors --text-encoder t5 --out cache6 \
+    --buckets 49x128x128 --max-tokens 32 --batch-size 8
+dit_stage runs/ditv3 runs/clip2/model.safetensors "$DITV3_STEPS" 1.5e-4 2.0 cache6 \
+    --init-dit runs/ditv2/model.safetensors
+# then at lower noise (t_shift 1.0: median t 0.73), where the shape is settled once the direction is
+dit_stage runs/ditv4 runs/ditv3/model.safetensors "$DITV4_STEPS" 1e-4 1.0 cache6
 
 mkdir -p "$OUT"
-ltxv convert runs/ditv2/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+ltxv convert runs/ditv4/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
