@@ -47,8 +47,11 @@ ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9
     --set vae.wavelet=0.1 --set vae.foreground=30 --set vae.foreground_symmetric=false
 # the transformer learns on cached latents of 4,096 two-second clips (~13 per (colour, shape, motion,
 # background) combination)
-ltxv preprocess data/dit4k --model runs/dec/model.safetensors --text-encoder t5 --out cache4k \
-    --buckets 49x128x128 --max-tokens 32 --batch-size 8
+cache_stage() {  # OUT VAE_FILE: the VAE's latents and the T5 embeddings of the 2 s clips
+    ltxv preprocess data/dit4k --model "$2" --text-encoder t5 --out "$1" --buckets 49x128x128 --max-tokens 32 \
+        --batch-size 8
+}
+cache_stage cache4k runs/dec/model.safetensors
 # polish the decoder alone (the encoder, hence the cached latents, stay as they are)
 ltxv train decoder --init runs/dec/model.safetensors --data data/vae --buckets 9x128x128 --out runs/dec2 \
     --steps "$DEC2_STEPS" --batch-size 8 --lr 1.5e-4 --log-every 100 --save-every 500 --val-every 100000 \
@@ -103,8 +106,7 @@ vae_stage runs/img1 runs/dec4/model.safetensors data/img 1x128x128 "$IMG1_STEPS"
 vae_stage runs/img2 runs/img1/model.safetensors data/img 1x128x128 "$IMG2_STEPS" 16 2e-4 50
 vae_stage runs/clip runs/img2/model.safetensors data/dit4k 25x128x128 "$CLIP_STEPS" 2 1.5e-4 100
 # a new encoder makes new latents: cache them again, and move DiT W6's transformer onto them
-ltxv preprocess data/dit4k --model runs/clip/model.safetensors --text-encoder t5 --out cache5 \
-    --buckets 49x128x128 --max-tokens 32 --batch-size 8
+cache_stage cache5 runs/clip/model.safetensors
 dit_stage runs/ditv runs/clip/model.safetensors "$DITV_STEPS" 2e-4 2.0 cache5 \
     --init-dit runs/ditw6/model.safetensors
 # and as many steps more from its EMA weights at a lower learning rate
@@ -112,8 +114,7 @@ dit_stage runs/ditv2 runs/ditv/model.safetensors "$DITV_STEPS" 1.5e-4 2.0 cache5
 # a second cosine on the clips from a lower learning rate (the moving shapes came back in the low rates of the
 # first), then cache and transformer again
 vae_stage runs/clip2 runs/clip/model.safetensors data/dit4k 25x128x128 "$CLIP2_STEPS" 2 7.5e-5 100
-ltxv preprocess data/dit4k --model runs/clip2/model.safetensors --text-encoder t5 --out cache6 \
-    --buckets 49x128x128 --max-tokens 32 --batch-size 8
+cache_stage cache6 runs/clip2/model.safetensors
 dit_stage runs/ditv3 runs/clip2/model.safetensors "$DITV3_STEPS" 1.5e-4 2.0 cache6 \
     --init-dit runs/ditv2/model.safetensors
 # then at lower noise (t_shift 1.0: median t 0.73), where the shape is settled once the direction is
