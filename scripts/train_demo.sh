@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bundled demo model's recipe (MODELS.md): shapes-world data -> text encoder -> VAE -> denoising decoder ->
 # decoder polish -> latent cache -> transformer -> the whole VAE again for moving shapes -> latent cache ->
-# the transformer moved onto the new latents (twice) -> the model folder src/ltxv/assets/demo. Run from an empty
+# the transformer moved onto the new latents (three times) -> the model folder src/ltxv/assets/demo. Run from an empty
 # work folder:
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
@@ -22,6 +22,10 @@ DITV_STEPS=${DITV_STEPS:-5000}
 CLIP2_STEPS=${CLIP2_STEPS:-4000}
 DITV3_STEPS=${DITV3_STEPS:-10000}
 DITV4_STEPS=${DITV4_STEPS:-5000}
+CLIP3_STEPS=${CLIP3_STEPS:-6000}
+DITV6_STEPS=${DITV6_STEPS:-4000}
+DITV7_STEPS=${DITV7_STEPS:-2000}
+DITV8_STEPS=${DITV8_STEPS:-2500}
 OUT=${OUT:-demo}
 
 ltxv data synth data/img --clips 4096 --size 128 --frames 1 --seed 2             # VAE stage 1: still images
@@ -119,9 +123,17 @@ dit_stage runs/ditv3 runs/clip2/model.safetensors "$DITV3_STEPS" 1.5e-4 2.0 cach
     --init-dit runs/ditv2/model.safetensors
 # then at lower noise (t_shift 1.0: median t 0.73), where the shape is settled once the direction is
 dit_stage runs/ditv4 runs/ditv3/model.safetensors "$DITV4_STEPS" 1e-4 1.0 cache6
+# a third clip cosine from a lower learning rate still (squares keep their corners more often), cache, and the
+# transformer moved onto the new latents at high noise, then at low noise again
+vae_stage runs/clip3 runs/clip2/model.safetensors data/dit4k 25x128x128 "$CLIP3_STEPS" 2 5e-5 100
+cache_stage cache7 runs/clip3/model.safetensors
+dit_stage runs/ditv6 runs/clip3/model.safetensors "$DITV6_STEPS" 1.5e-4 2.0 cache7 \
+    --init-dit runs/ditv4/model.safetensors
+dit_stage runs/ditv7 runs/ditv6/model.safetensors "$DITV7_STEPS" 1e-4 1.0 cache7
+dit_stage runs/ditv8 runs/ditv7/model.safetensors "$DITV8_STEPS" 1e-4 1.0 cache7  # 2,500 more steps the same way
 
 mkdir -p "$OUT"
-ltxv convert runs/ditv4/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+ltxv convert runs/ditv8/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
