@@ -14,16 +14,20 @@ OUT=${1:-${OUT:-gpu-check}}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
+status=0
 if compgen -G ".whl/*.whl" >/dev/null; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/ltxv-site .whl/*.whl &&
+    if $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/ltxv-site .whl/*.whl; then
         export PYTHONPATH="$PYTHONPATH:/tmp/ltxv-site"
+    else
+        echo "== installing .whl/*.whl FAILED: the runs below go on without them"
+        status=1
+    fi
 fi
 if [ "${QUICK:-0}" = 1 ]; then
     SIZE=(--preset tiny --width 64 --height 64 --frames 9 --steps 2 --stg 0 --repeats 1 --warmup 0)
 else
     SIZE=(--preset 2b --width 768 --height 512 --frames 121 --steps 20 --guidance 3 --stg 0 --repeats 3 --warmup 1)
 fi
-status=0
 step() {  # NAME COMMAND...: run, keep its output in OUT/NAME.log, remember a failure and go on
     local name=$1
     shift
