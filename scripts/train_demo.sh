@@ -135,7 +135,8 @@ dit_stage runs/ditv8 runs/ditv7/model.safetensors "$DITV8_STEPS" 1e-4 1.0 cache7
 mkdir -p "$OUT"
 ltxv convert runs/ditv8/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 cp -r t5 "$OUT/text_encoder"
+# the decoder decodes at t = 0 (where the VAE stages trained it), without decode noise (MODELS.md)
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
- "stg": 0.0, "negative_prompt": "", "max_tokens": 32}
+ "stg": 0.0, "negative_prompt": "", "max_tokens": 32, "decode_timestep": 0.0, "decode_noise_scale": 0.0}
 JSON
