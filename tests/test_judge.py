@@ -185,6 +185,14 @@ def test_eval_splits(tmp_path):
         evaluate.ShapesEval(model="m", split="test")
 
 
+def test_shape_accuracy_is_per_shape_asked_for():
+    def row(shape: str, right: bool) -> dict:
+        return {"shape": shape, "t2v": {"score": {"shape": right, "colour": True}}}
+
+    rows = [row("square", False), row("square", True), row("circle", True), row("square", False)]
+    assert evaluate._accuracy_by_shape(rows, "t2v") == {"circle": 1.0, "square": pytest.approx(1 / 3)}
+
+
 def _numbers(value) -> list:  # noqa: ANN001 - any JSON value
     if isinstance(value, dict):
         return [x for v in value.values() for x in _numbers(v)]
@@ -226,6 +234,10 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
     }.items():
         assert set(keys) <= set(report[section]), section
     assert set(report["t2v"]["accuracy"]) == {"colour", "shape", "motion", "background", "all"}
+    for section in ("vae", "t2v", "i2v"):  # per shape asked for: the clips' shapes, each a share in [0, 1]
+        by_shape = report[section]["shape_accuracy"]
+        assert set(by_shape) == {c["shape"] for c in report["clips"]}
+        assert all(0 <= v <= 1 for v in by_shape.values())
     assert len(report["clips"]) == 2 and report["clips"][0]["caption"].endswith("background")
     for key in ("psnr", "ssim"):
         assert math.isfinite(report["vae"][key])

@@ -10,6 +10,7 @@ as training data is) and reports, each averaged over the clips:
   first generated frame against it, and per-attribute accuracy (motion is the one the image cannot give);
 - temporal: area coefficient of variation and colour std of the object across frames (t2v videos);
 - speed: wall seconds per text-to-video generation and the realtime factor (video seconds / wall seconds).
+vae, t2v and i2v also give the shape accuracy per shape asked for (`shape_accuracy`: {circle, square, triangle}).
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def _accuracy(scores: list[dict[str, bool]]) -> dict[str, float | None]:
     return out
 
 
+def _accuracy_by_shape(rows: list[dict], section: str) -> dict[str, float | None]:
+    """{shape asked for: share of those clips whose `section` video the judge names that shape}: where the
+    shape accuracy is lost (e.g. squares drawn with round corners)."""
+    shapes = sorted({r["shape"] for r in rows})
+    return {s: _mean([r[section]["score"]["shape"] for r in rows if r["shape"] == s]) for s in shapes}
+
+
 def _judged(video: Tensor, record: dict) -> dict:
     """The judgement of one video as JSON-friendly fields, with its score against `record`."""
     j = judge.judge_video(video)
@@ -199,14 +207,17 @@ def summarize(cfg: ShapesEval, rows: list[dict], device: str, sample: SampleConf
             "psnr": _mean([r["vae"]["psnr"] for r in rows]),
             "ssim": _mean([r["vae"]["ssim"] for r in rows]),
             "accuracy": _accuracy([r["vae"]["score"] for r in rows]),
+            "shape_accuracy": _accuracy_by_shape(rows, "vae"),
         },
         "t2v": {
             "accuracy": _accuracy([r["t2v"]["score"] for r in rows]),
+            "shape_accuracy": _accuracy_by_shape(rows, "t2v"),
             "found": _mean([r["t2v"]["found"] for r in rows]),
         },
         "i2v": {
             "first_frame_psnr": _mean([r["i2v"]["first_frame_psnr"] for r in rows]),
             "accuracy": _accuracy([r["i2v"]["score"] for r in rows]),
+            "shape_accuracy": _accuracy_by_shape(rows, "i2v"),
         },
         "temporal": {
             "area_cv": _mean([r["temporal"]["area_cv"] for r in rows]),
