@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The bundled demo model's recipe (MODELS.md): shapes-world data -> text encoder -> VAE -> denoising decoder ->
 # decoder polish -> latent cache -> transformer -> the whole VAE again for moving shapes -> latent cache ->
-# the transformer moved onto the new latents (three times) -> a fourth clip stage -> the model folder src/ltxv/assets/demo. Run from an empty
-# work folder:
+# the transformer moved onto the new latents (three times) -> a fourth clip stage -> the model folder
+# src/ltxv/assets/demo. Run from an empty work folder:
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
 set -euo pipefail
