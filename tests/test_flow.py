@@ -8,8 +8,10 @@ import torch
 from ltxv.flow import (
     broadcast_t,
     flow_loss,
+    foreground_token_weights,
     interpolate,
     loss_per_t_bin,
+    per_sample_loss,
     sample_t,
     shift_mu,
     time_shift,
@@ -141,3 +143,27 @@ def test_time_shift_never_overflows():
     mu = shift_mu(129 * 256 * 256)  # 8192 x 8192 x 1025 pixels: μ ≈ 3000, e^μ overflows a float
     assert time_shift(mu, 0.5) == 1.0 and time_shift(-mu, 0.5) == 0.0
     assert math.isfinite(time_shift(mu, 1e-9))
+
+
+def test_foreground_token_weights_mark_the_tokens_unlike_their_frame():
+    """One token per latent frame differs from the plain rest: it alone gets 1 + weight, in (f h w) order."""
+    latents = torch.full((2, 4, 3, 2, 5), 0.5)  # (B, C, F, H, W): a plain background
+    latents[0, :, 1, 1, 3] += 2.0  # sample 0, frame 1, row 1, column 3: squared distance 4 > 1
+    latents[1, :, 2, 0, 0] -= 0.5  # sample 1: squared distance 0.25, under the threshold
+    w = foreground_token_weights(latents, 9.0)
+    assert w.shape == (2, 3 * 2 * 5)
+    expected = torch.ones(2, 30)
+    expected[0, 1 * 10 + 1 * 5 + 3] = 10.0
+    assert torch.equal(w, expected)
+    low = foreground_token_weights(latents, 9.0, threshold=0.1)[1]  # a lower threshold counts sample 1's too
+    assert low[2 * 10].item() == 10.0 and (low == 10.0).sum().item() == 1
+
+
+def test_per_sample_loss_with_float_weights_is_the_weighted_mean():
+    v, target = _pair(2, 3, 4)
+    err = (v - target).square().mean(-1)  # (B, N)
+    w = torch.tensor([[1.0, 3.0, 0.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    out = per_sample_loss(v, target, w)
+    torch.testing.assert_close(out, ((err * w).sum(1) / w.sum(1)).float())
+    torch.testing.assert_close(out[1], err[1].mean().float())  # equal weights: the plain mean
+    torch.testing.assert_close(per_sample_loss(v, target, w > 0), per_sample_loss(v, target, (w > 0).float()))

@@ -457,6 +457,35 @@ def test_flow_t_shift_moves_the_training_timesteps():
     assert medians[3.0] > 0.9 and medians[3.0] > medians[None] + 0.25
 
 
+def test_flow_foreground_weights_the_object_tokens_in_the_loss():
+    """flow.foreground: a token unlike its frame's others (the object) weighs 1 + foreground in each sample's
+    mean. A transformer that predicts 0 makes each token's error |noise − x0|²: the object's dominates."""
+    from ltxv.dit.model import VideoDiT
+    from ltxv.train.stages import DiTStage
+
+    spec = get_preset("tiny")
+    latents = torch.zeros(4, spec.dit.in_channels, 2, 2, 2)  # (B, C, F, H, W): 8 tokens, 4 per frame
+    latents[:, :, :, 0, 1] = 100.0  # one object token per frame: 2 of 8
+    emb, mask = torch.randn(4, 4, spec.dit.caption_channels), torch.ones(4, 4, dtype=torch.long)
+    dit = VideoDiT(spec.dit)
+    torch.nn.init.zeros_(dit.proj_out.weight)
+    torch.nn.init.zeros_(dit.proj_out.bias)
+    losses = {}
+    for weight in (0.0, 9.0):
+        cfg = apply_overrides(
+            TrainConfig(model=spec),
+            ["flow.first_frame_p=0", "flow.caption_dropout=0", f"flow.foreground={weight}"],
+        )
+        stage = DiTStage(cfg, None, dit)
+        stage.set_null_text(emb[0], mask[0])
+        with torch.no_grad():
+            losses[weight] = stage.flow(latents, emb, mask, BatchRandom(torch.Generator().manual_seed(0)))[
+                "total"
+            ]
+    # object error E ≈ 1e4 dominates: unweighted 2E/8, weighted 2·10·E / (2·10 + 6)
+    assert float(losses[9.0] / losses[0.0]) == pytest.approx((20 / 26) / (2 / 8), rel=0.02)
+
+
 def test_a_training_checkpoint_loads_as_init(world, trained_vae, tmp_path):
     """RUN/checkpoints/step_N/model.safetensors (raw weights) and ema.safetensors (EMA of the trained part)
     open like model files, described by the run's config.json: a new run can start from a mid-run one."""

@@ -403,6 +403,10 @@ class FlowTrainConfig:
     caption_dropout: float = 0.1  # probability a caption is replaced by the empty prompt (for CFG)
     first_frame_p: float = 0.1  # I2V: latent frame 0 kept clean at t = 0 and left out of the loss
     token_drop: float = 0.0  # max fraction of tokens dropped per step, drawn uniformly in [0, token_drop]
+    # extra loss weight on tokens unlike their latent frame's median token (flow.foreground_token_weights):
+    # small objects on plain backgrounds otherwise carry a few percent of the loss; 0 = off
+    foreground: float = 0.0
+    foreground_threshold: float = 1.0  # mean squared distance (normalized latents) that counts as foreground
 
 
 @dataclass(frozen=True)

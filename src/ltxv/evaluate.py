@@ -10,7 +10,8 @@ as training data is) and reports, each averaged over the clips:
   first generated frame against it, and per-attribute accuracy (motion is the one the image cannot give);
 - temporal: area coefficient of variation and colour std of the object across frames (t2v videos);
 - speed: wall seconds per text-to-video generation and the realtime factor (video seconds / wall seconds).
-vae, t2v and i2v also give the shape accuracy per shape asked for (`shape_accuracy`: {circle, square, triangle}).
+vae, t2v and i2v also give the shape accuracy per shape asked for (`shape_accuracy`: {circle, square,
+triangle}).
 """
 
 from __future__ import annotations

@@ -141,11 +141,24 @@ def flow_loss(velocity: Tensor, target: Tensor, loss_mask: Tensor | None = None)
 
 def per_sample_loss(velocity: Tensor, target: Tensor, loss_mask: Tensor | None = None) -> Tensor:
     """Each sample's mean squared velocity error, float32 (B,); with a (B, N) mask on tokens (B, N, C),
-    averaged over its counted tokens only (as in `flow_loss`)."""
+    averaged over its counted tokens only (as in `flow_loss`). A float mask weights the tokens: the
+    weighted mean sum(w·err) / sum(w)."""
     if loss_mask is None:
         return (velocity.float() - target.float()).square().flatten(1).mean(1)
     mask = loss_mask.float()  # (B, N)
     return (_token_loss(velocity, target) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def foreground_token_weights(latents: Tensor, weight: float, threshold: float = 1.0) -> Tensor:
+    """Per-token loss weights (B, F·H·W), in token order (f h w), for latents (B, C, F, H, W): 1 + weight
+    where a token is unlike its latent frame's median token (the mean over channels of the squared
+    difference from the per-channel median exceeds `threshold`), else 1. On plain backgrounds these are the
+    tokens that hold the object, which otherwise carry a small share of the loss: the flow loss's
+    counterpart of the VAE's foreground pixel weight."""
+    tokens = latents.float().flatten(3)  # (B, C, F, H·W)
+    median = tokens.median(dim=3, keepdim=True).values  # (B, C, F, 1)
+    distance = (tokens - median).square().mean(1)  # (B, F, H·W)
+    return (1 + weight * (distance > threshold).float()).flatten(1)
 
 
 def loss_per_t_bin(

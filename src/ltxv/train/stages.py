@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..dit.model import VideoDiT
-from ..flow import interpolate, per_sample_loss, sample_t, velocity_target
+from ..flow import foreground_token_weights, interpolate, per_sample_loss, sample_t, velocity_target
 from ..vae.model import VideoVAE
 from .losses import VAELossWeights, generator_adversarial_loss, vae_reconstruction_losses
 
@@ -136,7 +136,8 @@ class Stage(nn.Module):
     ) -> dict[str, Tensor]:
         """Rectified flow (spec §5.1-5.2) on normalized latents (B, C, F, H, W): caption dropout, shifted
         logit-normal t by token count, first-frame conditioning (clean, t = 0, out of the loss) with
-        probability first_frame_p, optional random token dropping."""
+        probability first_frame_p, optional random token dropping; with flow.foreground > 0 the tokens that
+        hold an object weigh 1 + foreground in each sample's mean (`foreground_token_weights`)."""
         f_cfg, dev = self.cfg.flow, latents.device
         b, _, f, h, w = latents.shape
         n = f * h * w
@@ -153,20 +154,25 @@ class Stage(nn.Module):
         t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
         xt = torch.where(first[..., None], x0, interpolate(x0, noise, t_tok))
         target = velocity_target(x0, noise)
+        weights = (~first).float()  # (B, N): conditioning tokens out of the loss, object tokens weighted up
+        if f_cfg.foreground > 0:
+            weights = weights * foreground_token_weights(
+                latents, f_cfg.foreground, f_cfg.foreground_threshold
+            )
         coords = self.dit.token_coords(f, h, w, b, dev)  # (B, N, 3)
         g = rng.generator
         keep = n - int(torch.rand((), generator=g, device=g.device).item() * f_cfg.token_drop * n)
         if keep < n:  # stochastic token dropping: the same random subset for the whole batch
             idx = torch.randperm(n, generator=g, device=g.device).to(dev)[:keep].sort().values
-            xt, target, coords, t_tok, first = (
+            xt, target, coords, t_tok, weights = (
                 xt[:, idx],
                 target[:, idx],
                 coords[:, idx],
                 t_tok[:, idx],
-                first[:, idx],
+                weights[:, idx],
             )
         velocity = self.dit(xt, t_tok, text_emb, text_mask, self.cfg.data.frame_rate, coords)  # (B, N', C)
-        per_sample = per_sample_loss(velocity, target, ~first)  # (B,): each sample's masked token mean
+        per_sample = per_sample_loss(velocity, target, weights)  # (B,): each sample's weighted token mean
         # the mean over samples (not over all counted tokens, as the official trainer): the same quantity on
         # any split of the global batch, so averaging the processes' gradients is exact
         return {"total": per_sample.mean(), "t": t, "per_sample": per_sample}
