@@ -484,6 +484,9 @@ def test_flow_foreground_weights_the_object_tokens_in_the_loss():
             ]
     # object error E ≈ 1e4 dominates: unweighted 2E/8, weighted 2·10·E / (2·10 + 6)
     assert float(losses[9.0] / losses[0.0]) == pytest.approx((20 / 26) / (2 / 8), rel=0.02)
+    for bad in ("flow.foreground=-1", "flow.foreground_threshold=0"):
+        with pytest.raises(ValueError, match="flow.foreground"):
+            apply_overrides(TrainConfig(model=spec), [bad])
 
 
 def test_a_training_checkpoint_loads_as_init(world, trained_vae, tmp_path):

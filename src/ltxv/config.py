@@ -509,6 +509,11 @@ class TrainConfig:
         for name in ("caption_dropout", "first_frame_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")
+        if self.flow.foreground < 0 or self.flow.foreground_threshold <= 0:
+            raise ValueError(
+                f"flow.foreground={self.flow.foreground} must be >= 0 (0 = off) and "
+                f"flow.foreground_threshold={self.flow.foreground_threshold} > 0"
+            )
         if self.flow.t_shift is not None and self.flow.t_sampling != "shifted_logit_normal":
             raise ValueError(
                 f"flow.t_shift is the μ of shifted_logit_normal, not of {self.flow.t_sampling!r}: "
