@@ -118,6 +118,43 @@ def test_multiscale_shapes(pipe):
     )  # pass 1 at 64x96, pass 2 at 128x192
 
 
+class _RecordingEncoder:
+    """Anything with encode(prompts, max_tokens) is a text encoder; this one records what it encodes."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def encode(self, prompts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.prompts += prompts
+        g = torch.Generator().manual_seed(len(self.prompts))
+        return torch.randn(len(prompts), 6, 32, generator=g), torch.ones(len(prompts), 6)
+
+
+def test_multiscale_guidance_schedule_and_frame_rate(pipe):
+    """The official 13B dev setup: scalar guidance 1 in both passes, CFG only in pass 1's per-step schedule:
+    the negative prompt must still be encoded; pass 2 runs at the requested (first's) frame rate."""
+    up = randomize_(
+        LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3
+    )
+    encoder = _RecordingEncoder()
+    p = Pipeline(pipe.vae, pipe.dit, pipe.spec, text_encoder=encoder)
+    first = dataclasses.replace(
+        CFG, width=96, height=96, guidance=1.0, stg=0.0, frame_rate=30.0,
+        guidance_timesteps=(1.0, 0.9), guidance_schedule=(1.0, 4.0),
+    )  # fmt: skip
+    second = dataclasses.replace(CFG, guidance=1.0, stg=0.0, skip_initial_steps=1)  # frame_rate 24
+    rates: list[float] = []
+    hook = p.dit.register_forward_pre_hook(
+        lambda _m, _args, kwargs: rates.append(kwargs["frame_rate"]), with_kwargs=True
+    )
+    try:
+        r = p.generate_multiscale("a cat", first, second, up.eval())
+    finally:
+        hook.remove()
+    assert encoder.prompts == ["a cat", first.negative_prompt]
+    assert r.frame_rate == 30.0 and set(rates) == {30.0}, rates
+
+
 def test_offload_and_tiling_options_run(pipe):
     text, neg = _text()
     plain = pipe.generate(text, CFG, negative=neg)

@@ -278,7 +278,8 @@ class Pipeline:
         """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples
         of 32), latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size from
         those latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize
-        to the requested size. The requested size and frames are `first.width/height/num_frames`."""
+        to the requested size. The requested size, frames and frame rate are `first`'s; guidance > 1 in
+        either pass (scalar or per-step schedule) encodes the negative prompt."""
         from .upsampler import adain_match
 
         _, ss, _ = self.vae.scale_factors
@@ -292,7 +293,7 @@ class Pipeline:
             None if generator is not None else first.seed if first.seed is not None else secrets.randbits(62)
         )
         generator = generator or torch.Generator(self.device).manual_seed(seed)
-        text, neg = self._texts(prompt, negative, first if first.guidance > second.guidance else second)
+        text, neg = self._texts(prompt, negative, first, second)
         low = self.generate(
             text,
             dataclasses.replace(first, width=w1, height=h1),
@@ -307,7 +308,9 @@ class Pipeline:
                 self.vae.denormalize(low.latents).to(self.device, upsampler.final_conv.weight.dtype)
             )
         init = adain_match(self.vae.normalize(up.to(low.latents)), low.latents)
-        cfg2 = dataclasses.replace(second, width=2 * w1, height=2 * h1, num_frames=first.num_frames)
+        cfg2 = dataclasses.replace(  # the requested frames and frame rate (RoPE time scale) are first's
+            second, width=2 * w1, height=2 * h1, num_frames=first.num_frames, frame_rate=first.frame_rate
+        )
         high = self.generate(
             text,
             cfg2,
@@ -321,9 +324,15 @@ class Pipeline:
         return GenerationResult(video, high.latents, first.frame_rate, low.timesteps + high.timesteps, seed)
 
     def _texts(
-        self, prompt: str | list[str] | TextEmbeddings, negative: TextEmbeddings | None, cfg: SampleConfig
+        self,
+        prompt: str | list[str] | TextEmbeddings,
+        negative: TextEmbeddings | None,
+        cfg: SampleConfig,
+        *more: SampleConfig,
     ) -> tuple[TextEmbeddings, TextEmbeddings | None]:
-        needs_neg = cfg.guidance > 1 or any(g > 1 for g in cfg.guidance_schedule)
+        """The prompt's embeddings and, when guidance > 1 at any step of `cfg` or `more` (the passes that
+        share them), the negative prompt's; tokens and negative prompt from `cfg`."""
+        needs_neg = any(c.guidance > 1 or any(g > 1 for g in c.guidance_schedule) for c in (cfg, *more))
         if isinstance(prompt, TextEmbeddings):
             if needs_neg and negative is None:
                 raise ValueError("guidance > 1 with prompt embeddings needs `negative` embeddings too")
