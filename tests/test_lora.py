@@ -9,6 +9,7 @@ from conftest import randomize_
 from safetensors.torch import save_file
 
 import ltxv
+from ltxv.layers.fp8 import Fp8Linear, quantize_linears
 from ltxv.lora import merge_lora, read_lora
 from ltxv.presets import PRESETS
 
@@ -56,6 +57,29 @@ def test_layouts_merge_exactly(layout, tmp_path):
     for name, (down, up) in factors.items():
         expected = before[name] + 0.8 * (0.5 if layout == "kohya_alpha" else 1.0) * up @ down
         torch.testing.assert_close(dict(dit.named_modules())[name].weight, expected)
+
+
+def test_merge_into_fp8_linears(tmp_path):
+    """A LoRA merged after --fp8 quantization: the fp8 weight is re-quantized from the dequantized weight plus
+    the delta, matching the LoRA merged first and quantized after to fp8 precision."""
+    plain = randomize_(ltxv.VideoDiT(PRESETS["tiny"].dit), 1)
+    fp8 = randomize_(ltxv.VideoDiT(PRESETS["tiny"].dit), 1)
+    quantize_linears(fp8, kernel="reference")
+    factors = _factors(plain)
+    tensors = {}
+    for name, (down, up) in factors.items():
+        tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"] = down, 0.05 * up
+    save_file(tensors, tmp_path / "lora.safetensors")
+    layers = read_lora(tmp_path / "lora.safetensors")
+    assert merge_lora(plain, layers) == merge_lora(fp8, layers) == 3
+    for name in TARGETS:
+        merged = dict(plain.named_modules())[name].weight
+        q = dict(fp8.named_modules())[name]
+        assert isinstance(q, Fp8Linear) and q.weight.dtype == torch.float8_e4m3fn
+        # e4m3 keeps 3 mantissa bits: relative error <= 2^-4 per element, plus the scale's flush of tiny ones
+        err = (q.dequantized_weight(torch.float32) - merged).abs()
+        assert err.max() <= merged.abs().max() / 16, name
+        assert (q.dequantized_weight(torch.float32) - merged).norm() < 0.05 * merged.norm(), name
 
 
 def test_diffusers_module_names_are_mapped(tmp_path):

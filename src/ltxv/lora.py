@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .convert import dit_keys_from_diffusers
+from .layers.fp8 import Fp8Linear
 
 PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.")
 _PATTERN = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_down|lora_up)(?:\.[^.]+)?\.weight$")
@@ -68,11 +69,11 @@ def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
 
 @torch.no_grad()
 def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.0) -> int:
-    """Add scale · (alpha/r) · B·A to each target Linear's weight in place; returns the number of layers
-    merged. Unknown module names or shape mismatches raise a ValueError naming them (nothing is changed
-    then)."""
+    """Add scale · (alpha/r) · B·A to each target Linear's weight in place (an fp8 one is quantized again);
+    returns the number of layers merged. Unknown module names or shape mismatches raise a ValueError naming
+    them (nothing is changed then)."""
     modules = dict(model.named_modules())
-    missing = [name for name in layers if not isinstance(modules.get(name), nn.Linear)]
+    missing = [name for name in layers if not isinstance(modules.get(name), (nn.Linear, Fp8Linear))]
     if missing:
         shown = ", ".join(sorted(missing)[:5]) + (f" ... ({len(missing)} in all)" if len(missing) > 5 else "")
         raise ValueError(f"LoRA targets modules this transformer does not have: {shown}")
@@ -86,9 +87,13 @@ def merge_lora(model: nn.Module, layers: dict[str, LoraLayer], scale: float = 1.
                 f"the weight {tuple(weight.shape)}"
             )
     for name, layer in layers.items():
-        weight = modules[name].weight
-        delta = layer.up.float() @ layer.down.float() * (layer.scale * scale)
-        weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
+        target = modules[name]
+        delta = layer.up.float() @ layer.down.float() * (layer.scale * scale)  # (out, in)
+        if isinstance(target, Fp8Linear):
+            target.add_to_weight(delta)
+        else:
+            weight = target.weight
+            weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
     return len(layers)
 
 

@@ -59,6 +59,13 @@ class Fp8Linear(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype) -> Tensor:
         return self.weight.to(dtype) * self.weight_scale.to(dtype)
 
+    @torch.no_grad()
+    def add_to_weight(self, delta: Tensor) -> None:
+        """weight += delta (out, in), quantized again with a new scale (a LoRA merged after `--fp8`)."""
+        weight, scale = quantize_e4m3(self.dequantized_weight(torch.float32) + delta.to(self.weight.device))
+        self.weight.copy_(weight)
+        self.weight_scale.copy_(scale)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
 
