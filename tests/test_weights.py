@@ -251,3 +251,33 @@ def test_convert_can_cast_to_bf16(tmp_path):
     for (name, p), q in zip(dit.named_parameters(), half.parameters(), strict=True):
         assert q.dtype == torch.bfloat16
         torch.testing.assert_close(q.float(), p.detach().to(torch.bfloat16).float(), msg=name)
+
+
+@pytest.mark.parametrize(
+    "scheduler, kind",
+    [
+        ({"shifting": "SD3", "sampler": "Uniform", "target_shift_terminal": 0.1}, "sd3"),
+        ({"shifting": "SD3", "target_shift_terminal": 0.1}, "sd3"),  # sampler's default is Uniform
+        ({"shifting": None, "sampler": "LinearQuadratic"}, "linear_quadratic"),
+        ({"shifting": None}, "linear_quadratic"),  # spec §5.4: an unshifted 0.9.5+ file
+        ({"shifting": "SD3", "sampler": "LinearQuadratic"}, None),
+        ({"shifting": "SimpleDiffusion", "sampler": "Uniform"}, None),
+        ({"shifting": None, "sampler": "Uniform"}, None),
+        ({"shifting": None, "sampler": "Constant"}, None),
+    ],
+)
+def test_native_scheduler_metadata(native_file, tmp_path, scheduler, kind):
+    """The official scheduler's sampler (base timesteps) and shifting are independent: the two combinations
+    the checkpoints use load; any other is refused by name rather than sampled with the wrong schedule."""
+    path = tmp_path / "s.safetensors"
+    with safe_open(native_file[0], framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    config["scheduler"] = {"_class_name": "RectifiedFlowScheduler", **scheduler}
+    save_file(tensors, path, metadata={**meta, "config": json.dumps(config)})
+    if kind is None:
+        with pytest.raises(CheckpointError, match=f"sampler={scheduler['sampler']!r}"):
+            open_checkpoint(path)
+    else:
+        assert open_checkpoint(path).spec.scheduler.kind == kind

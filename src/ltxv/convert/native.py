@@ -158,12 +158,23 @@ def dit_config_to_native(cfg: DiTConfig) -> dict[str, Any]:
 
 
 def scheduler_from_native(d: dict[str, Any] | None) -> SchedulerConfig:
-    """Official `RectifiedFlowScheduler` JSON: shifting "SD3" -> sd3; otherwise linear-quadratic (0.9.5+)."""
+    """Official `RectifiedFlowScheduler` JSON -> our schedule. There `sampler` picks the base timesteps
+    ("Uniform" linspace by default, "LinearQuadratic", "Constant") and `shifting` ("SD3",
+    "SimpleDiffusion", none) shifts them; the checkpoints use two of the combinations: Uniform + SD3 (0.9.0,
+    0.9.1) -> "sd3" and LinearQuadratic unshifted (0.9.5+) -> "linear_quadratic". Without a `sampler` key an
+    unshifted file is read as 0.9.5+ (spec §5.4); any other combination raises a ConversionError naming it
+    (rather than sampling a schedule the model was not made for)."""
     if not d:
         return SchedulerConfig()
-    if d.get("shifting") == "SD3":
+    sampler, shifting = d.get("sampler"), d.get("shifting")
+    if shifting == "SD3" and sampler in (None, "Uniform"):
         return SchedulerConfig(kind="sd3", shift_terminal=d.get("target_shift_terminal"))
-    return SchedulerConfig(kind="linear_quadratic", shift_terminal=None)
+    if shifting is None and sampler in (None, "LinearQuadratic"):
+        return SchedulerConfig(kind="linear_quadratic", shift_terminal=None)
+    raise ConversionError(
+        f"scheduler sampler={sampler!r} with shifting={shifting!r} is not a schedule ltxv samples (the "
+        "official checkpoints use 'Uniform' with 'SD3', or 'LinearQuadratic' unshifted)"
+    )
 
 
 def scheduler_to_native(cfg: SchedulerConfig) -> dict[str, Any]:
