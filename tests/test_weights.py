@@ -81,6 +81,12 @@ def test_real_diffusers_folders_load(version, tmp_path):
     ours = ltxv.load_vae(tmp_path)
     assert torch.equal(ours.latent_std, vae.latents_std)
     assert ltxv.load_transformer(tmp_path / "transformer").cfg.num_layers == 2
+    # diffusers' schema has no causal_temporal_positioning: on beside a 0.9.5+ VAE (the official models'
+    # positions, with a note), off for older ones and for a transformer folder alone (nothing tells)
+    ckpt = open_checkpoint(tmp_path)
+    assert ckpt.spec.dit.causal_temporal_positioning == (version == "0.9.5")
+    assert bool(ckpt.notes) == (version == "0.9.5")
+    assert not open_checkpoint(tmp_path / "transformer").spec.dit.causal_temporal_positioning
     # and back: our diffusers export loads in diffusers with every key consumed
     save_checkpoint(tmp_path / "export", open_checkpoint(tmp_path).spec, ours, fmt="diffusers")
     again = diffusers.AutoencoderKLLTXVideo.from_pretrained(tmp_path / "export" / "vae")

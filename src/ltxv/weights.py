@@ -191,7 +191,7 @@ def _open_diffusers(root: Path) -> Checkpoint:
         raise CheckpointError(
             f"{root}: a folder without config.json, vae/ or transformer/ is not a diffusers model"
         )
-    spec, vae, dit = ModelSpec(), None, None
+    spec, vae, dit, notes = ModelSpec(), None, None, ()
     try:
         if folders.get("vae", Path()).is_dir() and "vae" in folders:
             cfg = convert.vae_config_from_diffusers(_json(folders["vae"] / "config.json"))
@@ -199,7 +199,14 @@ def _open_diffusers(root: Path) -> Checkpoint:
             vae = Component(cfg, convert.vae_keys_from_diffusers(_diffusers_tensors(folders["vae"]), layout))
             spec = replace(spec, vae=cfg)
         if folders.get("dit", Path()).is_dir() and "dit" in folders:
-            cfg_d = convert.dit_config_from_diffusers(_json(folders["dit"] / "config.json"))
+            d = _json(folders["dit"] / "config.json")
+            causal = vae is not None and _vae_generation(vae.config) == "0.9.5+"
+            cfg_d = convert.dit_config_from_diffusers(d, causal_default=causal)
+            if causal and "causal_temporal_positioning" not in d:
+                notes = (
+                    "transformer config without causal_temporal_positioning: on, as the official 0.9.5+ "
+                    "models (the VAE beside it is 0.9.5+; diffusers' LTXPipeline leaves it off)",
+                )
             dit = Component(cfg_d, convert.dit_keys_from_diffusers(_diffusers_tensors(folders["dit"])))
             spec = replace(spec, dit=cfg_d)
         sched = root / "scheduler" / "scheduler_config.json"
@@ -209,7 +216,7 @@ def _open_diffusers(root: Path) -> Checkpoint:
     except convert.ConversionError as err:
         raise CheckpointError(f"{root}: {err}") from None
     version = guess_version(vae, dit)
-    return Checkpoint(str(root), "diffusers", version, replace(spec, version=version), vae, dit)
+    return Checkpoint(str(root), "diffusers", version, replace(spec, version=version), vae, dit, notes)
 
 
 def guess_version(vae: Component | None, dit: Component | None) -> str:
@@ -219,14 +226,15 @@ def guess_version(vae: Component | None, dit: Component | None) -> str:
         d = dit.config
         parts.append({(28, 2048): "2B", (48, 4096): "13B"}.get((d.num_layers, d.hidden_dim), "custom-size"))
     if vae is not None and isinstance(vae.config, VAEConfig):
-        c = vae.config
-        gen = (
-            "0.9.5+"
-            if any(b.kind.endswith("_res") for b in c.encoder_blocks)
-            else ("0.9.1" if c.timestep_conditioning else "0.9.0")
-        )
-        parts.append(f"{gen}-style VAE")
+        parts.append(f"{_vae_generation(vae.config)}-style VAE")
     return " ".join(parts) or "unknown"
+
+
+def _vae_generation(c: VAEConfig) -> str:
+    """ "0.9.5+" (residual compressing encoder blocks), "0.9.1" (timestep-conditioned decoder) or "0.9.0"."""
+    if any(b.kind.endswith("_res") for b in c.encoder_blocks):
+        return "0.9.5+"
+    return "0.9.1" if c.timestep_conditioning else "0.9.0"
 
 
 # ----------------------------------------------------------------------------------------------------------

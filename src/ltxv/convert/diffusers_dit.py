@@ -25,7 +25,11 @@ def dit_keys_from_diffusers(sd: dict[str, V]) -> dict[str, V]:
     return {replace_all(k, tuple((b, a) for a, b in DIT_DIFFUSERS_RENAMES)): v for k, v in sd.items()}
 
 
-def dit_config_from_diffusers(d: dict[str, Any]) -> DiTConfig:
+def dit_config_from_diffusers(d: dict[str, Any], causal_default: bool = False) -> DiTConfig:
+    """diffusers transformer config.json -> DiTConfig. diffusers' schema has no `causal_temporal_positioning`
+    (its `LTXConditionPipeline` always applies the causal offset, `LTXPipeline` never): when the key is
+    absent it is `causal_default` (true for the 0.9.5+ models, spec §3.7; the caller knows the VAE beside
+    it)."""
     if d.get("patch_size", 1) != 1 or d.get("patch_size_t", 1) != 1:
         raise ConversionError("diffusers transformer with patch_size != 1 is not an LTX-Video layout")
     if d.get("activation_fn", "gelu-approximate") != "gelu-approximate" or d.get(
@@ -49,8 +53,9 @@ def dit_config_from_diffusers(d: dict[str, Any]) -> DiTConfig:
         raise ConversionError(
             f"cross_attention_dim {d.get('cross_attention_dim')} must equal hidden size {cfg.hidden_dim}"
         )
-    # not in diffusers' schema; diffusers ignores it, we write and read it to keep round trips lossless
-    return replace(cfg, causal_temporal_positioning=bool(d.get("causal_temporal_positioning", False)))
+    # not in diffusers' schema; we write and read it to keep round trips lossless
+    causal = bool(d.get("causal_temporal_positioning", causal_default))
+    return replace(cfg, causal_temporal_positioning=causal)
 
 
 def dit_config_to_diffusers(cfg: DiTConfig) -> dict[str, Any]:
