@@ -116,6 +116,13 @@ def test_multiscale_shapes(pipe):
         4,
         6,
     )  # pass 1 at 64x96, pass 2 at 128x192
+    # a size that is not a multiple of 32 runs at its padded size (160x96 here) and keeps the centre, as the
+    # official inference pads and crops: the same passes, the same video inside the crop
+    odd = pipe.generate_multiscale(
+        text, dataclasses.replace(first, width=150, height=90), second, up.eval(), negative=neg
+    )
+    assert odd.latents.shape == r.latents.shape and odd.video.shape == (1, 3, 17, 90, 150)
+    torch.testing.assert_close(odd.video, r.video[..., 3:93, 5:155])
 
 
 class _RecordingEncoder:

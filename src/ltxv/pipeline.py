@@ -275,15 +275,17 @@ class Pipeline:
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
     ) -> GenerationResult:
-        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale`·size (rounded down to multiples
-        of 32), latent x2 upsampler + AdaIN to the pass-1 statistics, pass 2 at twice the pass-1 size from
-        those latents (`second` should skip initial steps or list timesteps below 1), decode, bilinear resize
-        to the requested size. The requested size, frames and frame rate are `first`'s; guidance > 1 in
+        """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale` x the padded size (sides up to
+        multiples of 32; pass-1 sides rounded down to multiples of 32), latent x2 upsampler + AdaIN to the
+        pass-1 statistics, pass 2 at twice the pass-1 size from those latents (`second` should skip initial
+        steps or list timesteps below 1), decode, bilinear resize to the padded size and crop its centre, as
+        the official inference. The requested size, frames and frame rate are `first`'s; guidance > 1 in
         either pass (scalar or per-step schedule) encodes the negative prompt."""
         from .upsampler import adain_match
 
         _, ss, _ = self.vae.scale_factors
-        w1, h1 = int(first.width * downscale), int(first.height * downscale)
+        ph, pw, _ = padded_size(first.height, first.width, first.num_frames, ss)
+        w1, h1 = int(pw * downscale), int(ph * downscale)
         w1, h1 = w1 - w1 % ss, h1 - h1 % ss
         if w1 < ss or h1 < ss:
             raise ValueError(
@@ -320,7 +322,8 @@ class Pipeline:
             callback=callback,
             generator=generator,
         )
-        video = _resize(high.video, first.height, first.width).clamp(0, 1)
+        video = _resize(high.video, ph, pw).clamp(0, 1)  # then the centre, as `generate` crops its padding
+        video = crop_video(video, first.height, first.width, video.shape[2])
         return GenerationResult(video, high.latents, first.frame_rate, low.timesteps + high.timesteps, seed)
 
     def _texts(
