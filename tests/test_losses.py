@@ -23,6 +23,7 @@ from ltxv.train.losses import (
     kl_loss,
     lpips_video,
     patch_weights,
+    silhouette_loss,
     vae_reconstruction_losses,
     wavelet_loss,
     weighted_mse,
@@ -309,3 +310,27 @@ def test_symmetric_foreground_weighs_objects_drawn_too_big() -> None:
     expected = ((shifted - target).pow(2) * weight).mean() / weight.mean()
     torch.testing.assert_close(weighted_mse(shifted, target, 30.0, symmetric=True), expected)
     assert weighted_mse(target, target, 30.0, symmetric=True) == 0
+
+
+def test_silhouette_loss_is_dice_on_the_drawn_object() -> None:
+    """Soft Dice on the drawn object: 0 when exact, 1 when nothing is drawn, 1 - 2·60/124 with 4 of 64 pixels
+    missing; a faint corner (distance 0.4 from the background, under the 0.5 object threshold) counts in part
+    and has a gradient; frames without an object are left out; the flat background is outside the mask."""
+    target = torch.full((1, 3, 2, 16, 16), -1.0)
+    target[:, 0, 0, 4:12, 4:12] = 1.0  # an 8x8 red square in frame 0; frame 1 is empty
+    assert silhouette_loss(target, target) == 0
+    assert silhouette_loss(torch.full_like(target, -1.0), target) == 1
+    missing, faint = target.clone(), target.clone()
+    for y, x in ((4, 4), (4, 11), (11, 4), (11, 11)):  # the 4 corner pixels
+        missing[:, 0, 0, y, x] = -1.0
+        faint[:, 0, 0, y, x] = -0.6  # distance 0.4: drawn (0.4 - 0.25) / 0.5 = 0.3
+    assert silhouette_loss(missing, target).item() == pytest.approx(1 - 2 * 60 / 124)
+    assert silhouette_loss(faint, target).item() == pytest.approx(1 - 2 * 61.2 / 125.2)
+    recon = faint.clone().requires_grad_(True)
+    silhouette_loss(recon, target).backward()
+    assert recon.grad[0, 0, 0, 4, 4] < 0 and recon.grad[0, :, 1].eq(0).all()  # brighten the corner
+    assert silhouette_loss(torch.full_like(target, -1.0), torch.full_like(target, -1.0)) == 0  # no object
+    with pytest.raises(ValueError, match="width"):
+        silhouette_loss(target, target, width=0.0)
+    losses = vae_reconstruction_losses(missing, target, target, target, VAELossWeights(silhouette=0.5))
+    torch.testing.assert_close(losses["silhouette"], silhouette_loss(missing, target))

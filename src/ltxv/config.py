@@ -425,6 +425,8 @@ class VAETrainConfig:
     decoder_t_max: float = 0.2  # denoising decoder: latents noised to t ~ U[0, decoder_t_max]
     foreground: float = 0.0  # extra MSE weight on pixels unlike their frame's median colour (small objects)
     foreground_symmetric: bool = True  # also where the reconstruction draws an object (False: blobs grow)
+    silhouette: float = 0.0  # soft Dice between drawn and true object masks (train.losses.silhouette_loss)
+    silhouette_width: float = 0.25  # the drawn mask's ramp half-width around the object threshold ([-1, 1] units)
 
 
 @dataclass(frozen=True)
@@ -496,6 +498,7 @@ class TrainConfig:
             ("vae.disc_lr", self.vae.disc_lr, True),
             ("optim.grad_clip", self.optim.grad_clip, False),
             ("vae.gan_foreground", self.vae.gan_foreground, False),
+            ("vae.silhouette", self.vae.silhouette, False),
         ):
             if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
                 raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value}")

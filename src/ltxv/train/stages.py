@@ -56,7 +56,17 @@ class BatchRandom:
 def _weights(cfg: TrainConfig) -> VAELossWeights:
     """The non-adversarial terms; the stage adds the GAN term itself (it owns the discriminator call)."""
     v = cfg.vae
-    return VAELossWeights(v.mse, v.wavelet, v.kl, 0.0, v.lpips, v.foreground, v.foreground_symmetric)
+    return VAELossWeights(
+        v.mse,
+        v.wavelet,
+        v.kl,
+        0.0,
+        v.lpips,
+        v.foreground,
+        v.foreground_symmetric,
+        v.silhouette,
+        v.silhouette_width,
+    )
 
 
 class Stage(nn.Module):
