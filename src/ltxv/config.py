@@ -426,7 +426,7 @@ class VAETrainConfig:
     foreground: float = 0.0  # extra MSE weight on pixels unlike their frame's median colour (small objects)
     foreground_symmetric: bool = True  # also where the reconstruction draws an object (False: blobs grow)
     silhouette: float = 0.0  # soft Dice between drawn and true object masks (train.losses.silhouette_loss)
-    silhouette_width: float = 0.25  # the drawn mask's ramp half-width around the object threshold ([-1, 1] units)
+    silhouette_width: float = 0.25  # ramp half-width of the drawn mask around the object threshold, [-1, 1]
 
 
 @dataclass(frozen=True)
