@@ -487,6 +487,9 @@ def test_flow_foreground_weights_the_object_tokens_in_the_loss():
     for bad in ("flow.foreground=-1", "flow.foreground_threshold=0"):
         with pytest.raises(ValueError, match="flow.foreground"):
             apply_overrides(TrainConfig(model=spec), [bad])
+    for bad in ("vae.silhouette=-1", "vae.silhouette_width=0.6"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            apply_overrides(TrainConfig(model=spec), [bad])
 
 
 def test_a_training_checkpoint_loads_as_init(world, trained_vae, tmp_path):

@@ -522,6 +522,8 @@ class TrainConfig:
                 f"flow.t_shift is the μ of shifted_logit_normal, not of {self.flow.t_sampling!r}: "
                 "drop it or use flow.t_sampling=shifted_logit_normal"
             )
+        if not 0.0 < self.vae.silhouette_width <= 0.5:  # the ramp stays above the background (threshold 0.5)
+            raise ValueError(f"vae.silhouette_width must be in (0, 0.5], got {self.vae.silhouette_width}")
         if not 0.0 < self.vae.decoder_t_max <= 1.0:
             raise ValueError(f"vae.decoder_t_max must be in (0, 1], got {self.vae.decoder_t_max}")
         if self.vae.lpips > 0 and not self.vae.lpips_path:
