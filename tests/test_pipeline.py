@@ -235,3 +235,11 @@ def test_unavailable_cuda_is_said_plainly(monkeypatch):
     with pytest.raises(ValueError, match="CUDA is not available on this machine"):
         resolve_device("cuda")
     assert resolve_device(None) == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+
+
+def test_a_text_encoder_of_another_width_is_refused(pipe):
+    class Wide(_RecordingEncoder):
+        hidden_size = 64  # the tiny transformer takes 32
+
+    with pytest.raises(ValueError, match="64-d embeddings .* caption_channels=32"):
+        Pipeline(pipe.vae, pipe.dit, pipe.spec, text_encoder=Wide())

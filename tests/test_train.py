@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_t5 import make_tiny_t5
 
+import ltxv
 from ltxv.config import TrainConfig, apply_overrides
 from ltxv.data.synth import SynthConfig, write_dataset
 from ltxv.presets import get_preset
@@ -545,3 +546,27 @@ def test_a_diverging_run_stops_with_a_message_and_saves_nothing_after_it(world, 
     assert not (tmp_path / "run" / "model.safetensors").exists()
     for ckpt in (tmp_path / "run" / "checkpoints").glob("step_*"):  # anything saved holds finite weights
         assert all(torch.isfinite(v).all() for v in load_file(ckpt / "model.safetensors").values())
+
+
+def test_mismatched_text_encoder_or_cache_is_refused_before_the_run_starts(world, tmp_path):
+    """A text encoder (or a cache's embeddings / latents) of another width than the transformer takes: one
+    ValueError naming both widths and the fix, before config.json or any step."""
+    from types import SimpleNamespace
+
+    from ltxv.train.loop import check_inputs_fit
+
+    make_tiny_t5(tmp_path / "t5_64", "flat", d_model=64)
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match="64-d text embeddings .* caption_channels=32.*--d-model 32"):
+        train(config(world, "dit", 2, **{"data.text_encoder": tmp_path / "t5_64"}), run, progress=False)
+    assert not (run / "config.json").exists()
+    cfg = config(world, "dit", 2)
+    vae, dit = ltxv.VideoVAE(cfg.model.vae), ltxv.VideoDiT(cfg.model.dit)
+    cache = SimpleNamespace(meta={"latent_channels": 128, "text_hidden_size": 32})
+    with pytest.raises(ValueError, match="128-channel latents but the transformer takes 16"):
+        check_inputs_fit(cfg, vae, dit, cache, None)
+    cache = SimpleNamespace(meta={"latent_channels": 16, "text_hidden_size": 64})
+    with pytest.raises(ValueError, match="64-d text embeddings"):
+        check_inputs_fit(cfg, vae, dit, cache, None)
+    fits = SimpleNamespace(meta={"latent_channels": 16, "text_hidden_size": 32})
+    check_inputs_fit(cfg, vae, dit, fits, None)

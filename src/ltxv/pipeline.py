@@ -97,6 +97,12 @@ class Pipeline:
         DiT and VAE also wait on the CPU and visit `device` one at a time (model-level sequential offload).
         `speed` selects the inference speed-ups (default `SpeedConfig()`: the exact ones); its fp8 and
         compile options change the DiT in place."""
+        width = getattr(text_encoder, "hidden_size", None)
+        if width is not None and width != dit.cfg.caption_channels:
+            raise ValueError(
+                f"the text encoder gives {width}-d embeddings but this transformer takes caption_channels="
+                f"{dit.cfg.caption_channels}: pass the text encoder made for this model (--text-encoder)"
+            )
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
         self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
         self.offload = offload

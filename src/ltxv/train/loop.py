@@ -227,6 +227,7 @@ def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
     """The stage module on the device: its models (`build_models`), only the trained parameters requiring
     grad (LoRA: only the adapters), the null text for caption dropout, LPIPS when used, compiled if asked."""
     vae, dit, vae_trained = build_models(cfg)
+    check_inputs_fit(cfg, vae, dit, data, encoder)
     if cfg.stage == "dit" and not vae_trained and d.main:
         print("note: no trained VAE given (--init); validation samples will decode with an untrained one")
     stage: Stage = STAGES[cfg.stage](cfg, vae, dit)
@@ -247,6 +248,31 @@ def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
     if cfg.compile:
         _compile(stage, cfg.compile)
     return stage
+
+
+def check_inputs_fit(cfg: TrainConfig, vae: VideoVAE, dit: VideoDiT, data: Any, encoder: Any) -> None:
+    """Before any step: the text encoder's width (or the cache's text and latent channels) must be what the
+    transformer takes, and a cache's latents the VAE's; else a ValueError naming both and the fix."""
+    if cfg.stage not in ("dit", "joint", "lora"):
+        return
+    want_text, want_latent = dit.cfg.caption_channels, dit.cfg.in_channels
+    meta = getattr(data, "meta", None)
+    if meta is not None:  # a preprocess cache
+        text, latent = meta.get("text_hidden_size"), meta.get("latent_channels")
+        where = f"the cache {cfg.data.path}"
+        if latent is not None and latent != want_latent:
+            raise ValueError(
+                f"{where} holds {latent}-channel latents but the transformer takes {want_latent}: "
+                "preprocess the data with this model's VAE (ltxv preprocess DATA --model MODEL --out CACHE)"
+            )
+    else:
+        text, where = getattr(encoder, "hidden_size", None), f"the text encoder {cfg.data.text_encoder}"
+    if text is not None and text != want_text:
+        raise ValueError(
+            f"{where} gives {text}-d text embeddings but the transformer takes caption_channels={want_text}: "
+            f"use a text encoder of that width (a new one: ltxv data text-encoder T5_DIR --captions DATA "
+            f"--d-model {want_text})"
+        )
 
 
 class _Step:
