@@ -124,6 +124,8 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--downscale", "0.5"], "--downscale only applies with --upsampler"),
         (["--image-strength", "0.5"], "--image-strength only applies with --image"),
         (["--condition", "IMAGE@500"], "frame 500 is past the video's last frame (8)"),
+        (["--block-cache", "nan"], "block_cache threshold must be a number >= 0"),
+        (["--lora", "x.safetensors:nan"], "the scale 'nan' is not a finite number"),
     ],
 )
 def test_bad_input_exits_2(models, tmp_path, extra, message):

@@ -493,6 +493,16 @@ def test_flow_foreground_weights_the_object_tokens_in_the_loss():
             apply_overrides(TrainConfig(model=spec), [bad])
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["vae.kl=nan", "vae.mse=-1", "vae.foreground=nan", "flow.t_shift=nan", "lora.alpha=nan", "lora.rank=0",
+     "joint.flow=-1", "optim.weight_decay=inf", "flow.foreground_threshold=nan"],
+)  # fmt: skip
+def test_nan_and_negative_settings_are_refused_before_training(bad):
+    with pytest.raises(ValueError, match=bad.split("=")[0].replace(".", r"\.")):
+        apply_overrides(TrainConfig(model=get_preset("tiny")), [bad])
+
+
 def test_a_training_checkpoint_loads_as_init(world, trained_vae, tmp_path):
     """RUN/checkpoints/step_N/model.safetensors (raw weights) and ema.safetensors (EMA of the trained part)
     open like model files, described by the run's config.json: a new run can start from a mid-run one."""

@@ -409,6 +409,9 @@ class FlowTrainConfig:
     foreground_threshold: float = 1.0  # mean squared distance (normalized latents) that counts as foreground
 
 
+VAE_LOSS_WEIGHTS = ("mse", "wavelet", "kl", "gan", "lpips", "foreground", "gan_foreground", "silhouette")
+
+
 @dataclass(frozen=True)
 class VAETrainConfig:
     """Video-VAE and denoising-decoder losses (LTX-Video paper §VAE; spec §2.9), weights of each term."""
@@ -493,15 +496,27 @@ class TrainConfig:
             raise ValueError(f"parallel {self.parallel!r}: use ddp or fsdp")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name, value, positive in (  # learning rates > 0; weights and clipping >= 0 (0 = off)
-            ("optim.lr", self.optim.lr, True),
-            ("vae.disc_lr", self.vae.disc_lr, True),
-            ("optim.grad_clip", self.optim.grad_clip, False),
-            ("vae.gan_foreground", self.vae.gan_foreground, False),
-            ("vae.silhouette", self.vae.silhouette, False),
-        ):
-            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-                raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value}")
+        positive = {  # learning rates, scales and thresholds > 0
+            "optim.lr": self.optim.lr,
+            "vae.disc_lr": self.vae.disc_lr,
+            "lora.alpha": self.lora.alpha,
+            "flow.foreground_threshold": self.flow.foreground_threshold,
+        }
+        non_negative = {  # loss weights, clipping and decay >= 0 (0 = off)
+            "optim.grad_clip": self.optim.grad_clip,
+            "optim.weight_decay": self.optim.weight_decay,
+            "flow.foreground": self.flow.foreground,
+            **{f"vae.{n}": getattr(self.vae, n) for n in VAE_LOSS_WEIGHTS},
+            **{f"joint.{n}": getattr(self.joint, n) for n in ("vae", "decoder", "flow", "flow_to_encoder")},
+        }
+        for group, floor in ((positive, "> 0"), (non_negative, ">= 0")):
+            for name, value in group.items():
+                if not (math.isfinite(value) and (value > 0 if floor == "> 0" else value >= 0)):
+                    raise ValueError(f"{name} must be finite and {floor}, got {value}")
+        if self.flow.t_shift is not None and not math.isfinite(self.flow.t_shift):
+            raise ValueError(f"flow.t_shift must be a finite number (or unset), got {self.flow.t_shift}")
+        if self.lora.rank < 1:
+            raise ValueError(f"lora.rank must be >= 1, got {self.lora.rank}")
         if self.optim.decay not in LR_DECAYS:
             raise ValueError(f"optim.decay {self.optim.decay!r}: choose from {', '.join(LR_DECAYS)}")
         if self.optim.decay_steps and self.optim.decay_steps < self.steps:
@@ -512,11 +527,6 @@ class TrainConfig:
         for name in ("caption_dropout", "first_frame_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")
-        if self.flow.foreground < 0 or self.flow.foreground_threshold <= 0:
-            raise ValueError(
-                f"flow.foreground={self.flow.foreground} must be >= 0 (0 = off) and "
-                f"flow.foreground_threshold={self.flow.foreground_threshold} > 0"
-            )
         if self.flow.t_shift is not None and self.flow.t_sampling != "shifted_logit_normal":
             raise ValueError(
                 f"flow.t_shift is the μ of shifted_logit_normal, not of {self.flow.t_sampling!r}: "

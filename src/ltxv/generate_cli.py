@@ -141,9 +141,12 @@ def _parse_condition(spec: str) -> tuple[str, int, float]:
 def _parse_lora(spec: str) -> tuple[str, float]:
     path, sep, scale = spec.rpartition(":")
     try:
-        return (path, float(scale)) if sep and path else (spec, 1.0)
+        parsed = (path, float(scale)) if sep and path else (spec, 1.0)
     except ValueError:
         return spec, 1.0  # a path that contains ':' and no scale
+    if not math.isfinite(parsed[1]):
+        raise ValueError(f"--lora {spec!r}: the scale {scale!r} is not a finite number; use PATH[:SCALE]")
+    return parsed
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...]:

@@ -31,8 +31,8 @@ class SpeedConfig:
         check_attention_backend(self.attention)
         if self.compile is not None and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile mode {self.compile!r}: choose from {', '.join(COMPILE_MODES)}")
-        if self.block_cache < 0:
-            raise ValueError(f"block_cache threshold must be >= 0 (0 = off), got {self.block_cache}")
+        if not self.block_cache >= 0:  # NaN too
+            raise ValueError(f"block_cache threshold must be a number >= 0 (0 = off), got {self.block_cache}")
 
 
 def compile_blocks(dit: nn.Module, mode: str = "default") -> int:
