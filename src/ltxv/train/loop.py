@@ -132,7 +132,8 @@ class _Steps:
         return self.end - self.start
 
 
-def _to_device(batch: dict, device: torch.device, encoder: Any, max_tokens: int) -> dict:
+def to_device(batch: dict, device: torch.device, encoder: Any, max_tokens: int) -> dict:
+    """A collated batch on `device`, its captions encoded by `encoder` (when given and not cached)."""
     out = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     if encoder is not None and "text_emb" not in out:
         with torch.no_grad():
@@ -181,11 +182,15 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
         num_workers=cfg.data.workers,
     )
     step_fn = _Step(model, stage, disc, optimizers, cfg, d)
+
+    def batch0() -> dict:  # the validation item: the first clip, its caption encoded for the samples
+        return to_device(collate([data[0]]), d.device, encoder, cfg.data.max_tokens)
+
     show = (sys.stderr.isatty() if progress is None else progress) and d.main
     t_start, window = time.perf_counter(), []
     finite = torch.ones((), dtype=torch.bool, device=d.device)  # all gradient norms so far; no sync per step
     for step, batch in enumerate(loader, start=start):
-        out, record, grad_norm = step_fn(_to_device(batch, d.device, encoder, cfg.data.max_tokens), step)
+        out, record, grad_norm = step_fn(to_device(batch, d.device, encoder, cfg.data.max_tokens), step)
         finite &= torch.isfinite(grad_norm).to(finite.device)  # the same on every process (reduced gradients)
         if ema is not None:
             ema.update()
@@ -207,14 +212,14 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
             _check_finite(finite, step + 1, cfg, run)
             save(run, step + 1, stage, disc, optimizers, ema, cfg, d)
         if cfg.val_every and (step + 1) % cfg.val_every == 0:
-            validate(run, step + 1, stage, ema, data, collate, cfg, d)
+            validate(run, step + 1, stage, ema, batch0, cfg, d)
     if show:
         print(file=sys.stderr)
     if start < cfg.steps:
         _check_finite(finite, cfg.steps, cfg, run)
         save(run, cfg.steps, stage, disc, optimizers, ema, cfg, d)
     final = final_model(run, stage, ema, data, collate, sampler, cfg, d)
-    validate(run, cfg.steps, stage, ema, data, collate, cfg, d)
+    validate(run, cfg.steps, stage, ema, batch0, cfg, d)
     if d.main:
         elapsed = time.perf_counter() - t_start
         print(f"trained {cfg.stage} to step {cfg.steps} in {elapsed:.1f} s; wrote {final}", file=sys.stderr)

@@ -4,6 +4,7 @@ videos. The layout of RUN/ is described in `ltxv.train.state`."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,15 +142,16 @@ def final_model(
 
 
 def validate(
-    run: Path, step: int, stage: Stage, ema: Any, data: Any, collate: Any, cfg: TrainConfig, d: Dist
+    run: Path, step: int, stage: Stage, ema: Any, first_item: Callable[[], dict], cfg: TrainConfig, d: Dist
 ) -> None:
-    """Validation video: a reconstruction (vae / decoder stages) or a sample for the first caption."""
+    """Validation video: a reconstruction (vae / decoder stages) or a sample for the first caption;
+    `first_item()` is the first clip's batch on the device (with text embeddings for the transformer)."""
     from ..media import write_video
 
     if ema is not None:
         ema.swap()
     try:
-        item = collate([data[0]])
+        item = first_item()
         with torch.no_grad():
             if cfg.stage in ("vae", "decoder"):
                 video = item["video"].to(d.device)
@@ -170,6 +172,7 @@ def validate(
 def sample(stage: Stage, item: dict, cfg: TrainConfig, d: Dist) -> Tensor:
     from ..config import SampleConfig
     from ..pipeline import Pipeline, TextEmbeddings
+    from ..speed import SpeedConfig
 
     if "latents" in item:  # cache: the latent grid tells the pixel size
         _, _, f, h, w = item["latents"].shape
@@ -193,5 +196,8 @@ def sample(stage: Stage, item: dict, cfg: TrainConfig, d: Dist) -> Tensor:
         frame_rate=cfg.data.frame_rate,
         seed=cfg.seed,
     )
-    pipe = Pipeline(stage.vae, stage.dit, cfg.model, None, d.device)
+    # FSDP gathers a block's weights in its forward only: the prompt's key/value cache, computed outside it,
+    # would read shards
+    speed = SpeedConfig(text_cache=not (cfg.parallel == "fsdp" and d.world > 1))
+    pipe = Pipeline(stage.vae, stage.dit, cfg.model, None, d.device, speed=speed)
     return pipe.generate(text, sample, negative=negative).video[0] * 2 - 1
