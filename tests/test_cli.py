@@ -111,3 +111,16 @@ def test_data_synth_subcommand(tmp_path):
 def test_eval_size_0_is_refused_not_replaced_by_the_default():
     out = run("eval", "--size", "0", "--clips", "1")
     assert out.returncode == 2 and "multiple of 32" in out.stderr and "got 0" in out.stderr, out.stderr
+
+
+def test_eval_checks_its_arguments_before_rendering(tmp_path):
+    """A bad --seed or an unwritable --json is refused before any clip is rendered or generated."""
+    out = run("eval", "--clips", "1", "--seed", "-1")
+    assert out.returncode == 2 and "seed must be an integer in [0, 2**64 - 1], got -1" in out.stderr
+    for target in (tmp_path, tmp_path / "file.txt" / "e.json"):
+        (tmp_path / "file.txt").write_text("x")
+        out = run("eval", "--clips", "1", "--json", str(target))
+        assert out.returncode == 2 and "cannot write" in out.stderr, out.stderr
+        assert "[1/1]" not in out.stderr and out.stdout == ""  # no clip was generated
+    bad = run("data", "synth", str(tmp_path / "s"), "--clips", "1", "--seed", "-1")
+    assert bad.returncode == 2 and "seed must be" in bad.stderr

@@ -34,7 +34,7 @@ from torch import Tensor
 from . import judge
 from .config import SampleConfig
 from .data import synth
-from .files import write_text_atomic
+from .files import check_writable, write_text_atomic
 from .media import read_video
 
 SUITES = ("shapes",)
@@ -311,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         split=args.split,
     )
+    if args.json_out:
+        check_writable(args.json_out)  # before the work, not after it
     report = evaluate_shapes(cfg, log=lambda line: print(line, file=sys.stderr))
     print(format_table(report))
     if args.json_out:

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import MAX_SEED
 from ..files import write_text_atomic
 from ..media import MAX_SIDE, write_video
 
@@ -346,8 +347,8 @@ class SynthConfig:
         if not _is_int(self.clips) or self.clips < 1:
             raise ValueError(f"clips must be a positive integer (videos to write), got {self.clips!r}")
         _check_size_frames(self.size, self.frames)
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {self.seed!r}")
         if not isinstance(self.fps, numbers.Real) or not 0 < self.fps <= 1000:
             raise ValueError(f"fps must be a number in (0, 1000], got {self.fps!r}")
         if self.holdout and (not _is_int(self.holdout_clips) or self.holdout_clips < 1):
