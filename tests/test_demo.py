@@ -45,6 +45,18 @@ def test_generation_defaults_come_from_the_folder_and_flags_win(model_folder, tm
     assert read_video(out2)[0].shape[-1] == 32
 
 
+def test_python_api_defaults_come_from_the_folder(model_folder):
+    """Pipeline.from_pretrained(folder).default_config() is the folder's generation.json over the defaults,
+    so the README's Python snippet runs the model at its own settings; a bare file has none."""
+    from ltxv import Pipeline
+
+    cfg = Pipeline.from_pretrained(model_folder).default_config()
+    assert (cfg.width, cfg.height, cfg.num_frames, cfg.steps) == (64, 32, 9, 2)
+    assert cfg.stg_blocks == (1,)  # the tiny transformer's last block, not the 2B's 19
+    bare = Pipeline.from_pretrained(model_folder / "model.safetensors").default_config()
+    assert (bare.width, bare.steps) == (768, 40)
+
+
 def test_every_generation_setting_of_the_folder_reaches_the_sampler(model_folder, tmp_path, monkeypatch):
     """generation.json may set any SampleConfig field (the eval reads them all); so must `ltxv generate`."""
     from ltxv.pipeline import Pipeline

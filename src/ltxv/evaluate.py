@@ -150,11 +150,10 @@ def _image_condition(video: Tensor):  # noqa: ANN202 - Condition
 
 def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(str)
     """Run the shapes suite (see the module docstring); returns the report (JSON-safe but for NaN/inf)."""
-    from .demo import generation_defaults
     from .pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(cfg.model, cfg.text_encoder)
-    base = SampleConfig(**{**dataclasses.asdict(pipe.default_config()), **generation_defaults(cfg.model)})
+    base = pipe.default_config()  # with the model folder's generation.json
     sample = dataclasses.replace(
         base,
         width=cfg.size,

@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -22,6 +23,7 @@ from torch import Tensor
 from . import sampling
 from .conditioning import Condition, LatentState, build_state, check_condition, trim_frames
 from .config import ModelSpec, SampleConfig
+from .demo import generation_defaults
 from .devices import resolve_device
 from .dit.cache import FirstBlockCache
 from .dit.model import SkipLayers, TextContext, VideoDiT
@@ -104,6 +106,7 @@ class Pipeline:
                 f"{dit.cfg.caption_channels}: pass the text encoder made for this model (--text-encoder)"
             )
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
+        self.generation: dict[str, Any] = {}  # SampleConfig fields tuned for this model (from_pretrained)
         self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
         self.offload = offload
         self.text_encoder_on_cpu = text_encoder_on_cpu
@@ -144,7 +147,9 @@ class Pipeline:
                 torch.float32 if text_encoder_on_cpu else dtype
             )  # T5's home is the CPU (see encode_text)
             encoder = TextEncoder.from_pretrained(str(te_path), device="cpu", dtype=te_dtype)
-        return cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu, speed)
+        pipe = cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu, speed)
+        pipe.generation = generation_defaults(path)  # a model folder's tuned settings (generation.json)
+        return pipe
 
     @torch.inference_mode()
     def encode_video(self, video: Tensor) -> Tensor:
@@ -177,12 +182,14 @@ class Pipeline:
         return self.dit.proj_out.weight.dtype
 
     def default_config(self) -> SampleConfig:
-        """Generation defaults for this checkpoint (the schedule family comes from its metadata)."""
+        """Generation defaults for this checkpoint: the schedule family from its metadata, STG on block 19
+        (the official 2B's; the last block of smaller models), then the model folder's generation.json
+        (`self.generation`; the bundled model's size, frames, steps and guidance)."""
         layers = self.dit.cfg.num_layers
-        stg_blocks = (
-            (19,) if layers > 19 else (layers - 1,)
-        )  # official 2B block 19; the last block of small models
-        return SampleConfig(stochastic=self.spec.scheduler.stochastic, stg_blocks=stg_blocks)
+        stg_blocks = (19,) if layers > 19 else (layers - 1,)
+        return SampleConfig(
+            **{"stochastic": self.spec.scheduler.stochastic, "stg_blocks": stg_blocks, **self.generation}
+        )
 
     def encode_text(self, prompts: list[str], max_tokens: int) -> TextEmbeddings:
         if self.text_encoder is None:
