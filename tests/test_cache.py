@@ -170,3 +170,16 @@ def test_cli_preprocess(world, tmp_path, capsys):
         run_preprocess(parser.parse_args([*argv, "--overwrite", "--buckets", "9x64x65"]))
     with pytest.raises(ValueError, match="--max-tokens must be >= 1"):
         run_preprocess(parser.parse_args([*argv, "--overwrite", "--max-tokens", "0"]))
+    # without --text-encoder: the model folder's text_encoder/, as generate finds it; a bare file says how
+    without = [str(root / "data"), "--model", str(ckpt), "--out", str(out), "--overwrite"]
+    with pytest.raises(ValueError, match="has no text_encoder/ folder: pass --text-encoder"):
+        run_preprocess(parser.parse_args(without))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    save_checkpoint(folder / "model.safetensors", get_preset("tiny"), vae=vae)
+    shutil.copytree(t5_dir, folder / "text_encoder")
+    args = parser.parse_args([*without[:2], str(folder), *without[3:], "--max-tokens", str(MAX_TOKENS)])
+    assert (
+        run_preprocess(args) == 0
+        and LatentDataset(out).meta["text_hidden_size"] == cached.meta["text_hidden_size"]
+    )

@@ -317,7 +317,7 @@ def _generate(
 ) -> GenerationResult:
     """One pass (text/image-to-video, video-to-video), or two with --upsampler (multi-scale)."""
     if not args.upsampler:
-        progress = _progress(len(pipe.schedule(cfg, 1)))
+        progress = _progress(len(pipe.schedule(cfg)))
         init = pipe.encode_video(source) if source is not None else None
         return pipe.generate(args.prompt, cfg, conditions=conditions, init_latents=init, callback=progress)
     from .upsampler import load_upsampler
@@ -325,7 +325,7 @@ def _generate(
     skip = round(cfg.steps * 17 / 30) if args.second_skip is None else args.second_skip
     second_ts = _floats(args.second_timesteps, "--second-timesteps")
     second = dataclasses.replace(cfg, timesteps=second_ts, skip_initial_steps=0 if second_ts else skip)
-    steps = len(pipe.schedule(cfg, 1)) + len(pipe.schedule(second, 1))
+    steps = len(pipe.schedule(cfg)) + len(pipe.schedule(second))
     upsampler = load_upsampler(args.upsampler, "cpu" if args.offload else pipe.device, pipe.dtype)
     downscale = 2 / 3 if args.downscale is None else args.downscale
     return pipe.generate_multiscale(

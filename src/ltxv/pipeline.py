@@ -209,9 +209,16 @@ class Pipeline:
                     torch.cuda.empty_cache()
         return TextEmbeddings(emb.to(self.device, self.dtype), mask.to(self.device))
 
-    def schedule(self, cfg: SampleConfig, num_tokens: int) -> list[float]:
-        """The timesteps generate() runs for `cfg` at `num_tokens` latent tokens (`sampling.schedule`)."""
-        return sampling.schedule(self.spec.scheduler, cfg, num_tokens)
+    def schedule(self, cfg: SampleConfig, num_tokens: int | None = None) -> list[float]:
+        """The timesteps generate() runs for `cfg` at `num_tokens` latent tokens (`sampling.schedule`;
+        default: the tokens of `cfg`'s padded size, as in a generation without extra conditioning tokens)."""
+        return sampling.schedule(self.spec.scheduler, cfg, num_tokens or math.prod(self._latent_grid(cfg)))
+
+    def _latent_grid(self, cfg: SampleConfig) -> tuple[int, int, int]:
+        """(F', H', W') of `cfg`'s video padded to what the VAE takes (sides /32, frames 8k+1)."""
+        st, ss, _ = self.vae.scale_factors
+        height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
+        return (frames - 1) // st + 1, height // ss, width // ss
 
     @torch.inference_mode()
     def generate(
@@ -251,7 +258,7 @@ class Pipeline:
             generator = torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, cfg)
         b = text.emb.shape[0]
-        shape = (b, self.dit.cfg.in_channels, (frames - 1) // st + 1, height // ss, width // ss)
+        shape = (b, self.dit.cfg.in_channels, *self._latent_grid(cfg))
         ts = self.schedule(cfg, math.prod(shape[2:]))
         state = self._initial_state(
             shape, noise, init_latents, ts[0], conditions, frames, height, width, generator

@@ -234,7 +234,9 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     d = DataConfig()
     parser.add_argument("data", help="caption file (CSV/JSON/JSONL: media_path, caption) or dataset folder")
     parser.add_argument("--model", required=True, help="checkpoint holding the VAE (any supported format)")
-    parser.add_argument("--text-encoder", required=True, help="T5 folder (model + tokenizer)")
+    parser.add_argument(
+        "--text-encoder", help="T5 folder (model + tokenizer; default: the model folder's text_encoder/)"
+    )
     parser.add_argument("--out", required=True, help="cache folder to write")
     parser.add_argument(
         "--buckets", default=d.buckets, help="FRAMESxHEIGHTxWIDTH;...: frames 8k+1 (images 1), sides /32"
@@ -261,12 +263,19 @@ def run_preprocess(args: argparse.Namespace) -> int:
     for flag, value in (("--max-tokens", args.max_tokens), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    text_path = args.text_encoder
+    if text_path is None:
+        if not (Path(args.model) / "text_encoder").is_dir():
+            raise ValueError(
+                f"--model {args.model} has no text_encoder/ folder: pass --text-encoder T5_DIR (captions)"
+            )
+        text_path = args.model
     dataset = VideoDataset(args.data, parse_buckets(args.buckets))
     counts = sorted(Counter(dataset.buckets_of).items())
     print(f"{dataset.summary()}; buckets: " + ", ".join(f"{b} x{n}" for b, n in counts))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     vae = load_vae(args.model, device, torch.float32)
-    text_encoder = TextEncoder.from_pretrained(args.text_encoder, device="cpu", dtype=torch.float32)
+    text_encoder = TextEncoder.from_pretrained(text_path, device="cpu", dtype=torch.float32)
 
     tty = sys.stderr.isatty()
 
