@@ -136,7 +136,8 @@ def test_default_command_draws_the_prompt(tmp_path, capsys):
     out = tmp_path / "out.mp4"
     prompt = "a red circle moving right on a black background"
     assert main(["generate", prompt, "--out", str(out), "--seed", "0"]) == 0
-    assert "realtime factor" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "realtime factor" in printed.out and "does not know" not in printed.err
     video, fps = read_video(out)
     assert tuple(video.shape) == (1, 3, 49, 128, 128) and fps == 24
     verdict = judge.judge_video((video + 1) / 2)  # (1, 3, F, H, W) in [0, 1]
@@ -161,3 +162,16 @@ def test_bundled_model_image_to_video_keeps_the_first_frame(tmp_path):
     assert judge.psnr(video[:, :, :1], clip[:, :, :1]) > 20  # 25 dB on average in the eval (MODELS.md)
     verdict = judge.judge_video(video)
     assert verdict.found and (verdict.colour, verdict.background) == (spec.colour, spec.background)
+
+
+@bundled
+def test_words_outside_the_vocabulary_are_named(tmp_path, capsys):
+    """The bundled tokenizer knows only its captions' words: a prompt with others gets a one-line note."""
+    from ltxv.text import TextEncoder
+
+    tokenizer = TextEncoder.from_pretrained(demo.DEMO_DIR / "text_encoder").tokenizer
+    assert tokenizer.unknown_words("a red circle moving right on a black background") == []
+    assert tokenizer.unknown_words("a red dog moving left in a park") == ["dog", "in", "park"]
+    args = ["generate", "a red dog moving left", "--out", str(tmp_path / "dog.mp4"), "--steps", "2"]
+    assert main(args) == 0
+    assert "note: the text encoder does not know 'dog' (read as <unk>)" in capsys.readouterr().err

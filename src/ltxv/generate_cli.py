@@ -210,6 +210,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, skip_initial_steps=cfg.steps // 2)
     pipe = _pipeline(args, device)
     loaded = time.perf_counter()
+    tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
+    unknown = tokenizer.unknown_words(args.prompt) if hasattr(tokenizer, "unknown_words") else []
+    if unknown:  # the bundled model knows only its captions' words: say so rather than draw silently
+        print(
+            f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)",
+            file=sys.stderr,
+        )
     defaults = pipe.default_config()
     cfg = dataclasses.replace(
         cfg,

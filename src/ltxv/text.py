@@ -118,14 +118,23 @@ class T5Tokenizer:
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
             self._pieces = lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
             self.eos_id, self.pad_id = tok.token_to_id("</s>"), tok.token_to_id("<pad>")
+            self.unk_id = tok.token_to_id("<unk>")
         else:
             import sentencepiece as spm
 
             sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
             self._pieces = lambda texts: sp.encode(texts)
             self.eos_id, self.pad_id = sp.eos_id(), sp.pad_id()
+            self.unk_id = sp.unk_id() if sp.unk_id() >= 0 else None
         if self.eos_id is None or self.pad_id is None or min(self.eos_id, self.pad_id) < 0:
             raise ValueError(f"{folder}: tokenizer lacks T5's </s> or <pad> token")
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The whitespace-separated words of `text` that the vocabulary can only spell with <unk>."""
+        words = text.split()
+        if self.unk_id is None or not words:
+            return []
+        return [w for w, pieces in zip(words, self._pieces(words), strict=True) if self.unk_id in pieces]
 
     def ids(self, text: str) -> list[int]:
         """One prompt's ids with EOS, untruncated."""
