@@ -139,6 +139,11 @@ def test_unreadable_and_wrong_kind_files(native_file, tmp_path):
     save_checkpoint(vae_only, SPEC, vae=vae)
     with pytest.raises(CheckpointError, match="holds no transformer"):
         ltxv.load_transformer(vae_only)
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"architectures": ["T5EncoderModel"], "d_model": 8}))
+    with pytest.raises(CheckpointError, match="'T5EncoderModel'.*a text encoder: pass it as --text-encoder"):
+        open_checkpoint(t5)
     other = tmp_path / "other.safetensors"
     save_file({"initial_conv.weight": torch.zeros(2)}, other)
     with pytest.raises(CheckpointError, match="upsampler"):

@@ -180,11 +180,13 @@ def _diffusers_tensors(folder: Path) -> dict[str, tuple[str, str]]:
 def _open_diffusers(root: Path) -> Checkpoint:
     folders = {"vae": root / "vae", "dit": root / "transformer"}
     if (root / "config.json").is_file():  # a component folder given directly
-        cls = _json(root / "config.json").get("_class_name")
+        config = _json(root / "config.json")
+        cls = config.get("_class_name") or next(iter(config.get("architectures") or []), None)
         kind = {"AutoencoderKLLTXVideo": "vae", "LTXVideoTransformer3DModel": "dit"}.get(cls)
         if kind is None:
+            hint = " (a text encoder: pass it as --text-encoder)" if cls == "T5EncoderModel" else ""
             raise CheckpointError(
-                f"{root}: config.json describes {cls!r}, not an LTX-Video VAE or transformer"
+                f"{root}: config.json describes {cls!r}, not an LTX-Video VAE or transformer{hint}"
             )
         folders = {kind: root}
     elif not any(f.is_dir() for f in folders.values()):
