@@ -124,3 +124,13 @@ def test_eval_checks_its_arguments_before_rendering(tmp_path):
         assert "[1/1]" not in out.stderr and out.stdout == ""  # no clip was generated
     bad = run("data", "synth", str(tmp_path / "s"), "--clips", "1", "--seed", "-1")
     assert bad.returncode == 2 and "seed must be" in bad.stderr
+
+
+def test_usage_errors_are_one_line():
+    """argparse's own errors (a non-number, an unknown command) in one line naming the flag, exit code 2."""
+    for args, message in (
+        (("generate", "x", "--height", "nan"), "argument --height: invalid int value: 'nan'"),
+        (("nosuch",), "invalid choice: 'nosuch'"),
+    ):
+        out = run(*args)
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
