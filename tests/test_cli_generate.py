@@ -145,6 +145,17 @@ def test_missing_text_encoder_is_explained(models, tmp_path):
     assert r.returncode == 2 and "--text-encoder" in r.stderr
 
 
+def test_a_conditioning_clip_cut_to_fit_is_named(models, tmp_path):
+    """A 9-frame clip at frame 8 of a 9-frame video: as the official inference, only its first frame fits
+    (the longest 8k+1 prefix); a note says so."""
+    root, t5 = models
+    out = tmp_path / "cut.mp4"
+    r = run("a prompt", "--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL,
+            "--condition", f"{root / 'clip.mp4'}@8", "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"note: {root / 'clip.mp4'}: using its first 1 of 9 frames (8k+1 from frame 8)" in r.stderr
+
+
 def test_video_to_video(models, tmp_path):
     root, t5 = models
     out = tmp_path / "v2v.mp4"

@@ -267,7 +267,7 @@ def _sample_config(args: argparse.Namespace) -> SampleConfig:
 
 def _conditions(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int]) -> list[Any]:
     """--image and --condition media, fitted to the request: resized, centre-cropped, padded to `size`."""
-    from .conditioning import Condition
+    from .conditioning import Condition, trim_frames
     from .media import pad_video, preprocess_condition, read_media, resize_center_crop
 
     height, width, frames = size
@@ -276,6 +276,11 @@ def _conditions(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, in
     conditions = []
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
         media, _ = read_media(path, max_frames=frames)
+        n = media.shape[2]
+        used = trim_frames(n, frame, frames) if frame < frames else n  # past the end: check_condition says
+        if used < n:  # as the official inference: the longest 8k+1 prefix that fits
+            note = f"note: {path}: using its first {used} of {n} frames (8k+1 from frame {frame})"
+            print(note, file=sys.stderr)
         fitted = resize_center_crop(media, cfg.height, cfg.width)
         if args.cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
             fitted = preprocess_condition(fitted, args.cond_crf)
