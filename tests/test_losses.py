@@ -334,3 +334,12 @@ def test_silhouette_loss_is_dice_on_the_drawn_object() -> None:
         silhouette_loss(target, target, width=0.0)
     losses = vae_reconstruction_losses(missing, target, target, target, VAELossWeights(silhouette=0.5))
     torch.testing.assert_close(losses["silhouette"], silhouette_loss(missing, target))
+    # a soft-edged target (anti-aliased, decoded H.264): its edge band is left out, so an exact copy scores 0
+    soft = F.avg_pool3d(F.pad(target, (1, 1, 1, 1, 0, 0), mode="replicate"), (1, 3, 3), stride=1)
+    distance = (soft + 1).abs().amax(1)  # from the black background
+    assert soft.shape == target.shape and ((distance > 0.25) & (distance < 0.75)).any()  # some in the band
+    copy = soft.clone().requires_grad_(True)
+    loss = silhouette_loss(copy, soft)
+    loss.backward()
+    assert loss == 0 and copy.grad.abs().sum() == 0
+    assert silhouette_loss(torch.full_like(soft, -1.0), soft) == 1

@@ -118,6 +118,11 @@ def test_dit_learns_with_i2v_and_token_drop(world, trained_vae, tmp_path):
     assert fixed_flow_loss(final, world) < 0.8 * fixed_flow_loss(trained_vae, world)
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert any(k.startswith("loss_t") for k in record), "flow stages log the loss per t bin"
+    # the validation sample is drawn from the first clip's caption (it was a blank video: never encoded)
+    from ltxv.media import read_video
+
+    sample, _ = read_video(run / "samples" / "step_00000040.mp4")
+    assert sample.std() > 0.05, "the validation sample is blank"
 
 
 def test_joint_trains_all_three(world, tmp_path):

@@ -515,8 +515,6 @@ class TrainConfig:
                     raise ValueError(f"{name} must be finite and {floor}, got {value}")
         if self.flow.t_shift is not None and not math.isfinite(self.flow.t_shift):
             raise ValueError(f"flow.t_shift must be a finite number (or unset), got {self.flow.t_shift}")
-        if self.lora.rank < 1:
-            raise ValueError(f"lora.rank must be >= 1, got {self.lora.rank}")
         if self.optim.decay not in LR_DECAYS:
             raise ValueError(f"optim.decay {self.optim.decay!r}: choose from {', '.join(LR_DECAYS)}")
         if self.optim.decay_steps and self.optim.decay_steps < self.steps:

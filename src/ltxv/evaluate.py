@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from . import judge
-from .config import SampleConfig
+from .config import MAX_SEED, SampleConfig
 from .data import synth
 from .files import check_writable, write_text_atomic
 from .media import read_video
@@ -74,6 +74,10 @@ class ShapesEval:
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         synth.SynthConfig(size=self.size, frames=self.frames, seed=self.seed)  # synth's own checks
+        if self.seed + self.clips - 1 > MAX_SEED:  # clip i generates with seed + i
+            raise ValueError(
+                f"seed + clips - 1 must be <= 2**64 - 1, got seed {self.seed} with {self.clips} clips"
+            )
 
 
 def eval_clips(cfg: ShapesEval, folder: Path) -> list[tuple[dict, Tensor]]:

@@ -187,6 +187,8 @@ def _check_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--skip-steps", args.skip_steps), ("--second-skip", args.second_skip)):
         if value is not None and value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
+    for spec in args.lora:  # the scales now, before minutes of loading
+        _parse_lora(spec)
 
 
 # -- the run -------------------------------------------------------------------------------------------------

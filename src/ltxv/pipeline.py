@@ -187,9 +187,8 @@ class Pipeline:
         (`self.generation`; the bundled model's size, frames, steps and guidance)."""
         layers = self.dit.cfg.num_layers
         stg_blocks = (19,) if layers > 19 else (layers - 1,)
-        return SampleConfig(
-            **{"stochastic": self.spec.scheduler.stochastic, "stg_blocks": stg_blocks, **self.generation}
-        )
+        base = SampleConfig(stochastic=self.spec.scheduler.stochastic, stg_blocks=stg_blocks)
+        return dataclasses.replace(base, **self.generation)
 
     def encode_text(self, prompts: list[str], max_tokens: int) -> TextEmbeddings:
         if self.text_encoder is None:
@@ -212,7 +211,8 @@ class Pipeline:
     def schedule(self, cfg: SampleConfig, num_tokens: int | None = None) -> list[float]:
         """The timesteps generate() runs for `cfg` at `num_tokens` latent tokens (`sampling.schedule`;
         default: the tokens of `cfg`'s padded size, as in a generation without extra conditioning tokens)."""
-        return sampling.schedule(self.spec.scheduler, cfg, num_tokens or math.prod(self._latent_grid(cfg)))
+        tokens = math.prod(self._latent_grid(cfg)) if num_tokens is None else num_tokens
+        return sampling.schedule(self.spec.scheduler, cfg, tokens)
 
     def _latent_grid(self, cfg: SampleConfig) -> tuple[int, int, int]:
         """(F', H', W') of `cfg`'s video padded to what the VAE takes (sides /32, frames 8k+1)."""

@@ -132,7 +132,7 @@ class _Steps:
         return self.end - self.start
 
 
-def to_device(batch: dict, device: torch.device, encoder: Any, max_tokens: int) -> dict:
+def _to_device(batch: dict, device: torch.device, encoder: Any, max_tokens: int) -> dict:
     """A collated batch on `device`, its captions encoded by `encoder` (when given and not cached)."""
     out = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     if encoder is not None and "text_emb" not in out:
@@ -184,13 +184,13 @@ def train(cfg: TrainConfig, run: str | os.PathLike[str], progress: bool | None =
     step_fn = _Step(model, stage, disc, optimizers, cfg, d)
 
     def batch0() -> dict:  # the validation item: the first clip, its caption encoded for the samples
-        return to_device(collate([data[0]]), d.device, encoder, cfg.data.max_tokens)
+        return _to_device(collate([data[0]]), d.device, encoder, cfg.data.max_tokens)
 
     show = (sys.stderr.isatty() if progress is None else progress) and d.main
     t_start, window = time.perf_counter(), []
     finite = torch.ones((), dtype=torch.bool, device=d.device)  # all gradient norms so far; no sync per step
     for step, batch in enumerate(loader, start=start):
-        out, record, grad_norm = step_fn(to_device(batch, d.device, encoder, cfg.data.max_tokens), step)
+        out, record, grad_norm = step_fn(_to_device(batch, d.device, encoder, cfg.data.max_tokens), step)
         finite &= torch.isfinite(grad_norm).to(finite.device)  # the same on every process (reduced gradients)
         if ema is not None:
             ema.update()
@@ -256,8 +256,8 @@ def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
 
 
 def check_inputs_fit(cfg: TrainConfig, vae: VideoVAE, dit: VideoDiT, data: Any, encoder: Any) -> None:
-    """Before any step: the text encoder's width (or the cache's text and latent channels) must be what the
-    transformer takes, and a cache's latents the VAE's; else a ValueError naming both and the fix."""
+    """Before any step: the text encoder's width (or a cache's text width and latent channels) must be what
+    the transformer takes; else a ValueError naming both and the fix."""
     if cfg.stage not in ("dit", "joint", "lora"):
         return
     want_text, want_latent = dit.cfg.caption_channels, dit.cfg.in_channels
@@ -273,11 +273,12 @@ def check_inputs_fit(cfg: TrainConfig, vae: VideoVAE, dit: VideoDiT, data: Any, 
     else:
         text, where = getattr(encoder, "hidden_size", None), f"the text encoder {cfg.data.text_encoder}"
     if text is not None and text != want_text:
-        raise ValueError(
-            f"{where} gives {text}-d text embeddings but the transformer takes caption_channels={want_text}: "
-            f"use a text encoder of that width (a new one: ltxv data text-encoder T5_DIR --captions DATA "
-            f"--d-model {want_text})"
-        )
+        if meta is not None:
+            fix = f"preprocess the data again with a {want_text}-d T5 (ltxv preprocess ... --text-encoder T5)"
+        else:
+            fix = f"use a T5 that wide (new: ltxv data text-encoder T5 --captions DATA --d-model {want_text})"
+        wants = f"the transformer takes caption_channels={want_text}"
+        raise ValueError(f"{where} gives {text}-d text embeddings but {wants}: {fix}")
 
 
 class _Step:

@@ -309,14 +309,17 @@ def silhouette_loss(recon: Tensor, target: Tensor, width: float = 0.25) -> Tenso
     """Soft Dice loss between the object the reconstruction draws and the target's, per frame (B, 3, F, H, W).
     The reconstruction's mask ramps linearly from 0 to 1 as a pixel's distance from the target frame's median
     colour goes from FOREGROUND_THRESHOLD − width to + width (exactly 0 on the background, so the flat
-    background does not count as a little object). Pixel losses, even object-weighted, see a square's
-    corners as a few pixels among thousands; Dice scores the silhouette of each frame, whatever the object's
-    size. Frames without an object in the target are left out (0 when there is none)."""
+    background does not count as a little object). Pixels whose target distance is inside that band (the
+    target's own soft edge: anti-aliasing, H.264) are left out of both masks, so an exact copy scores 0.
+    Pixel losses, even object-weighted, see a square's corners as a few pixels among thousands; Dice scores
+    the silhouette of each frame, whatever the object's size. Frames without an object are left out."""
     if not 0 < width <= FOREGROUND_THRESHOLD:
         raise ValueError(f"silhouette width must be in (0, {FOREGROUND_THRESHOLD}], got {width}")
-    distance = _background_distance(recon, target)  # (B, 1, F, H, W)
-    drawn = ((distance - (FOREGROUND_THRESHOLD - width)) / (2 * width)).clamp(0, 1)
-    truth = foreground_mask(target)
+    low, high = FOREGROUND_THRESHOLD - width, FOREGROUND_THRESHOLD + width
+    target_distance = _background_distance(target, target)  # (B, 1, F, H, W)
+    certain = ((target_distance <= low) | (target_distance >= high)).to(recon.dtype)
+    truth = (target_distance >= high).to(recon.dtype)
+    drawn = ((_background_distance(recon, target) - low) / (2 * width)).clamp(0, 1) * certain
     overlap = (drawn * truth).sum((-2, -1))  # (B, 1, F)
     area = drawn.sum((-2, -1)) + truth.sum((-2, -1))
     has_object = truth.sum((-2, -1)) > 0
