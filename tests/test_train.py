@@ -576,12 +576,12 @@ def test_mismatched_text_encoder_or_cache_is_refused_before_the_run_starts(world
         train(config(world, "dit", 2, **{"data.text_encoder": tmp_path / "t5_64"}), run, progress=False)
     assert not (run / "config.json").exists()
     cfg = config(world, "dit", 2)
-    vae, dit = ltxv.VideoVAE(cfg.model.vae), ltxv.VideoDiT(cfg.model.dit)
+    dit = ltxv.VideoDiT(cfg.model.dit)
     cache = SimpleNamespace(meta={"latent_channels": 128, "text_hidden_size": 32})
     with pytest.raises(ValueError, match="128-channel latents but the transformer takes 16"):
-        check_inputs_fit(cfg, vae, dit, cache, None)
+        check_inputs_fit(cfg, dit, cache, None)
     cache = SimpleNamespace(meta={"latent_channels": 16, "text_hidden_size": 64})
     with pytest.raises(ValueError, match="64-d text embeddings"):
-        check_inputs_fit(cfg, vae, dit, cache, None)
+        check_inputs_fit(cfg, dit, cache, None)
     fits = SimpleNamespace(meta={"latent_channels": 16, "text_hidden_size": 32})
-    check_inputs_fit(cfg, vae, dit, fits, None)
+    check_inputs_fit(cfg, dit, fits, None)

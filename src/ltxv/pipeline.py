@@ -93,12 +93,14 @@ class Pipeline:
         offload: bool = False,
         text_encoder_on_cpu: bool = False,
         speed: SpeedConfig | None = None,
+        generation: dict[str, Any] | None = None,
     ) -> None:
         """`device` is where computation runs (default: where the DiT is). The text encoder waits on the CPU
         and visits `device` for each encode (or stays there with `text_encoder_on_cpu`). With `offload`, the
         DiT and VAE also wait on the CPU and visit `device` one at a time (model-level sequential offload).
         `speed` selects the inference speed-ups (default `SpeedConfig()`: the exact ones); its fp8 and
-        compile options change the DiT in place."""
+        compile options change the DiT in place. `generation`: SampleConfig fields tuned for this model
+        (a model folder's generation.json), which `default_config()` lays over its own defaults."""
         width = getattr(text_encoder, "hidden_size", None)
         if width is not None and width != dit.cfg.caption_channels:
             raise ValueError(
@@ -106,7 +108,7 @@ class Pipeline:
                 f"{dit.cfg.caption_channels}: pass the text encoder made for this model (--text-encoder)"
             )
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
-        self.generation: dict[str, Any] = {}  # SampleConfig fields tuned for this model (from_pretrained)
+        self.generation = dict(generation or {})
         self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
         self.offload = offload
         self.text_encoder_on_cpu = text_encoder_on_cpu
@@ -147,9 +149,8 @@ class Pipeline:
                 torch.float32 if text_encoder_on_cpu else dtype
             )  # T5's home is the CPU (see encode_text)
             encoder = TextEncoder.from_pretrained(str(te_path), device="cpu", dtype=te_dtype)
-        pipe = cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu, speed)
-        pipe.generation = generation_defaults(path)  # a model folder's tuned settings (generation.json)
-        return pipe
+        generation = generation_defaults(path)  # a model folder's tuned settings ({} for a file)
+        return cls(vae, dit, ckpt.spec, encoder, device, offload, text_encoder_on_cpu, speed, generation)
 
     @torch.inference_mode()
     def encode_video(self, video: Tensor) -> Tensor:

@@ -232,7 +232,7 @@ def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
     """The stage module on the device: its models (`build_models`), only the trained parameters requiring
     grad (LoRA: only the adapters), the null text for caption dropout, LPIPS when used, compiled if asked."""
     vae, dit, vae_trained = build_models(cfg)
-    check_inputs_fit(cfg, vae, dit, data, encoder)
+    check_inputs_fit(cfg, dit, data, encoder)
     if cfg.stage == "dit" and not vae_trained and d.main:
         print("note: no trained VAE given (--init); validation samples will decode with an untrained one")
     stage: Stage = STAGES[cfg.stage](cfg, vae, dit)
@@ -255,7 +255,7 @@ def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
     return stage
 
 
-def check_inputs_fit(cfg: TrainConfig, vae: VideoVAE, dit: VideoDiT, data: Any, encoder: Any) -> None:
+def check_inputs_fit(cfg: TrainConfig, dit: VideoDiT, data: Any, encoder: Any) -> None:
     """Before any step: the text encoder's width (or a cache's text width and latent channels) must be what
     the transformer takes; else a ValueError naming both and the fix."""
     if cfg.stage not in ("dit", "joint", "lora"):
