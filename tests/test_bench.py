@@ -236,7 +236,13 @@ def test_speed_flags_reach_the_pipeline_and_the_report(tmp_path, capsys):
     )
     r = json.loads(path.read_text())
     assert r["settings"]["speed"] == dict(
-        text_cache=False, attention="sdpa-math", compile=None, fp8=True, block_cache=0.1
+        text_cache=False,
+        attention="sdpa-math",
+        compile=None,
+        fp8=True,
+        block_cache=0.1,
+        cfg_parallel=1,
+        sequence_parallel=1,
     )
     assert r["settings"]["stream_chunk"] == 1 and "streamed in chunks of 1" in printed
     assert 0 < r["time_to_first_frame_s"] < r["wall_s"]  # 4 latent frames in chunks of 1: 4 runs of frames

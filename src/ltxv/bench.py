@@ -27,6 +27,7 @@ from .dit.model import VideoDiT
 from .files import check_writable, write_text_atomic
 from .flops import PEAK_TFLOPS, dit_flops, peak_tflops, text_flops  # noqa: F401 - PEAK_TFLOPS re-exported
 from .media import crop_video, padded_size
+from .parallel import is_main, local_device
 from .pipeline import Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
 from .speed import SpeedConfig, add_speed_arguments, speed_from_args
@@ -94,7 +95,7 @@ def random_models(
 def build_pipeline(s: BenchSettings) -> Pipeline:
     """The checkpoint at `s.model`, else random weights of `s.preset`; plus the T5 at `s.text_encoder`; with
     the speed-ups `s.speed`."""
-    device, dtype = torch.device(s.device), DTYPES[s.dtype]
+    device, dtype = local_device(torch.device(s.device)), DTYPES[s.dtype]
     if s.model is not None:
         return Pipeline.from_pretrained(s.model, s.text_encoder, device, dtype, speed=s.speed)
     spec = get_preset(s.preset)
@@ -209,7 +210,8 @@ def peak_memory_gb(device: torch.device) -> float:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if is_main():  # under torchrun, rank 0 speaks for the job
+        print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def run_bench(s: BenchSettings) -> dict[str, Any]:
             compare = {"error": f"this model cannot be expressed in diffusers: {err}"}
         except ImportError as err:
             compare = {"error": f"diffusers is not importable ({err}); pip install diffusers"}
-    measured = measure(runners, s.repeats, s.warmup, device)
+    measured = measure(runners, s.repeats, s.warmup, pipe.device)
     report = _report(s, pipe, cfg, *measured["ltxv"])
     if "diffusers" in measured:
         from .bench_diffusers import compare_figures
@@ -283,7 +285,8 @@ def _report(
     """Every figure of the ltxv runs: timings, FLOPs, MFU, realtime factor, memory, settings."""
     from . import __version__
 
-    device = torch.device(s.device)
+    device = pipe.device
+    processes = pipe.parallel.world if pipe.parallel else 1
     st, ss, _ = pipe.vae.scale_factors
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
     latent = ((frames - 1) // st + 1, height // ss, width // ss)
@@ -314,7 +317,8 @@ def _report(
         "dit_tflop_total": total_flops / 1e12,
         "achieved_tflops": achieved,
         "peak_tflops": peak,
-        "mfu": achieved / peak if peak else None,
+        "processes": processes,
+        "mfu": achieved / (peak * processes) if peak else None,  # per GPU
         "peak_mem_gb": peak_gb,
         "peak_mem_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process max RSS",
     }
@@ -408,6 +412,11 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         _log(f"note: --compare diffusers runs both without STG (diffusers has none): {sample.stg:g} -> 0")
         sample = dataclasses.replace(sample, stg=0.0)
     speed = speed_from_args(args)  # ValueError for an unknown backend or a negative threshold
+    if args.compare and speed.cfg_parallel * speed.sequence_parallel > 1:
+        raise ValueError(
+            "--compare diffusers times one process; run it without torchrun / --cfg-parallel / "
+            "--sequence-parallel"
+        )
     return BenchSettings(
         sample=sample,
         preset=args.preset,
@@ -439,6 +448,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(args.json)  # before the timing, not after
     report = run_bench(settings)
+    if not is_main():
+        return 0
     print(format_report(report))
     if args.json:
         path = write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

@@ -11,7 +11,9 @@ def format_report(r: dict[str, Any]) -> str:
     w, h, f = r["shape"]["padded_whf"]
     text = "random embeddings (no text encoder)" if st["text_s"] is None else _dur(st["text_s"])
     if r["mfu"] is not None:
-        mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:g} TFLOP/s"
+        mfu = f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:g} TFLOP/s" + (
+            " per GPU" if r.get("processes", 1) > 1 else ""
+        )
     elif not r["device"].startswith("cuda"):
         mfu = "n/a on CPU"
     else:
@@ -23,7 +25,8 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"ltxv {r['version']} bench: {cfg['model'] or 'preset ' + cfg['preset'] + ' (random weights)'}",
         f"device: {r['device']} ({r['device_name']}, {r['threads']} threads), {cfg['dtype']}, "
-        f"torch {r['torch']}",
+        f"torch {r['torch']}"
+        + ("" if r.get("processes", 1) == 1 else f"; {r['processes']} processes (figures of rank 0)"),
         f"shape: {cfg['width']}x{cfg['height']}x{cfg['num_frames']} (computed {w}x{h}x{f}) -> latents "
         f"{'x'.join(map(str, r['shape']['latent_fhw']))} = {r['shape']['tokens']} tokens, "
         f"{r['text_tokens']} text tokens",
@@ -71,6 +74,8 @@ def _speed_line(speed: dict[str, Any]) -> str:
     ]
     on += ["fp8 linears"] if speed["fp8"] else []
     on += [f"first-block cache {speed['block_cache']:g}"] if speed["block_cache"] else []
+    groups, sequence = speed.get("cfg_parallel", 1), speed.get("sequence_parallel", 1)
+    on += [f"cfg parallel {groups} x sequence parallel {sequence}"] if groups * sequence > 1 else []
     return ", ".join(on)
 
 

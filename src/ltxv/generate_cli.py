@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltx
 
     from .config import SampleConfig
     from .pipeline import GenerationResult, Pipeline
+    from .speed import SpeedConfig
 
 
 # -- flags ---------------------------------------------------------------------------------------------------
@@ -197,28 +198,28 @@ def _check_flags(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .media import output_path, padded_size, write_video
+    from .parallel import is_main
+    from .speed import speed_from_args
 
     started = time.perf_counter()
     _check_flags(args)
+    speed = speed_from_args(args)  # the speed-ups, and the torchrun job they split across
     device = resolve_device(args.device)  # a bad or unavailable --device fails before any loading
     cfg = _sample_config(args)  # validated here, before any model is loaded
     if not args.prompt.strip():  # the trained unconditional prompt (caption dropout), so allowed, not silent
-        print("note: the prompt is empty: generating unconditionally", file=sys.stderr)
+        _note("note: the prompt is empty: generating unconditionally")
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)
     output_path(args.out, cfg.num_frames)  # a bad output name fails now, not after the generation
     conditions = _conditions(args, cfg, size)
     source = _source_video(args, cfg, size)
     if source is not None and args.skip_steps is None:
         cfg = dataclasses.replace(cfg, skip_initial_steps=cfg.steps // 2)
-    pipe = _pipeline(args, device)
+    pipe = _pipeline(args, device, speed)
     loaded = time.perf_counter()
     tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
     unknown = tokenizer.unknown_words(args.prompt) if hasattr(tokenizer, "unknown_words") else []
     if unknown:  # the bundled model knows only its captions' words: say so rather than draw silently
-        print(
-            f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)",
-            file=sys.stderr,
-        )
+        _note(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
     defaults = pipe.default_config()
     cfg = dataclasses.replace(
         cfg,
@@ -227,13 +228,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if size != (cfg.height, cfg.width, cfg.num_frames):
         height, width, frames = size
-        print(
+        _note(
             f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
-            f"{cfg.width}x{cfg.height}x{cfg.num_frames}",
-            file=sys.stderr,
+            f"{cfg.width}x{cfg.height}x{cfg.num_frames}"
         )
     result = _generate(args, pipe, cfg, conditions, source)
     generating = time.perf_counter() - loaded
+    if not is_main():  # under torchrun every process holds the same video; rank 0 writes it
+        return 0
     out = write_video(args.out, result.video[0], cfg.frame_rate)
     wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
     print(
@@ -282,7 +284,7 @@ def _conditions(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, in
         used = trim_frames(n, frame, frames) if frame < frames else n  # past the end: check_condition says
         if used < n:  # as the official inference: the longest 8k+1 prefix that fits
             note = f"note: {path}: using its first {used} of {n} frames (8k+1 from frame {frame})"
-            print(note, file=sys.stderr)
+            _note(note)
         fitted = resize_center_crop(media, cfg.height, cfg.width)
         if args.cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
             fitted = preprocess_condition(fitted, args.cond_crf)
@@ -303,11 +305,10 @@ def _source_video(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, 
     return pad_video(resize_center_crop(source, cfg.height, cfg.width), height, width)[:, :, :frames]
 
 
-def _pipeline(args: argparse.Namespace, device: Any) -> Pipeline:
+def _pipeline(args: argparse.Namespace, device: Any, speed: SpeedConfig) -> Pipeline:
     import torch
 
     from .pipeline import Pipeline
-    from .speed import speed_from_args
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(args.dtype or "")
     pipe = Pipeline.from_pretrained(
@@ -317,12 +318,12 @@ def _pipeline(args: argparse.Namespace, device: Any) -> Pipeline:
         dtype,
         offload=args.offload,
         text_encoder_on_cpu=args.t5_cpu,
-        speed=speed_from_args(args),
+        speed=speed,
     )
     for spec in args.lora:
         path, scale = _parse_lora(spec)
         merged = pipe.load_lora(path, scale)
-        print(f"merged {merged} LoRA layers from {path} (scale {scale:g})", file=sys.stderr)
+        _note(f"merged {merged} LoRA layers from {path} (scale {scale:g})")
     return pipe
 
 
@@ -347,6 +348,14 @@ def _generate(
     )
 
 
+def _note(message: str) -> None:
+    """A note on stderr; under torchrun from rank 0 only."""
+    from .parallel import is_main
+
+    if is_main():
+        print(message, file=sys.stderr)
+
+
 def _process_seconds() -> float | None:
     """Wall seconds since this process started (Linux /proc, 10 ms ticks); None where /proc is missing."""
     try:
@@ -366,7 +375,11 @@ def _progress(total: int) -> Callable[[int, float, object], None]:
     tty = sys.stderr.isatty()
     calls = [0]  # counts steps across passes (the multi-scale pipeline restarts i at 0)
 
+    from .parallel import is_main
+
     def report(i: int, t: float, _: object) -> None:
+        if not is_main():
+            return
         calls[0] += 1
         done = calls[0]
         elapsed = time.perf_counter() - start

@@ -30,6 +30,8 @@ from .dit.model import SkipLayers, TextContext, VideoDiT
 from .layers.attention import attention_backend
 from .layers.rope import latent_pixel_coords
 from .media import crop_video, padded_size
+from .parallel import join as join_parallel
+from .parallel import local_device
 from .speed import SpeedConfig, apply_to_dit
 from .upsampler import LatentUpsampler
 from .vae.model import VideoVAE
@@ -114,6 +116,9 @@ class Pipeline:
         self.text_encoder_on_cpu = text_encoder_on_cpu
         self.speed = speed or SpeedConfig()
         apply_to_dit(self.dit, self.speed)
+        self.parallel = join_parallel(
+            self.speed.cfg_parallel, self.speed.sequence_parallel, self.device, dit.cfg.num_heads
+        )
 
     @classmethod
     def from_pretrained(
@@ -133,7 +138,7 @@ class Pipeline:
         in fp32 (it is used once per prompt) so its ~9.5 GB (bf16 T5-XXL) never reach the GPU."""
         from .weights import load_transformer, load_vae, open_checkpoint
 
-        device = resolve_device(device)
+        device = local_device(resolve_device(device))  # under torchrun: this process's GPU
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         ckpt = open_checkpoint(path)  # headers read once, shared by both loaders
         home = torch.device("cpu") if offload else device
@@ -255,6 +260,8 @@ class Pipeline:
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
         seed = None if generator is not None else cfg.seed if cfg.seed is not None else secrets.randbits(62)
+        if seed is not None and cfg.seed is None and self.parallel is not None:
+            seed = self.parallel.agree(seed)  # every process draws the same noise
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, cfg)
@@ -266,7 +273,9 @@ class Pipeline:
         )
         reuse = _Reuse(
             {} if self.speed.text_cache else None,
-            FirstBlockCache(self.speed.block_cache) if self.speed.block_cache > 0 else None,
+            FirstBlockCache(self.speed.block_cache, self.parallel and self.parallel.sum)
+            if self.speed.block_cache > 0
+            else None,
         )
         with self._visit(self.dit), attention_backend(self.speed.attention):
             for i, t in enumerate(ts):
@@ -441,10 +450,13 @@ class Pipeline:
             mask[(k - 1) * b :] = True
             skip = SkipLayers(tuple(blocks), mask, cfg.stg_mode)
         names = tuple(name for name, _ in branches)
-        velocity = self.dit(
+        rows = self.parallel.rows(k * b, tokens.device) if self.parallel else None
+        text_emb, text_mask = self._text_input(branches, reuse.texts, rows)
+        velocity = self._transformer(
             tokens.repeat(k, 1, 1),
             t_tok.repeat(k, 1),
-            *self._text_input(branches, reuse.texts),
+            text_emb=text_emb,
+            text_mask=text_mask,
             frame_rate=cfg.frame_rate,
             coords=state.coords.repeat(k, 1, 1),
             skip=skip,
@@ -469,15 +481,27 @@ class Pipeline:
         update = (t - 1e-6 < 1 - strength)[..., None]  # hard-conditioned tokens never move
         return torch.where(update, stepped.to(tokens.dtype), tokens)
 
+    def _transformer(self, tokens: Tensor, timestep: Tensor, **kwargs: Any) -> Tensor:
+        """The DiT's forward here, or shared by the processes of a torchrun job (`ltxv.parallel`)."""
+        if self.parallel is None:
+            return self.dit(tokens, timestep, **kwargs)
+        return self.parallel.forward(self.dit, tokens, timestep, **kwargs)
+
     def _text_input(
-        self, branches: list[tuple[str, TextEmbeddings]], cache: dict[tuple[str, ...], TextContext] | None
+        self,
+        branches: list[tuple[str, TextEmbeddings]],
+        cache: dict[tuple[str, ...], TextContext] | None,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor | TextContext, Tensor | None]:
-        """The DiT's text arguments for the batched branches: (emb, mask), or with a cache their prepared
-        context, computed at the first step that has this set of branches (the prompt does not change)."""
+        """The DiT's text arguments for the batched branches (only `rows` of them, when given: this process's
+        share): (emb, mask), or with a cache their prepared context, computed at the first step that has this
+        set of branches (the prompt does not change, nor, for a set of branches, the rows)."""
         names = tuple(name for name, _ in branches)
         if cache is not None and names in cache:
             return cache[names], None
         emb, mask = torch.cat([e.emb for _, e in branches]), torch.cat([e.mask for _, e in branches])
+        if rows is not None:
+            emb, mask = emb.index_select(0, rows), mask.index_select(0, rows)
         if cache is None:
             return emb, mask
         cache[names] = self.dit.prepare_text(emb, mask)

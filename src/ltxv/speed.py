@@ -15,6 +15,7 @@ from torch import nn
 from .config import COMPILE_MODES
 from .layers.attention import ATTENTION_BACKENDS, check_attention_backend
 from .layers.fp8 import Fp8Linear, quantize_linears
+from .parallel import check_job, world_size
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class SpeedConfig:
     compile: str | None = None  # torch.compile mode applied to each DiT block (regional); None = eager
     fp8: bool = False  # e4m3 linears with per-tensor scales in the DiT blocks (approximate)
     block_cache: float = 0.0  # first-block cache: reuse blocks 1.. below this relative change (0 = off)
+    cfg_parallel: int = 1  # torchrun: groups of processes, each running a share of the guidance branches
+    sequence_parallel: int = 1  # torchrun: processes per group, each running a share of the tokens (Ulysses)
 
     def __post_init__(self) -> None:
         check_attention_backend(self.attention)
@@ -33,6 +36,11 @@ class SpeedConfig:
             raise ValueError(f"compile mode {self.compile!r}: choose from {', '.join(COMPILE_MODES)}")
         if not self.block_cache >= 0:  # NaN too
             raise ValueError(f"block_cache threshold must be a number >= 0 (0 = off), got {self.block_cache}")
+        for name in ("cfg_parallel", "sequence_parallel"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name} ({flag}) must be a whole number of processes >= 1, got {value!r}")
 
 
 def compile_blocks(dit: nn.Module, mode: str = "default") -> int:
@@ -89,13 +97,36 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         help="first-block cache threshold: skip blocks 1.. when block 0's residual changed less (0 = off; "
         "the FLOP figures still count the skipped blocks)",
     )
+    parser.add_argument(
+        "--cfg-parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="under torchrun: N groups of processes share each step's guidance branches (2 with CFG)",
+    )
+    parser.add_argument(
+        "--sequence-parallel",
+        type=int,
+        metavar="N",
+        help="under torchrun: N processes per group share each branch's tokens (Ulysses attention; N must "
+        "divide the heads; default: the processes --cfg-parallel leaves)",
+    )
 
 
 def speed_from_args(args: argparse.Namespace) -> SpeedConfig:
+    """The flags' SpeedConfig. Under torchrun without --sequence-parallel, the processes that --cfg-parallel
+    leaves split the sequence."""
+    groups = args.cfg_parallel
+    sequence = args.sequence_parallel
+    if sequence is None:
+        sequence = max(1, world_size() // groups) if world_size() % groups == 0 else 1
+    check_job(groups, sequence)  # before minutes of loading
     return SpeedConfig(
         text_cache=not args.no_text_cache,
         attention=args.attention,
         compile=args.compile,
         fp8=args.fp8,
         block_cache=args.block_cache,
+        cfg_parallel=groups,
+        sequence_parallel=sequence,
     )

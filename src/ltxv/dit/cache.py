@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 
@@ -17,10 +18,13 @@ class FirstBlockCache:
     consecutive reuses cannot drift away from it unnoticed). threshold 0 never reuses.
     """
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, total: Callable[[Tensor], Tensor] | None = None) -> None:
+        """`total` sums a tensor over the processes that share one forward in parts (`ltxv.parallel`), so
+        that all of them take the same decision from the whole batch."""
         if threshold < 0:
             raise ValueError(f"first-block cache threshold must be >= 0 (0 = off), got {threshold}")
         self.threshold = threshold
+        self.total = total
         self.first: Tensor | None = None  # r0_ref (B, N, D)
         self.rest: Tensor | None = None  # residual of blocks 1.. at the reference step (B, N, D)
         self.steps = 0
@@ -30,7 +34,11 @@ class FirstBlockCache:
         """Relative L1 change of block 0's residual against the reference (inf when there is none)."""
         if self.first is None or self.first.shape != first.shape:
             return float("inf")
-        return ((first - self.first).abs().mean() / self.first.abs().mean().clamp_min(1e-12)).item()
+        f32 = torch.float32
+        sums = torch.stack([(first - self.first).abs().sum(dtype=f32), self.first.abs().sum(dtype=f32)])
+        if self.total is not None:
+            sums = self.total(sums)
+        return (sums[0] / sums[1].clamp_min(1e-12)).item()
 
     def __call__(
         self, x: Tensor, first_block: Callable[[Tensor], Tensor], rest: Callable[[Tensor], Tensor]

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import STG_MODES, DiTConfig
-from ..layers.attention import attention
+from ..layers.attention import attention, self_attention
 from ..layers.embed import AdaLNSingle, TextProjection
 from ..layers.init import normal_parameter
 from ..layers.norm import RMSNorm, modulate, rms_norm
@@ -76,7 +76,10 @@ class Attention(nn.Module):
         k, v = self.key_value(x) if kv is None else kv
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = attention(q, k, v, self.heads, bias)  # (B, N, D)
+        if kv is None:
+            out = self_attention(q, k, v, self.heads)  # (B, N, D)
+        else:
+            out = attention(q, k, v, self.heads, bias)  # (B, N, D)
         if skip is not None and skip.mode != "transformer_block":
             replacement = v if skip.mode == "attention_values" else x
             out = torch.where(skip.batch_mask[:, None, None], replacement, out)
