@@ -14,6 +14,7 @@ from ltxv.flow import (
     per_sample_loss,
     sample_t,
     shift_mu,
+    teacher_velocity,
     time_shift,
     velocity_target,
     x0_from_velocity,
@@ -167,3 +168,32 @@ def test_per_sample_loss_with_float_weights_is_the_weighted_mean():
     torch.testing.assert_close(out, ((err * w).sum(1) / w.sum(1)).float())
     torch.testing.assert_close(out[1], err[1].mean().float())  # equal weights: the plain mean
     torch.testing.assert_close(per_sample_loss(v, target, w > 0), per_sample_loss(v, target, (w > 0).float()))
+
+
+def test_teacher_velocity_is_the_mean_velocity_of_the_teacher_steps():
+    """The step-distillation target: one Euler step of it lands where `substeps` Euler steps of the
+    teacher do; tokens whose t == t_next (clean conditioning) do not move."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 3, generator=g)
+    t = torch.tensor([[0.9] * 5, [0.0] + [0.4] * 4])  # (B, N): sample 1's token 0 is conditioning
+    t_next = torch.tensor([[0.6] * 5, [0.0] + [0.1] * 4])
+    seen = []
+
+    def velocity(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:  # nonlinear in x and t
+        seen.append(x.clone())
+        return torch.sin(3 * x) * (1 + tt[..., None])
+
+    target = teacher_velocity(x, t, t_next, velocity, 3)
+    end = x.clone()
+    for j in range(3):
+        a, b = t + (t_next - t) * j / 3, t + (t_next - t) * (j + 1) / 3
+        end = end + (b - a)[..., None] * velocity(end, a)
+    dt = (t_next - t)[..., None]
+    moved = dt != 0
+    torch.testing.assert_close(x + dt * target, end)  # the student's one step = the teacher's three
+    torch.testing.assert_close(torch.where(moved, (end - x) / dt.where(moved, 1), 0), target * moved)
+    assert torch.equal(seen[2][1, 0], x[1, 0])  # the conditioning token never moved
+    const = teacher_velocity(x, t, t_next, lambda x, tt: torch.ones_like(x), 4)
+    torch.testing.assert_close(const, torch.ones_like(x))
+    one = teacher_velocity(x, t, t_next, velocity, 1)
+    torch.testing.assert_close(one, velocity(x, t))

@@ -363,7 +363,9 @@ class ModelSpec:
 # Training (`ltxv train STAGE`): one TrainConfig per run, printed in full by --dry-run
 # ------------------------------------------------------------------------------------------------------------
 
-TRAIN_STAGES = ("vae", "decoder", "dit", "joint", "lora")
+TRAIN_STAGES = ("vae", "decoder", "dit", "joint", "lora", "distill")
+TEXT_STAGES = ("dit", "joint", "lora", "distill")  # train the transformer on captions
+TRANSFORMER_STAGES = ("dit", "lora", "distill")  # train only the transformer: latent caches and FSDP work
 
 
 @dataclass(frozen=True)
@@ -453,6 +455,17 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """`train distill`: a student that samples in `steps` steps without guidance learns, at each of those
+    steps, the move of the frozen starting transformer (the teacher) over the same interval in
+    `teacher_steps` Euler steps with CFG `guidance` against the empty prompt."""
+
+    steps: int = 4  # the student's steps (its schedule: the model's scheduler at this many steps)
+    teacher_steps: int = 4  # teacher Euler steps per student step
+    guidance: float = 3.0  # the teacher's CFG scale (1 = none)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """A whole training run: stage, model, data, optimisation and bookkeeping."""
 
@@ -481,6 +494,7 @@ class TrainConfig:
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)
     joint: JointConfig = field(default_factory=JointConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         if self.stage not in TRAIN_STAGES:
@@ -537,8 +551,13 @@ class TrainConfig:
         if self.vae.lpips > 0 and not self.vae.lpips_path:
             raise ValueError("vae.lpips > 0 needs vae.lpips_path (a local LPIPS safetensors file)")
         for name in ("init_dit", "new_dit"):
-            if getattr(self, name) and self.stage in ("vae", "decoder", "lora"):
+            if getattr(self, name) and self.stage not in ("dit", "joint"):
                 raise ValueError(f"{name} is for the dit and joint stages, not {self.stage!r}")
+        for name in ("steps", "teacher_steps"):
+            if getattr(self.distill, name) < 1:
+                raise ValueError(f"distill.{name} must be >= 1, got {getattr(self.distill, name)}")
+        if not (math.isfinite(self.distill.guidance) and self.distill.guidance >= 1):
+            raise ValueError(f"distill.guidance must be a finite CFG scale >= 1, got {self.distill.guidance}")
         if self.new_dit and self.init_dit:
             raise ValueError("new_dit and init_dit both choose the transformer; drop one")
         if self.lora.rank < 1:

@@ -1,6 +1,8 @@
-"""Rectified-flow training math: interpolation, velocity target, timestep sampling, masked loss."""
+"""Rectified-flow training math: interpolation, velocity target, timestep sampling, masked loss, the
+step-distillation target."""
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -182,3 +184,20 @@ def mean_by_t_bin(values: Tensor, t: Tensor, num_bins: int = 4) -> dict[str, flo
         f"loss_t{b / num_bins:.2f}-{(b + 1) / num_bins:.2f}": values[bins == b].mean().item()
         for b in bins.unique().tolist()
     }
+
+
+def teacher_velocity(
+    x: Tensor, t: Tensor, t_next: Tensor, velocity: Callable[[Tensor, Tensor], Tensor], substeps: int
+) -> Tensor:
+    """The constant velocity that moves tokens x (B, N, C) from t to t_next (per token, (B, N)) as `substeps`
+    equal Euler steps of `velocity(x, t)` do: their mean, (x_end − x) / (t_next − t). Tokens with
+    t_next == t (clean conditioning) stay where they are; their entry is the mean of what `velocity` said.
+    Step distillation's target: one student step of this velocity lands where the teacher's steps did."""
+    total = torch.zeros_like(x, dtype=torch.float32)
+    for j in range(substeps):
+        a = t + (t_next - t) * (j / substeps)
+        b = t + (t_next - t) * ((j + 1) / substeps)
+        v = velocity(x, a).float()
+        x = (x + (b - a)[..., None] * v).to(x.dtype)
+        total += v
+    return total / substeps

@@ -15,6 +15,7 @@ STAGE_HELP = {
     "dit": "train the transformer with rectified flow (T2V and I2V together)",
     "joint": "train encoder, decoder and transformer together in one loop",
     "lora": "train LoRA adapters on a loaded transformer (--base MODEL)",
+    "distill": "distill a transformer (--init MODEL) into a few-step, guidance-free one",
 }
 # flag -> dotted TrainConfig key; the defaults live in TrainConfig, a flag only overrides when given
 FLAGS = {
@@ -33,6 +34,9 @@ FLAGS = {
     "ema": "ema_decay",
     "new_dit": "new_dit",
     "compile": "compile",
+    "student_steps": "distill.steps",
+    "teacher_steps": "distill.teacher_steps",
+    "guidance": "distill.guidance",
 }
 
 
@@ -47,6 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     parser.add_argument("--preset", default="tiny", help="model size preset (ignored with --init/--base)")
     if stage == "lora":
         parser.add_argument("--base", dest="init", required=True, help="model whose transformer is adapted")
+    elif stage == "distill":
+        parser.add_argument("--init", required=True, help="model to distill (the teacher and the start)")
+        parser.add_argument(
+            "--student-steps", type=int, help=f"steps the result samples in (default {d.distill.steps})"
+        )
+        parser.add_argument(
+            "--teacher-steps",
+            type=int,
+            help=f"teacher Euler steps per student step (default {d.distill.teacher_steps})",
+        )
+        parser.add_argument(
+            "--guidance", type=float, help=f"the teacher's CFG scale (default {d.distill.guidance:g})"
+        )
     else:
         parser.add_argument("--init", help="checkpoint to start from (e.g. the VAE of an earlier stage)")
     if stage in ("dit", "joint"):

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-from ..config import TrainConfig
+from ..config import TRANSFORMER_STAGES, TrainConfig
 from .stages import Stage
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on the CPU, every rank
@@ -62,7 +62,7 @@ def wrap(stage: Stage, cfg: TrainConfig, d: Dist) -> nn.Module:
     if d.world == 1:
         return stage
     if cfg.parallel == "fsdp":  # FSDP2 shards the transformer (per block); a frozen VAE stays replicated
-        if cfg.stage not in ("dit", "lora"):
+        if cfg.stage not in TRANSFORMER_STAGES:
             raise ValueError(
                 f"parallel=fsdp shards the transformer; use parallel=ddp for `train {cfg.stage}`"
             )

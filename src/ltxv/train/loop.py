@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from ..config import TrainConfig, to_dict
+from ..config import TEXT_STAGES, TRANSFORMER_STAGES, TrainConfig, to_dict
 from ..dit.model import VideoDiT
 from ..flow import mean_by_t_bin
 from ..vae.model import VideoVAE
@@ -71,6 +71,8 @@ def build_models(cfg: TrainConfig) -> tuple[VideoVAE, VideoDiT, bool]:
         dit = load_transformer(dit_source, "cpu", torch.float32)
     if not trained and cfg.stage in ("vae", "joint"):
         init_vae_for_training(vae)
+    if cfg.stage == "distill" and not (cfg.init and init_has_dit):
+        raise ValueError("train distill needs --init MODEL with a trained transformer (the teacher)")
     if cfg.stage == "lora":
         if not cfg.init:
             raise ValueError("train lora needs --base MODEL (the checkpoint whose transformer is adapted)")
@@ -88,7 +90,7 @@ def build_data(cfg: TrainConfig, d: Dist) -> tuple[Any, Any, Any]:
     if not cfg.data.path:
         raise ValueError("no training data: pass --data (a caption file, dataset folder or preprocess cache)")
     if is_cache(cfg.data.path):
-        if cfg.stage not in ("dit", "lora"):
+        if cfg.stage not in TRANSFORMER_STAGES:
             raise ValueError(f"{cfg.data.path} is a latent cache; `train {cfg.stage}` needs the videos")
         data = LatentDataset(cfg.data.path)
         return data, collate_latents, None
@@ -96,7 +98,7 @@ def build_data(cfg: TrainConfig, d: Dist) -> tuple[Any, Any, Any]:
     if d.main:
         print(data.summary(), file=sys.stderr)
     encoder = None
-    if cfg.stage in ("dit", "joint", "lora"):
+    if cfg.stage in TEXT_STAGES:
         if not cfg.data.text_encoder:
             raise ValueError(
                 f"`train {cfg.stage}` on videos needs --text-encoder T5_DIR "
@@ -258,7 +260,7 @@ def _build_stage(cfg: TrainConfig, d: Dist, data: Any, encoder: Any) -> Stage:
 def check_inputs_fit(cfg: TrainConfig, dit: VideoDiT, data: Any, encoder: Any) -> None:
     """Before any step: the text encoder's width (or a cache's text width and latent channels) must be what
     the transformer takes; else a ValueError naming both and the fix."""
-    if cfg.stage not in ("dit", "joint", "lora"):
+    if cfg.stage not in TEXT_STAGES:
         return
     want_text, want_latent = dit.cfg.caption_channels, dit.cfg.in_channels
     meta = getattr(data, "meta", None)
@@ -335,7 +337,7 @@ def _compile(stage: Stage, mode: str) -> None:
     """Regional torch.compile of what the stage runs every step: the DiT's blocks and/or the VAE's blocks."""
     from ..speed import compile_blocks, compile_vae_blocks
 
-    if stage.cfg.stage in ("dit", "joint", "lora"):
+    if stage.cfg.stage in TEXT_STAGES:
         compile_blocks(stage.dit, mode)
     if stage.cfg.stage in ("vae", "decoder", "joint"):
         compile_vae_blocks(stage.vae, mode)

@@ -190,8 +190,8 @@ def sample(stage: Stage, item: dict, cfg: TrainConfig, d: Dist) -> Tensor:
         width=width,
         height=height,
         num_frames=frames,
-        steps=cfg.val_steps,
-        guidance=3.0,
+        steps=cfg.distill.steps if cfg.stage == "distill" else cfg.val_steps,
+        guidance=1.0 if cfg.stage == "distill" else 3.0,  # a distilled student samples without CFG
         stg=0.0,
         frame_rate=cfg.data.frame_rate,
         seed=cfg.seed,

@@ -9,19 +9,29 @@ derives from (seed, step): a resumed run draws exactly what an uninterrupted one
     dit      rectified flow on VAE latents (frozen VAE or a latent cache), T2V and I2V together
     joint    encoder, decoder and transformer in one step: vae·L_vae + decoder·L_decoder + flow·L_flow
     lora     `dit` with only the LoRA adapters trainable
+    distill  a few-step, guidance-free student of the frozen starting transformer with CFG and more steps
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..config import TrainConfig
+from ..config import TRANSFORMER_STAGES, SampleConfig, TrainConfig
 from ..dit.model import VideoDiT
-from ..flow import foreground_token_weights, interpolate, per_sample_loss, sample_t, velocity_target
+from ..flow import (
+    foreground_token_weights,
+    interpolate,
+    per_sample_loss,
+    sample_t,
+    teacher_velocity,
+    velocity_target,
+)
+from ..sampling import guided_velocity, schedule
 from ..vae.model import VideoVAE
 from .losses import VAELossWeights, generator_adversarial_loss, vae_reconstruction_losses
 
@@ -210,12 +220,71 @@ class DiTStage(Stage):
     def forward(
         self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
     ) -> dict[str, Tensor]:
-        latents = batch.get("latents")
-        if latents is None:
-            with torch.no_grad():
-                latents = self.vae.encode(batch["video"])
-        out = self.flow(latents, batch["text_emb"], batch["text_mask"], rng)
+        out = self.flow(_latents(self.vae, batch), batch["text_emb"], batch["text_mask"], rng)
         return {"loss": out.pop("total"), **out}
+
+
+class DistillStage(Stage):
+    """Step and guidance distillation. The student (the transformer trained) will sample with
+    `distill.steps` steps of the model's scheduler and no guidance. Each sample draws one of those steps,
+    [t, t_next], noises its latents to t, and learns the velocity that moves them to where the teacher (a
+    frozen copy of the starting transformer) gets in `distill.teacher_steps` Euler steps with CFG
+    `distill.guidance` against the empty prompt. Latent frame 0 is kept clean (image-to-video) with
+    probability flow.first_frame_p, for the teacher as for the student."""
+
+    def __init__(self, cfg: TrainConfig, vae: VideoVAE | None, dit: VideoDiT | None) -> None:
+        super().__init__(cfg, vae, dit)
+        self.teacher = copy.deepcopy(dit).requires_grad_(False)  # not saved: the run writes vae. and dit.
+
+    def forward(
+        self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
+    ) -> dict[str, Tensor]:
+        latents, emb, mask = _latents(self.vae, batch), batch["text_emb"], batch["text_mask"]
+        d_cfg, dev = self.cfg.distill, latents.device
+        b, _, f, h, w = latents.shape
+        n = f * h * w
+        ts = schedule(self.cfg.model.scheduler, SampleConfig(steps=d_cfg.steps), n) + [0.0]
+        index = (rng.rand(b, dev) * d_cfg.steps).long().clamp(max=d_cfg.steps - 1)  # (B,)
+        grid = torch.tensor(ts, device=dev)
+        t, t_next = grid[index], grid[index + 1]  # (B,) each
+        x0 = rearrange(latents, "b c f h w -> b (f h w) c")
+        first = (rng.rand(b, dev) < self.cfg.flow.first_frame_p)[:, None] & (
+            torch.arange(n, device=dev)[None] < h * w
+        )  # (B, N): latent frame 0 of the image-conditioned samples
+        t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
+        t_next_tok = torch.where(first, 0.0, t_next[:, None])
+        xt = torch.where(first[..., None], x0, interpolate(x0, rng.randn(x0.shape, x0), t_tok))
+        coords = self.dit.token_coords(f, h, w, b, dev)
+        rate = self.cfg.data.frame_rate
+        null_emb = self.null_emb.to(emb.dtype).expand(b, -1, -1)
+        null_mask = self.null_mask.to(mask.dtype).expand(b, -1)
+
+        def guided(x: Tensor, tt: Tensor) -> Tensor:  # the teacher: [empty prompt, caption] in one forward
+            both = self.teacher(
+                x.repeat(2, 1, 1),
+                tt.repeat(2, 1),
+                torch.cat([null_emb, emb]),
+                torch.cat([null_mask, mask]),
+                rate,
+                coords.repeat(2, 1, 1),
+            )
+            uncond, cond = both.chunk(2)
+            return guided_velocity(cond, uncond, cfg=d_cfg.guidance)
+
+        with torch.no_grad():
+            target = teacher_velocity(xt, t_tok, t_next_tok, guided, d_cfg.teacher_steps)  # (B, N, C)
+        velocity = self.dit(xt, t_tok, emb, mask, rate, coords)  # (B, N, C)
+        per_sample = per_sample_loss(velocity, target, (~first).float())  # (B,)
+        return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample}
+
+
+def _latents(vae: VideoVAE, batch: dict) -> Tensor:
+    """The batch's normalized latents: from a latent cache, or the frozen VAE's encoding of its videos."""
+    latents = batch.get("latents")
+    if latents is None:
+        with torch.no_grad():
+            latents = vae.encode(batch["video"])
+    return latents
 
 
 class JointStage(Stage):
@@ -262,6 +331,7 @@ STAGES: dict[str, type[Stage]] = {
     "dit": DiTStage,
     "joint": JointStage,
     "lora": DiTStage,
+    "distill": DistillStage,
 }
 
 
@@ -272,7 +342,7 @@ def trainable_modules(stage: Stage) -> list[nn.Module]:
         return [stage.vae]
     if name == "decoder":
         return [stage.vae.decoder]
-    if name in ("dit", "lora"):
+    if name in TRANSFORMER_STAGES:
         return [stage.dit]
     return [stage.vae, stage.dit]
 
