@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
-    train = sub.add_parser("train", help="train a stage of the model (vae, decoder, dit, joint, lora)")
+    train = sub.add_parser("train", help="train a stage of the model (vae, decoder, dit, joint, lora, distill)")
     stages = train.add_subparsers(dest="stage_command", metavar="STAGE", required=True)
     for stage in TRAIN_STAGES:
         add_arguments(stages.add_parser(stage, help=STAGE_HELP[stage], formatter_class=fmt), stage)
