@@ -615,6 +615,41 @@ def test_distill_loss_is_zero_when_the_teacher_takes_the_students_step():
     assert got[2] == 0.0 and got[1] > 1e-6 and got[0] > 1e-6
 
 
+def test_distill_teacher_from_a_file(tmp_path):
+    """distill.teacher: the teacher is that checkpoint's transformer (the student continues from --init)."""
+    from ltxv.dit.model import VideoDiT
+    from ltxv.train.stages import DistillStage
+    from ltxv.weights import save_checkpoint
+
+    spec = get_preset("tiny")
+    batch = _distill_inputs(spec)
+    student, other = VideoDiT(spec.dit), VideoDiT(spec.dit)
+    for name, dit in (("same", student), ("other", other)):
+        save_checkpoint(tmp_path / f"{name}.safetensors", spec, ltxv.VideoVAE(spec.vae), dit)
+    got = {}
+    for name in ("same", "other"):
+        sets = [
+            "distill.teacher_steps=1",
+            "distill.guidance=1",
+            f"distill.teacher={tmp_path / name}.safetensors",
+        ]
+        cfg = apply_overrides(TrainConfig(stage="distill", model=spec), sets)
+        stage = DistillStage(cfg, None, student)
+        stage.set_null_text(torch.zeros(4, spec.dit.caption_channels), torch.ones(4, dtype=torch.long))
+        with torch.no_grad():
+            got[name] = stage(batch, BatchRandom(torch.Generator().manual_seed(1)), 0)["loss"].item()
+    assert got["same"] < 1e-10 < got["other"]
+    wide = replace(spec.dit, caption_channels=48)
+    save_checkpoint(
+        tmp_path / "wide.safetensors", replace(spec, dit=wide), ltxv.VideoVAE(spec.vae), VideoDiT(wide)
+    )
+    cfg = apply_overrides(
+        TrainConfig(stage="distill", model=spec), [f"distill.teacher={tmp_path}/wide.safetensors"]
+    )
+    with pytest.raises(ValueError, match="caption_channels=48, the student 32"):
+        DistillStage(cfg, None, student)
+
+
 def test_distill_trains_a_few_step_student_closer_to_its_guided_teacher(world, trained_vae, tmp_path):
     """`train distill`: the student's 2-step, guidance-free sample moves towards the teacher's 8-step CFG 3
     sample of the same noise and caption (compared with the starting transformer's 2-step sample)."""
@@ -649,10 +684,20 @@ def test_distill_needs_a_trained_transformer_and_takes_its_flags(world, trained_
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--dry-run"])  # --init is required
     assert exit_.value.code == 2 and "required: --init" in capsys.readouterr().err
-    flags = ["--student-steps", "3", "--teacher-steps", "2", "--guidance", "4.5", "--dry-run"]
+    flags = [
+        "--student-steps",
+        "3",
+        "--teacher-steps",
+        "2",
+        "--guidance",
+        "4.5",
+        "--teacher",
+        "T",
+        "--dry-run",
+    ]
     assert main([*args, "--init", str(trained_vae), *flags]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["distill"] == {"steps": 3, "teacher_steps": 2, "guidance": 4.5}
+    assert printed["distill"] == {"steps": 3, "teacher_steps": 2, "guidance": 4.5, "teacher": "T"}
     with pytest.raises(ValueError, match="train distill needs --init MODEL with a trained transformer"):
         build_models(config(world, "distill", 1))
     for bad in ("distill.steps=0", "distill.teacher_steps=0", "distill.guidance=0.5", "distill.guidance=nan"):

@@ -463,6 +463,7 @@ class DistillConfig:
     steps: int = 4  # the student's steps (its schedule: the model's scheduler at this many steps)
     teacher_steps: int = 4  # teacher Euler steps per student step
     guidance: float = 3.0  # the teacher's CFG scale (1 = none)
+    teacher: str = ""  # the teacher's checkpoint; "" = the starting transformer (to continue a distillation)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ FLAGS = {
     "student_steps": "distill.steps",
     "teacher_steps": "distill.teacher_steps",
     "guidance": "distill.guidance",
+    "teacher": "distill.teacher",
 }
 
 
@@ -63,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         )
         parser.add_argument(
             "--guidance", type=float, help=f"the teacher's CFG scale (default {d.distill.guidance:g})"
+        )
+        parser.add_argument(
+            "--teacher",
+            help="the teacher's checkpoint (default: --init's transformer; set it when --init is "
+            "an earlier student)",
         )
     else:
         parser.add_argument("--init", help="checkpoint to start from (e.g. the VAE of an earlier stage)")
@@ -173,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
-    train = sub.add_parser("train", help="train a stage of the model (vae, decoder, dit, joint, lora, distill)")
+    train = sub.add_parser(
+        "train", help="train a stage of the model (vae, decoder, dit, joint, lora, distill)"
+    )
     stages = train.add_subparsers(dest="stage_command", metavar="STAGE", required=True)
     for stage in TRAIN_STAGES:
         add_arguments(stages.add_parser(stage, help=STAGE_HELP[stage], formatter_class=fmt), stage)

@@ -228,13 +228,26 @@ class DistillStage(Stage):
     """Step and guidance distillation. The student (the transformer trained) will sample with
     `distill.steps` steps of the model's scheduler and no guidance. Each sample draws one of those steps,
     [t, t_next], noises its latents to t, and learns the velocity that moves them to where the teacher (a
-    frozen copy of the starting transformer) gets in `distill.teacher_steps` Euler steps with CFG
-    `distill.guidance` against the empty prompt. Latent frame 0 is kept clean (image-to-video) with
-    probability flow.first_frame_p, for the teacher as for the student."""
+    frozen copy of the starting transformer, or `distill.teacher`'s) gets in `distill.teacher_steps` Euler
+    steps with CFG `distill.guidance` against the empty prompt. Latent frame 0 is kept clean
+    (image-to-video) with probability flow.first_frame_p, for the teacher as for the student."""
 
     def __init__(self, cfg: TrainConfig, vae: VideoVAE | None, dit: VideoDiT | None) -> None:
         super().__init__(cfg, vae, dit)
-        self.teacher = copy.deepcopy(dit).requires_grad_(False)  # not saved: the run writes vae. and dit.
+        if cfg.distill.teacher:  # e.g. the original model, when the student starts from an earlier student
+            from ..weights import load_transformer
+
+            teacher = load_transformer(cfg.distill.teacher, "cpu", torch.float32)
+            for name in ("in_channels", "out_channels", "caption_channels"):
+                if getattr(teacher.cfg, name) != getattr(dit.cfg, name):
+                    raise ValueError(
+                        f"distill.teacher {cfg.distill.teacher}: its transformer has {name}="
+                        f"{getattr(teacher.cfg, name)}, the student {getattr(dit.cfg, name)}; use a teacher "
+                        "of the same model family"
+                    )
+        else:
+            teacher = copy.deepcopy(dit)
+        self.teacher = teacher.requires_grad_(False)  # not saved: the run writes vae. and dit. only
 
     def forward(
         self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
