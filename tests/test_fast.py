@@ -292,3 +292,14 @@ def test_single_frame_conv_is_the_padded_3d_conv(padding_mode, stride, causal):
     assert rel_err(fast, plain) < 1e-6
     for got, want in zip(grads, (x.grad, conv.conv.weight.grad, conv.conv.bias.grad), strict=True):
         assert rel_err(got, want) < 1e-5
+
+
+def test_first_block_cache_starts_over_when_the_branches_change():
+    cache = FirstBlockCache(1e9)  # reuse whenever it can
+    x = torch.ones(1, 2, 3)
+    cache.follow(("uncond", "cond"))
+    cache(x, lambda h: h + 1, lambda h: h + 5)
+    cache.follow(("uncond", "cond"))
+    assert torch.equal(cache(x, lambda h: h + 1, lambda h: h + 7), x + 6) and cache.reused == 1
+    cache.follow(("cond", "perturbed"))  # same shape, other branches: computed again
+    assert torch.equal(cache(x, lambda h: h + 1, lambda h: h + 7), x + 8) and cache.reused == 1

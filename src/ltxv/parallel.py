@@ -80,8 +80,11 @@ class Parallel:
         skip = kwargs.get("skip")
         if skip is not None:
             kwargs["skip"] = dataclasses.replace(skip, batch_mask=skip.batch_mask.index_select(0, rows))
-        with sequence_parallel(SequenceShards(self.group, self.sequence, n)):
-            out = dit(mine(tokens), mine(timestep), coords=mine(coords), **kwargs)  # (share, shard, C)
+        if self.sequence == 1:  # cfg parallel only: whole sequences, no all-to-all
+            out = dit(mine(tokens), mine(timestep), coords=mine(coords), **kwargs)  # (share, N, C)
+        else:
+            with sequence_parallel(SequenceShards(self.group, self.sequence, n)):
+                out = dit(mine(tokens), mine(timestep), coords=mine(coords), **kwargs)  # (share, shard, C)
         parts = [torch.empty_like(out) for _ in range(self.world)]
         dist.all_gather(parts, out.contiguous())
         p = self.sequence
@@ -125,6 +128,7 @@ def join(groups: int, sequence: int, device: torch.device, heads: int) -> Parall
             f"--sequence-parallel {sequence} splits attention heads across processes, but this transformer "
             f"has {heads}: use a divisor of {heads}, or --cfg-parallel for the rest"
         )
+    device = local_device(device)
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

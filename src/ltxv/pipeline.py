@@ -111,7 +111,7 @@ class Pipeline:
             )
         self.vae, self.dit, self.spec, self.text_encoder = vae, dit, spec, text_encoder
         self.generation = dict(generation or {})
-        self.device = torch.device(device) if device is not None else dit.proj_out.weight.device
+        self.device = local_device(torch.device(device) if device is not None else dit.proj_out.weight.device)
         self.offload = offload
         self.text_encoder_on_cpu = text_encoder_on_cpu
         self.speed = speed or SpeedConfig()
@@ -259,9 +259,7 @@ class Pipeline:
             )
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
-        seed = None if generator is not None else cfg.seed if cfg.seed is not None else secrets.randbits(62)
-        if seed is not None and cfg.seed is None and self.parallel is not None:
-            seed = self.parallel.agree(seed)  # every process draws the same noise
+        seed = None if generator is not None else self._seed(cfg)
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, cfg)
@@ -321,9 +319,7 @@ class Pipeline:
             raise ValueError(
                 f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
             )
-        seed = (
-            None if generator is not None else first.seed if first.seed is not None else secrets.randbits(62)
-        )
+        seed = None if generator is not None else self._seed(first)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first, second)
         low = self.generate(
@@ -376,6 +372,13 @@ class Pipeline:
         if needs_neg and negative is None:
             negative = self.encode_text([cfg.negative_prompt] * len(prompts), max_tokens)
         return text, negative
+
+    def _seed(self, cfg: SampleConfig) -> int:
+        """cfg.seed, else a random one, drawn by rank 0 for every process of a torchrun job (same noise)."""
+        if cfg.seed is not None:
+            return cfg.seed
+        seed = secrets.randbits(62)
+        return self.parallel.agree(seed) if self.parallel is not None else seed
 
     def _coords(self, f: int, h: int, w: int) -> Tensor:
         c = self.dit.cfg
@@ -450,6 +453,8 @@ class Pipeline:
             mask[(k - 1) * b :] = True
             skip = SkipLayers(tuple(blocks), mask, cfg.stg_mode)
         names = tuple(name for name, _ in branches)
+        if reuse.blocks is not None:
+            reuse.blocks.follow(names)  # another set of branches: nothing to reuse from the last step
         rows = self.parallel.rows(k * b, tokens.device) if self.parallel else None
         text_emb, text_mask = self._text_input(branches, reuse.texts, rows)
         velocity = self._transformer(

@@ -118,6 +118,9 @@ def speed_from_args(args: argparse.Namespace) -> SpeedConfig:
     leaves split the sequence."""
     groups = args.cfg_parallel
     sequence = args.sequence_parallel
+    for flag, value in (("--cfg-parallel", groups), ("--sequence-parallel", sequence)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a whole number of processes >= 1, got {value}")
     if sequence is None:
         sequence = max(1, world_size() // groups) if world_size() % groups == 0 else 1
     check_job(groups, sequence)  # before minutes of loading

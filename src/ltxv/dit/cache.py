@@ -26,9 +26,16 @@ class FirstBlockCache:
         self.threshold = threshold
         self.total = total
         self.first: Tensor | None = None  # r0_ref (B, N, D)
+        self.key: object = None  # what the reference was computed for (`follow`)
         self.rest: Tensor | None = None  # residual of blocks 1.. at the reference step (B, N, D)
         self.steps = 0
         self.reused = 0
+
+    def follow(self, key: object) -> None:
+        """Forget the reference when `key` (e.g. the batched guidance branches) differs from the last."""
+        if self.key is not None and key != self.key:
+            self.first = self.rest = None
+        self.key = key
 
     def change(self, first: Tensor) -> float:
         """Relative L1 change of block 0's residual against the reference (inf when there is none)."""

@@ -247,7 +247,16 @@ class DistillStage(Stage):
                     )
         else:
             teacher = copy.deepcopy(dit)
-        self.teacher = teacher.requires_grad_(False)  # not saved: the run writes vae. and dit. only
+        # a tuple, not a submodule: checkpoints and DDP/FSDP do not see it; `_apply` moves it with the stage
+        self._teacher = (teacher.requires_grad_(False),)
+
+    @property
+    def teacher(self) -> VideoDiT:
+        return self._teacher[0]
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        self.teacher._apply(fn, recurse)
+        return super()._apply(fn, recurse)
 
     def forward(
         self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
@@ -256,8 +265,9 @@ class DistillStage(Stage):
         d_cfg, dev = self.cfg.distill, latents.device
         b, _, f, h, w = latents.shape
         n = f * h * w
+        # the student's own timesteps at this size (a checkpoint's fixed list, when it has one, as generate())
         ts = schedule(self.cfg.model.scheduler, SampleConfig(steps=d_cfg.steps), n) + [0.0]
-        index = (rng.rand(b, dev) * d_cfg.steps).long().clamp(max=d_cfg.steps - 1)  # (B,)
+        index = (rng.rand(b, dev) * (len(ts) - 1)).long().clamp(max=len(ts) - 2)  # (B,)
         grid = torch.tensor(ts, device=dev)
         t, t_next = grid[index], grid[index + 1]  # (B,) each
         x0 = rearrange(latents, "b c f h w -> b (f h w) c")
