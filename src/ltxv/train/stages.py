@@ -168,9 +168,7 @@ class Stage(nn.Module):
         x0 = rearrange(latents, "b c f h w -> b (f h w) c")
         noise = rng.randn(x0.shape, x0)
         t = rng.t(b, n, f_cfg.t_sampling, dev, f_cfg.t_shift)  # (B,)
-        first = (rng.rand(b, dev) < f_cfg.first_frame_p)[:, None] & (
-            torch.arange(n, device=dev)[None] < h * w
-        )  # (B, N): the tokens of latent frame 0 of the conditioned samples
+        first = _first_frame_tokens(rng, b, n, h * w, f_cfg.first_frame_p, dev)  # (B, N)
         t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
         xt = torch.where(first[..., None], x0, interpolate(x0, noise, t_tok))
         target = velocity_target(x0, noise)
@@ -271,9 +269,7 @@ class DistillStage(Stage):
         grid = torch.tensor(ts, device=dev)
         t, t_next = grid[index], grid[index + 1]  # (B,) each
         x0 = rearrange(latents, "b c f h w -> b (f h w) c")
-        first = (rng.rand(b, dev) < self.cfg.flow.first_frame_p)[:, None] & (
-            torch.arange(n, device=dev)[None] < h * w
-        )  # (B, N): latent frame 0 of the image-conditioned samples
+        first = _first_frame_tokens(rng, b, n, h * w, self.cfg.flow.first_frame_p, dev)  # (B, N)
         t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
         t_next_tok = torch.where(first, 0.0, t_next[:, None])
         xt = torch.where(first[..., None], x0, interpolate(x0, rng.randn(x0.shape, x0), t_tok))
@@ -283,6 +279,8 @@ class DistillStage(Stage):
         null_mask = self.null_mask.to(mask.dtype).expand(b, -1)
 
         def guided(x: Tensor, tt: Tensor) -> Tensor:  # the teacher: [empty prompt, caption] in one forward
+            if d_cfg.guidance == 1:  # no CFG: the caption's branch alone
+                return self.teacher(x, tt, emb, mask, rate, coords)
             both = self.teacher(
                 x.repeat(2, 1, 1),
                 tt.repeat(2, 1),
@@ -299,6 +297,14 @@ class DistillStage(Stage):
         velocity = self.dit(xt, t_tok, emb, mask, rate, coords)  # (B, N, C)
         per_sample = per_sample_loss(velocity, target, (~first).float())  # (B,)
         return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample}
+
+
+def _first_frame_tokens(
+    rng: BatchRandom, b: int, n: int, per_frame: int, p: float, device: torch.device
+) -> Tensor:
+    """(B, N) bool: the tokens of latent frame 0 (the first `per_frame`) of the samples drawn, with
+    probability p each, to be image-conditioned (kept clean at t = 0, out of the loss)."""
+    return (rng.rand(b, device) < p)[:, None] & (torch.arange(n, device=device)[None] < per_frame)
 
 
 def _latents(vae: VideoVAE, batch: dict) -> Tensor:
