@@ -79,6 +79,11 @@ def test_cli_refuses_degrees_that_do_not_fit_the_job(tmp_path, capsys, monkeypat
         main(["generate", "a red circle", "--sequence-parallel", "2", "--steps", "1", "--out", str(out)]) == 2
     )
     assert "needs 2 processes" in capsys.readouterr().err and not out.exists()
+    assert main(["generate", "a red circle", "--cfg-parallel", "0", "--out", str(out)]) == 2
+    assert (
+        "cfg_parallel (--cfg-parallel) must be a whole number of processes >= 1, got 0"
+        in capsys.readouterr().err
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")  # a job of two: the degrees fit, the comparison does not
     assert main(["bench", "--preset", "tiny", "--compare", "diffusers", "--cfg-parallel", "2"]) == 2
     assert "--compare diffusers times one process" in capsys.readouterr().err

@@ -9,6 +9,7 @@ rank 0 writes it. With P processes in a group the transformer's heads must divid
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import math
 import os
@@ -80,11 +81,9 @@ class Parallel:
         skip = kwargs.get("skip")
         if skip is not None:
             kwargs["skip"] = dataclasses.replace(skip, batch_mask=skip.batch_mask.index_select(0, rows))
-        if self.sequence == 1:  # cfg parallel only: whole sequences, no all-to-all
-            out = dit(mine(tokens), mine(timestep), coords=mine(coords), **kwargs)  # (share, N, C)
-        else:
-            with sequence_parallel(SequenceShards(self.group, self.sequence, n)):
-                out = dit(mine(tokens), mine(timestep), coords=mine(coords), **kwargs)  # (share, shard, C)
+        split = sequence_parallel(SequenceShards(self.group, self.sequence, n))
+        with split if self.sequence > 1 else contextlib.nullcontext():  # cfg parallel alone: no all-to-all
+            out = dit(mine(tokens), mine(timestep), coords=mine(coords), **kwargs)  # (share, shard, C)
         parts = [torch.empty_like(out) for _ in range(self.world)]
         dist.all_gather(parts, out.contiguous())
         p = self.sequence
@@ -117,8 +116,9 @@ def check_job(groups: int, sequence: int) -> None:
 
 
 def join(groups: int, sequence: int, device: torch.device, heads: int) -> Parallel | None:
-    """This process's `Parallel` in a torchrun job of groups x sequence processes (None for 1 x 1): starts the
-    process group (NCCL on GPUs, gloo on the CPU) unless it runs. ValueError naming the flags when the degrees
+    """This process's `Parallel` in a torchrun job of groups x sequence processes (None for 1 x 1), computing
+    on `device` (its own GPU: `local_device`): starts the process group (NCCL on GPUs, gloo on the CPU) unless
+    it runs. ValueError naming the flags when the degrees
     do not fit the job or the transformer."""
     if groups * sequence == 1:
         return None
@@ -128,7 +128,6 @@ def join(groups: int, sequence: int, device: torch.device, heads: int) -> Parall
             f"--sequence-parallel {sequence} splits attention heads across processes, but this transformer "
             f"has {heads}: use a divisor of {heads}, or --cfg-parallel for the rest"
         )
-    device = local_device(device)
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -116,15 +116,11 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 def speed_from_args(args: argparse.Namespace) -> SpeedConfig:
     """The flags' SpeedConfig. Under torchrun without --sequence-parallel, the processes that --cfg-parallel
     leaves split the sequence."""
-    groups = args.cfg_parallel
-    sequence = args.sequence_parallel
-    for flag, value in (("--cfg-parallel", groups), ("--sequence-parallel", sequence)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be a whole number of processes >= 1, got {value}")
+    groups, sequence = args.cfg_parallel, args.sequence_parallel
     if sequence is None:
-        sequence = max(1, world_size() // groups) if world_size() % groups == 0 else 1
-    check_job(groups, sequence)  # before minutes of loading
-    return SpeedConfig(
+        fits = groups >= 1 and world_size() % groups == 0
+        sequence = world_size() // groups if fits else 1
+    speed = SpeedConfig(  # ValueError for a degree < 1, an unknown backend, a negative threshold
         text_cache=not args.no_text_cache,
         attention=args.attention,
         compile=args.compile,
@@ -133,3 +129,5 @@ def speed_from_args(args: argparse.Namespace) -> SpeedConfig:
         cfg_parallel=groups,
         sequence_parallel=sequence,
     )
+    check_job(groups, sequence)  # before minutes of loading
+    return speed
