@@ -126,6 +126,17 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--condition", "IMAGE@500"], "frame 500 is past the video's last frame (8)"),
         (["--block-cache", "nan"], "block_cache threshold must be a number >= 0"),
         (["--lora", "x.safetensors:nan"], "the scale 'nan' is not a finite number"),
+        (["--then", "b", "--overlap", "4"], "--overlap must be 1 or 8k+1 frames"),
+        (
+            ["--then", "b", "--overlap", "9"],
+            "--overlap 9 leaves no new frames in a 9-frame segment: use at most 1",
+        ),
+        (["--overlap", "1"], "--overlap only applies to a chain of segments"),
+        (["--segments", "0"], "--segments must be >= 1"),
+        (["--then", "b", "--segments", "1"], "--segments 1 is fewer than the 2 prompts given"),
+        (["--segments", "2", "--video", "IMAGE"], "--video does not combine with a chain of segments"),
+        (["--segments", "2", "--adain", "2"], "--adain must be a finite number in [0, 1], got 2.0"),
+        (["--segments", "2", "--overlap-strength", "0"], "--overlap-strength must be in (0, 1]"),
     ],
 )
 def test_bad_input_exits_2(models, tmp_path, extra, message):
@@ -163,3 +174,14 @@ def test_video_to_video(models, tmp_path):
             "--video", str(root / "clip.mp4"), "--skip-steps", "1", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert probe(out) == (9, 64, 64, 12.0) and "step 1/1" in r.stderr  # 2 steps, the first skipped
+
+
+def test_a_chain_of_segments_writes_one_long_video(models, tmp_path):
+    """--then adds segments of --frames frames; each repeats --overlap frames of the one before (dropped)."""
+    root, t5 = models
+    out = tmp_path / "long.mp4"
+    args = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL, "--out", str(out)]
+    r = run("a red circle", *args, "--then", "a blue circle", "--segments", "3", "--adain", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == (9 + 2 * 8, 64, 64, 12.0) and "25 frames" in r.stdout
+    assert "step 6/6" in r.stderr  # one progress count over every segment's steps

@@ -165,6 +165,32 @@ def test_bundled_model_image_to_video_keeps_the_first_frame(tmp_path):
 
 
 @bundled
+def test_bundled_model_chains_segments_that_follow_their_prompts(tmp_path):
+    """--then: the second segment turns the object round where the first left it (MODELS.md, Long videos)."""
+    from ltxv import judge
+
+    out = tmp_path / "long.mp4"
+    prompt = "a red circle moving {} on a black background"
+    args = [
+        "generate",
+        prompt.format("right"),
+        "--then",
+        prompt.format("left"),
+        "--out",
+        str(out),
+        "--seed",
+        "0",
+    ]
+    assert main(args) == 0
+    video = (read_video(out)[0] + 1) / 2
+    assert video.shape[2] == 49 + 48  # the second segment's first frame redraws the first's last
+    first, second = judge.judge_video(video[:, :, :49]), judge.judge_video(video[:, :, 49:])
+    assert (first.motion, second.motion) == ("right", "left") and second.colour == "red"
+    before, after = judge.judge_video(video[:, :, 48:50]).centroids  # the seam: no jump, no restart
+    assert before and after and abs(before[0] - after[0]) < 4 and abs(before[1] - after[1]) < 4
+
+
+@bundled
 def test_words_outside_the_vocabulary_are_named(tmp_path, capsys):
     """The bundled tokenizer knows only its captions' words: a prompt with others gets a one-line note."""
     from ltxv.text import TextEncoder

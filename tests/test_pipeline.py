@@ -243,3 +243,69 @@ def test_a_text_encoder_of_another_width_is_refused(pipe):
 
     with pytest.raises(ValueError, match="64-d embeddings .* caption_channels=32"):
         Pipeline(pipe.vae, pipe.dit, pipe.spec, text_encoder=Wide())
+
+
+def test_chain_continues_each_segment_from_the_last_frames_of_the_one_before(pipe, monkeypatch):
+    """Three segments of 17 frames with an overlap of 9: 17 + 2 * 8 frames; each later segment is conditioned
+    at frame 0 on the 9 last frames of the one before (padded as --condition pads), with its own prompt; the
+    first segment is exactly generate()'s video for the same seed."""
+    from ltxv.config import ChainConfig
+
+    texts = {p: _text(i)[0] for i, p in enumerate(("a", "b"))}
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts, _: texts[prompts[0]])
+    cfg = dataclasses.replace(CFG, guidance=1.0, stg=0.0, width=60)  # padded to 64, cropped back
+    calls = []
+    plain_generate = pipe.generate
+
+    def spy(prompt, config, **kw):
+        calls.append((prompt, kw["conditions"]))
+        return plain_generate(prompt, config, **kw)
+
+    monkeypatch.setattr(pipe, "generate", spy)
+    chain = ChainConfig(overlap=9, overlap_strength=0.8, adain=0.0)
+    r = pipe.generate_chain(["a", "b", "b"], cfg, chain)
+    assert r.video.shape == (1, 3, 33, 64, 60) and r.seed == 5 and len(r.timesteps) == 9
+    assert [p for p, _ in calls] == ["a", "b", "b"] and calls[0][1] == ()
+    # segment 2's first 9 frames redraw its condition and are dropped: its tail's last 8 frames are kept
+    for (_, conditions), kept in zip(calls[1:], (r.video[:, :, 8:17], r.video[:, :, 17:25]), strict=True):
+        (cond,) = conditions
+        assert (cond.frame, cond.strength) == (0, 0.8) and cond.media.shape == (1, 3, 9, 64, 64)
+        n = kept.shape[2]
+        torch.testing.assert_close(cond.media[:, :, -n:, :, 2:62], kept * 2 - 1)  # the centre: the video
+        assert cond.media[..., :2].abs().max() == 0  # the padding (0 = mid-grey)
+    monkeypatch.setattr(pipe, "generate", plain_generate)
+    assert torch.equal(r.video[:, :, :17], pipe.generate("a", cfg).video)
+    again = pipe.generate_chain(["a", "b", "b"], cfg, chain)
+    assert torch.equal(again.video, r.video)  # one seed reproduces the whole chain
+
+
+def test_chain_adain_matches_the_first_segments_statistics(pipe, monkeypatch):
+    from ltxv.config import ChainConfig
+
+    text, _ = _text()
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts, _: text)
+    cfg = dataclasses.replace(CFG, guidance=1.0, stg=0.0)
+    first = pipe.generate_chain(["a"], cfg).latents
+    free = pipe.generate_chain(["a", "a"], cfg, ChainConfig(adain=0.0)).latents
+    matched = pipe.generate_chain(["a", "a"], cfg, ChainConfig(adain=1.0)).latents
+    stats = [torch.std_mean(x, dim=(2, 3, 4)) for x in (first, free, matched)]
+    torch.testing.assert_close(stats[2], stats[0], atol=1e-4, rtol=1e-4)  # per channel: std and mean
+    assert not torch.allclose(stats[1][0], stats[0][0], atol=1e-2)  # without AdaIN they differ
+
+
+@pytest.mark.parametrize(
+    ("prompts", "chain", "match"),
+    [
+        ([], {}, "non-empty list of prompts"),
+        ("ab", {}, "non-empty list of prompts"),
+        (["a", "b"], {"overlap": 17}, "overlap 17 leaves no new frames in a 17-frame segment: use at most 9"),
+        (["a"], {"overlap": 4}, "overlap must be 1 or 8k\\+1"),
+        (["a"], {"overlap_strength": 0.0}, "overlap_strength must be in \\(0, 1\\]"),
+        (["a"], {"adain": float("nan")}, "adain must be a finite number in \\[0, 1\\]"),
+    ],
+)
+def test_bad_chains_are_clear_errors(pipe, prompts, chain, match):
+    from ltxv.config import ChainConfig
+
+    with pytest.raises(ValueError, match=match):
+        pipe.generate_chain(prompts, CFG, ChainConfig(**chain))

@@ -1,7 +1,16 @@
 """ltxv: realtime video latent diffusion in the LTX-Video family (Video-VAE, DiT, rectified flow)."""
 
 from .conditioning import Condition
-from .config import DiTConfig, ModelSpec, SampleConfig, SchedulerConfig, TrainConfig, VAEBlock, VAEConfig
+from .config import (
+    ChainConfig,
+    DiTConfig,
+    ModelSpec,
+    SampleConfig,
+    SchedulerConfig,
+    TrainConfig,
+    VAEBlock,
+    VAEConfig,
+)
 from .dit.model import SkipLayers, VideoDiT
 from .pipeline import GenerationResult, Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
@@ -19,6 +28,7 @@ from .weights import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChainConfig",
     "Condition",
     "GenerationResult",
     "Pipeline",

@@ -333,9 +333,48 @@ class SampleConfig:
                 raise SampleConfigError(name, f"needs one entry per guidance_timesteps entry ({n})")
 
 
+@dataclass(frozen=True)
+class ChainConfig:
+    """A long video as a chain of segments (`Pipeline.generate_chain`): each segment after the first is
+    conditioned at its frame 0 on the last `overlap` frames of the one before (the extension code path; the
+    model redraws them, and the chain keeps only the new frames), so a video of S segments of F frames has
+    F + (S - 1)(F - overlap) frames. `overlap_strength` is that conditioning's strength; `adain` blends each
+    later segment's latents towards the first segment's per-channel statistics (AdaIN, as the official
+    looping sampler), which stops a slow drift of size and colour (MODELS.md, "Long videos")."""
+
+    overlap: int = 1  # frames shared with the previous segment: 1 (its last frame) or 8k+1
+    overlap_strength: float = 1.0  # in (0, 1]; 1 = those frames are kept exactly as conditioned
+    adain: float = 1.0  # in [0, 1]; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.overlap < 1 or self.overlap % 8 != 1:
+            raise SampleConfigError(
+                "overlap",
+                f"must be 1 or 8k+1 frames (1, 9, 17, ...: a conditioning clip), got {self.overlap}",
+            )
+        _check_range("overlap_strength", self.overlap_strength, 0.0, 1.0)
+        if self.overlap_strength == 0:
+            raise SampleConfigError("overlap_strength", "must be in (0, 1] (0 would not condition), got 0")
+        _check_range("adain", self.adain, 0.0, 1.0)
+
+    def total_frames(self, frames: int, segments: int) -> int:
+        """Frames of a chain of `segments` segments of `frames` frames; ValueError when they cannot chain."""
+        if segments < 1:
+            raise SampleConfigError("segments", f"must be >= 1, got {segments}")
+        if segments > 1 and self.overlap >= frames:
+            raise SampleConfigError(
+                "overlap",
+                f"{self.overlap} leaves no new frames in a {frames}-frame segment: use at most "
+                f"{(frames - 2) // 8 * 8 + 1}"
+                if frames > 1
+                else f"{self.overlap}: 1-frame segments cannot chain",
+            )
+        return frames + (segments - 1) * (frames - self.overlap)
+
+
 class SampleConfigError(ValueError):
-    """A SampleConfig field out of range. `field` names it, so that a command line can name its flag; the
-    message reads "<field> <text>"."""
+    """A SampleConfig (or ChainConfig) field out of range. `field` names it, so that a command line can name
+    its flag; the message reads "<field> <text>"."""
 
     def __init__(self, field: str, text: str) -> None:
         super().__init__(f"{field} {text}")

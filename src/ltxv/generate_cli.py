@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltxv --help` stays fast
     from torch import Tensor
 
-    from .config import SampleConfig
+    from .config import ChainConfig, SampleConfig
     from .pipeline import GenerationResult, Pipeline
     from .speed import SpeedConfig
 
@@ -98,6 +98,32 @@ def _add_conditioning_flags(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATH[:SCALE]",
         help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
+    )
+    p.add_argument(
+        "--then",
+        action="append",
+        default=[],
+        metavar="PROMPT",
+        help="a long video: one more segment of --frames frames, continuing the one before, that shows "
+        "PROMPT; repeatable",
+    )
+    p.add_argument(
+        "--segments",
+        type=int,
+        help="segments in the video, the last prompt repeating (default: 1 + the number of --then)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        help="frames each segment continues from the one before: 1 or 8k+1 (default: 1)",
+    )
+    p.add_argument(
+        "--overlap-strength", type=float, help="conditioning strength of those frames, in (0, 1] (default: 1)"
+    )
+    p.add_argument(
+        "--adain",
+        type=float,
+        help="pull each segment's latent statistics towards the first's, in [0, 1] (default: 1; 0 = off)",
     )
     p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
     p.add_argument(
@@ -179,6 +205,14 @@ def _check_flags(args: argparse.Namespace) -> None:
     for flag, name, partner, partner_name in _PARTNER_FLAGS:
         if getattr(args, name) is not None and getattr(args, partner_name) is None:
             raise ValueError(f"{flag} only applies with {partner}: add {partner} or drop {flag}")
+    if len(_segment_prompts(args)) > 1:
+        for flag, value in (("--video", args.video), ("--upsampler", args.upsampler)):
+            if value is not None:
+                raise ValueError(f"{flag} does not combine with a chain of segments (--then, --segments)")
+    else:
+        for flag in ("--overlap", "--overlap-strength", "--adain"):
+            if getattr(args, flag[2:].replace("-", "_")) is not None:
+                raise ValueError(f"{flag} only applies to a chain of segments: add --then or --segments 2+")
     if args.video is not None and args.upsampler is not None:
         raise ValueError("--video (video-to-video) does not combine with --upsampler: drop one")
     if not 0 <= args.cond_crf <= 51:
@@ -192,10 +226,38 @@ def _check_flags(args: argparse.Namespace) -> None:
         _parse_lora(spec)
 
 
+def _segment_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompt of every segment: the prompt, each --then, the last repeated up to --segments."""
+    prompts = [args.prompt, *args.then]
+    if args.segments is None:
+        return prompts
+    if args.segments < 1:
+        raise ValueError(f"--segments must be >= 1, got {args.segments}")
+    if args.segments < len(prompts):
+        raise ValueError(
+            f"--segments {args.segments} is fewer than the {len(prompts)} prompts given (the prompt and each "
+            "--then): raise it or drop it"
+        )
+    return prompts + [prompts[-1]] * (args.segments - len(prompts))
+
+
+def _chain_config(args: argparse.Namespace) -> ChainConfig:
+    """--overlap, --overlap-strength, --adain (ChainConfig's defaults where not given); ValueError naming
+    the flag."""
+    from .config import ChainConfig, SampleConfigError
+
+    given = {name: getattr(args, name) for name in ("overlap", "overlap_strength", "adain")}
+    try:
+        return ChainConfig(**{name: value for name, value in given.items() if value is not None})
+    except SampleConfigError as err:
+        raise ValueError(f"--{err.field.replace('_', '-')} {err.text}") from None
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
+    from .config import SampleConfigError
     from .devices import resolve_device
     from .media import output_path, padded_size, write_video
     from .parallel import is_main
@@ -209,7 +271,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():  # the trained unconditional prompt (caption dropout), so allowed, not silent
         _note("note: the prompt is empty: generating unconditionally")
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)
-    output_path(args.out, cfg.num_frames)  # a bad output name fails now, not after the generation
+    prompts, chain = _segment_prompts(args), _chain_config(args)
+    try:
+        frames = chain.total_frames(cfg.num_frames, len(prompts))
+    except SampleConfigError as err:
+        raise ValueError(f"--{err.field} {err.text}") from None
+    output_path(args.out, frames)  # a bad output name fails now, not after the generation
     conditions = _conditions(args, cfg, size)
     source = _source_video(args, cfg, size)
     if source is not None and args.skip_steps is None:
@@ -217,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
     pipe = _pipeline(args, device, speed)
     loaded = time.perf_counter()
     tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
-    unknown = tokenizer.unknown_words(args.prompt) if hasattr(tokenizer, "unknown_words") else []
+    words = " ".join(dict.fromkeys(prompts))
+    unknown = tokenizer.unknown_words(words) if hasattr(tokenizer, "unknown_words") else []
+    unknown = list(dict.fromkeys(unknown))  # each word once, however many prompts have it
     if unknown:  # the bundled model knows only its captions' words: say so rather than draw silently
         _note(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
     defaults = pipe.default_config()
@@ -232,7 +301,11 @@ def run(args: argparse.Namespace) -> int:
             f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
             f"{cfg.width}x{cfg.height}x{cfg.num_frames}"
         )
-    result = _generate(args, pipe, cfg, conditions, source)
+    if len(prompts) > 1:
+        progress = _progress(len(prompts) * len(pipe.schedule(cfg)))
+        result = pipe.generate_chain(prompts, cfg, chain, conditions=conditions, callback=progress)
+    else:
+        result = _generate(args, pipe, cfg, conditions, source)
     generating = time.perf_counter() - loaded
     if not is_main():  # under torchrun every process holds the same video; rank 0 writes it
         return 0

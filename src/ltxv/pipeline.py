@@ -22,18 +22,18 @@ from torch import Tensor
 
 from . import sampling
 from .conditioning import Condition, LatentState, build_state, check_condition, trim_frames
-from .config import ModelSpec, SampleConfig
+from .config import ChainConfig, ModelSpec, SampleConfig
 from .demo import generation_defaults
 from .devices import resolve_device
 from .dit.cache import FirstBlockCache
 from .dit.model import SkipLayers, TextContext, VideoDiT
 from .layers.attention import attention_backend
 from .layers.rope import latent_pixel_coords
-from .media import crop_video, padded_size
+from .media import crop_video, pad_video, padded_size
 from .parallel import join as join_parallel
 from .parallel import local_device
 from .speed import SpeedConfig, apply_to_dit
-from .upsampler import LatentUpsampler
+from .upsampler import LatentUpsampler, adain_match
 from .vae.model import VideoVAE
 from .vae.tiling import should_tile
 
@@ -283,11 +283,8 @@ class Pipeline:
         latents = rearrange(
             state.tokens[:, state.num_extra :], "b (f h w) c -> b c f h w", f=shape[2], h=shape[3]
         )
-        if not decode:
-            return GenerationResult(None, latents, cfg.frame_rate, ts, seed)
-        video = self._decode(latents, cfg, generator)
-        video = crop_video(video, cfg.height, cfg.width, cfg.num_frames)  # the centre, as official inference
-        return GenerationResult(((video.float() + 1) / 2).clamp(0, 1), latents, cfg.frame_rate, ts, seed)
+        video = self._finish(latents, cfg, generator) if decode else None
+        return GenerationResult(video, latents, cfg.frame_rate, ts, seed)
 
     @torch.inference_mode()
     def generate_multiscale(
@@ -309,8 +306,6 @@ class Pipeline:
         steps or list timesteps below 1), decode, bilinear resize to the padded size and crop its centre, as
         the official inference. The requested size, frames and frame rate are `first`'s; guidance > 1 in
         either pass (scalar or per-step schedule) encodes the negative prompt."""
-        from .upsampler import adain_match
-
         _, ss, _ = self.vae.scale_factors
         ph, pw, _ = padded_size(first.height, first.width, first.num_frames, ss)
         w1, h1 = int(pw * downscale), int(ph * downscale)
@@ -351,6 +346,59 @@ class Pipeline:
         video = _resize(high.video, ph, pw).clamp(0, 1)  # then the centre, as `generate` crops its padding
         video = crop_video(video, first.height, first.width, video.shape[2])
         return GenerationResult(video, high.latents, first.frame_rate, low.timesteps + high.timesteps, seed)
+
+    @torch.inference_mode()
+    def generate_chain(
+        self,
+        prompts: list[str],
+        config: SampleConfig | None = None,
+        chain: ChainConfig | None = None,
+        *,
+        conditions: list[Condition] = (),  # type: ignore[assignment]
+        negative: TextEmbeddings | None = None,
+        callback: StepCallback | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GenerationResult:
+        """A long video as a chain of segments, one per prompt (the same prompt repeated for one long shot; a
+        new one where the action should change). Segment 1 is `generate(prompts[0], config, conditions=...)`;
+        each later one is conditioned at frame 0 on the last `chain.overlap` frames of the one before, and
+        its latents are blended towards segment 1's statistics by `chain.adain` (`ChainConfig`). Every segment
+        has `config`'s size and frames; the result has F + (S - 1)(F - overlap) frames, on the CPU (memory
+        grows with the length on the CPU only: each segment is decoded on its own), and the last segment's
+        latents. One seed (or `generator`) draws every segment's noise."""
+        cfg = config or self.default_config()
+        chain = chain or ChainConfig()
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("generate_chain takes a non-empty list of prompts, one per segment")
+        chain.total_frames(cfg.num_frames, len(prompts))  # the overlap leaves new frames in each segment
+        _, ss, _ = self.vae.scale_factors
+        height, width, _ = padded_size(cfg.height, cfg.width, cfg.num_frames, ss)
+        seed = None if generator is not None else self._seed(cfg)
+        generator = generator or torch.Generator(self.device).manual_seed(seed)
+        if negative is None:  # encoded once for every segment
+            negative = self._texts(prompts[0], None, cfg)[1]
+        parts, timesteps, first = [], [], None
+        for k, prompt in enumerate(prompts):
+            segment = self.generate(
+                prompt,
+                cfg,
+                conditions=conditions,
+                negative=negative,
+                callback=callback,
+                generator=generator,
+                decode=False,
+            )
+            latents = segment.latents  # (1, C, F', H', W')
+            if first is None:
+                first = latents
+            elif chain.adain > 0:
+                latents = adain_match(latents, first, chain.adain)
+            video = self._finish(latents, cfg, generator)  # (1, 3, F, H, W) in [0, 1]
+            parts.append((video if k == 0 else video[:, :, chain.overlap :]).cpu())
+            timesteps += segment.timesteps
+            tail = pad_video(video[:, :, -chain.overlap :] * 2 - 1, height, width)  # as --condition pads
+            conditions = [Condition(tail, 0, chain.overlap_strength)]
+        return GenerationResult(torch.cat(parts, dim=2), latents, cfg.frame_rate, timesteps, seed)
 
     def _texts(
         self,
@@ -511,6 +559,12 @@ class Pipeline:
             return emb, mask
         cache[names] = self.dit.prepare_text(emb, mask)
         return cache[names], None
+
+    def _finish(self, latents: Tensor, cfg: SampleConfig, generator: torch.Generator) -> Tensor:
+        """Normalized latents (B, C, F', H', W') -> the requested video (B, 3, F, H, W) in [0, 1]: decoded,
+        then the centre of the padded size, as the official inference crops."""
+        video = crop_video(self._decode(latents, cfg, generator), cfg.height, cfg.width, cfg.num_frames)
+        return ((video.float() + 1) / 2).clamp(0, 1)
 
     def _decode(self, latents: Tensor, cfg: SampleConfig, generator: torch.Generator) -> Tensor:
         """Official decode: decode noise mixed in normalized space, optional tone map, decoder at
