@@ -28,7 +28,8 @@ def build(speed: SpeedConfig) -> Pipeline:
 
 def cases(pipe: Pipeline) -> dict[str, torch.Tensor]:
     """Latents of: two prompts with CFG + STG; image-to-video with a keyframe (extra tokens with their own
-    timesteps); and an unseeded config (the seed drawn once for all processes)."""
+    timesteps); an unseeded config (the seed drawn once for all processes); and a chain of two segments (its
+    video too: the second segment is conditioned on the first's decoded frames)."""
     g = torch.Generator().manual_seed(0)
     text = TextEmbeddings(torch.randn(2, 6, 32, generator=g), torch.ones(2, 6))
     neg = TextEmbeddings(torch.randn(2, 6, 32, generator=g), torch.ones(2, 6))
@@ -39,7 +40,12 @@ def cases(pipe: Pipeline) -> dict[str, torch.Tensor]:
     one = TextEmbeddings(text.emb[:1], text.mask[:1]), TextEmbeddings(neg.emb[:1], neg.mask[:1])
     conditions = [Condition(image, 0, 1.0), Condition(key, 8, 0.8)]
     unseeded = pipe.generate(*one[:1], dataclasses.replace(CFG, seed=None), negative=one[1], decode=False)
+    words = {"a": one[0], "b": TextEmbeddings(text.emb[1:], text.mask[1:])}  # else the negative prompt
+    pipe.encode_text = lambda prompts, _: words.get(prompts[0], one[1])
+    chain = pipe.generate_chain(["a", "b"], dataclasses.replace(CFG, num_frames=9), ltxv.ChainConfig())
     return {
+        "chain": chain.latents,
+        "chain_video": chain.video,
         "two_prompts": pipe.generate(text, CFG, negative=neg, decode=False).latents,
         "conditions": pipe.generate(
             one[0], CFG, negative=one[1], conditions=conditions, decode=False
