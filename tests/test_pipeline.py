@@ -252,7 +252,8 @@ def test_chain_continues_each_segment_from_the_last_frames_of_the_one_before(pip
     from ltxv.config import ChainConfig
 
     texts = {p: _text(i)[0] for i, p in enumerate(("a", "b"))}
-    monkeypatch.setattr(pipe, "encode_text", lambda prompts, _: texts[prompts[0]])
+    encoded = []
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts, _: encoded.append(prompts) or texts[prompts[0]])
     cfg = dataclasses.replace(CFG, guidance=1.0, stg=0.0, width=60)  # padded to 64, cropped back
     calls = []
     plain_generate = pipe.generate
@@ -265,7 +266,9 @@ def test_chain_continues_each_segment_from_the_last_frames_of_the_one_before(pip
     chain = ChainConfig(overlap=9, overlap_strength=0.8, adain=0.0)
     r = pipe.generate_chain(["a", "b", "b"], cfg, chain)
     assert r.video.shape == (1, 3, 33, 64, 60) and r.seed == 5 and len(r.timesteps) == 9
-    assert [p for p, _ in calls] == ["a", "b", "b"] and calls[0][1] == ()
+    names = {id(emb): name for name, emb in texts.items()}
+    assert [names[id(p)] for p, _ in calls] == ["a", "b", "b"] and calls[0][1] == ()
+    assert encoded == [["a"], ["b"]]  # each prompt encoded once (guidance 1: no negative prompt)
     # segment 2's first 9 frames redraw its condition and are dropped: its tail's last 8 frames are kept
     for (_, conditions), kept in zip(calls[1:], (r.video[:, :, 8:17], r.video[:, :, 17:25]), strict=True):
         (cond,) = conditions

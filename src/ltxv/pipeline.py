@@ -375,12 +375,12 @@ class Pipeline:
         height, width, _ = padded_size(cfg.height, cfg.width, cfg.num_frames, ss)
         seed = None if generator is not None else self._seed(cfg)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
-        if negative is None:  # encoded once for every segment
-            negative = self._texts(prompts[0], None, cfg)[1]
-        parts, timesteps, first = [], [], None
+        parts, timesteps, first, texts = [], [], None, {}
         for k, prompt in enumerate(prompts):
+            if prompt not in texts:  # each prompt, and the negative prompt, encoded once
+                texts[prompt], negative = self._texts(prompt, negative, cfg)
             segment = self.generate(
-                prompt,
+                texts[prompt],
                 cfg,
                 conditions=conditions,
                 negative=negative,
