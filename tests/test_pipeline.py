@@ -278,8 +278,10 @@ def test_chain_continues_each_segment_from_the_last_frames_of_the_one_before(pip
         assert cond.media[..., :2].abs().max() == 0  # the padding (0 = mid-grey)
     monkeypatch.setattr(pipe, "generate", plain_generate)
     assert torch.equal(r.video[:, :, :17], pipe.generate("a", cfg).video)
-    again = pipe.generate_chain(["a", "b", "b"], cfg, chain)
-    assert torch.equal(again.video, r.video)  # one seed reproduces the whole chain
+    chunks = []  # on_frames: each segment's new frames as they are made, nothing gathered
+    again = pipe.generate_chain(["a", "b", "b"], cfg, chain, on_frames=chunks.append)
+    assert again.video is None and [c.shape[2] for c in chunks] == [17, 8, 8]
+    assert torch.equal(torch.cat(chunks, dim=2), r.video)  # one seed reproduces the whole chain
 
 
 def test_chain_adain_matches_the_first_segments_statistics(pipe, monkeypatch):

@@ -498,10 +498,35 @@ def test_flow_foreground_weights_the_object_tokens_in_the_loss():
             apply_overrides(TrainConfig(model=spec), [bad])
 
 
+def test_flow_conditions_the_first_frame_or_a_prefix_of_latent_frames():
+    """first_frame_p: latent frame 0 kept clean; extension_p: the first k in 2..F'-1; both as shares of the
+    samples, each conditioned sample a prefix of whole latent frames (the extension code path's layout)."""
+    from ltxv.config import FlowTrainConfig
+    from ltxv.train.stages import _conditioned_tokens
+
+    def draw(flow: FlowTrainConfig, frames: int = 7, b: int = 4000) -> torch.Tensor:
+        rng = BatchRandom(torch.Generator().manual_seed(0))
+        mask = _conditioned_tokens(rng, frames, 4, flow, b, torch.device("cpu"))  # (B, frames * 4)
+        k = mask.sum(1) // 4  # conditioned latent frames per sample
+        assert torch.equal(mask, torch.arange(frames * 4)[None] < (k * 4)[:, None])  # whole-frame prefixes
+        return k
+
+    k = draw(FlowTrainConfig(first_frame_p=0.3, extension_p=0.2))
+    shares = [float((k == i).float().mean()) for i in range(7)]
+    assert shares[0] == pytest.approx(0.5, abs=0.03) and shares[1] == pytest.approx(0.3, abs=0.03)
+    for i in range(2, 7):  # 2..6 alike; never all 7 (nothing left to generate)
+        assert shares[i] == pytest.approx(0.2 / 5, abs=0.015)
+    assert int(k.max()) == 6
+    assert torch.equal(draw(FlowTrainConfig(first_frame_p=0.1)), draw(FlowTrainConfig(first_frame_p=0.1)))
+    assert int(draw(FlowTrainConfig(first_frame_p=0.0, extension_p=1.0), frames=2).max()) == 0  # no room
+    with pytest.raises(ValueError, match=r"flow.first_frame_p \+ flow.extension_p = 1.2 > 1"):
+        apply_overrides(TrainConfig(), ["flow.first_frame_p=0.6", "flow.extension_p=0.6"])
+
+
 @pytest.mark.parametrize(
     "bad",
     ["vae.kl=nan", "vae.mse=-1", "vae.foreground=nan", "flow.t_shift=nan", "lora.alpha=nan", "lora.rank=0",
-     "joint.flow=-1", "optim.weight_decay=inf", "flow.foreground_threshold=nan"],
+     "joint.flow=-1", "optim.weight_decay=inf", "flow.foreground_threshold=nan", "flow.extension_p=nan"],
 )  # fmt: skip
 def test_nan_and_negative_settings_are_refused_before_training(bad):
     with pytest.raises(ValueError, match=bad.split("=")[0].replace(".", r"\.")):

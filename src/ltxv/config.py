@@ -443,6 +443,9 @@ class FlowTrainConfig:
     t_shift: float | None = None  # shifted_logit_normal's μ; None = by token count (flow.shift_mu)
     caption_dropout: float = 0.1  # probability a caption is replaced by the empty prompt (for CFG)
     first_frame_p: float = 0.1  # I2V: latent frame 0 kept clean at t = 0 and left out of the loss
+    # extension (a clip conditioned at frame 0: `--condition clip@0`, chains with --overlap 9+): the first k
+    # latent frames, k uniform in 2 .. F' - 1, kept clean and out of the loss; drawn apart from first_frame_p
+    extension_p: float = 0.0
     token_drop: float = 0.0  # max fraction of tokens dropped per step, drawn uniformly in [0, token_drop]
     # extra loss weight on tokens unlike their latent frame's median token (flow.foreground_token_weights):
     # small objects on plain backgrounds otherwise carry a few percent of the loss; 0 = off
@@ -576,9 +579,14 @@ class TrainConfig:
                 f"optim.decay_steps={self.optim.decay_steps} is shorter than the run ({self.steps} steps): "
                 "use 0 (the run's length) or at least --steps"
             )
-        for name in ("caption_dropout", "first_frame_p", "token_drop"):
+        for name in ("caption_dropout", "first_frame_p", "extension_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")
+        if self.flow.first_frame_p + self.flow.extension_p > 1.0:
+            raise ValueError(
+                f"flow.first_frame_p + flow.extension_p = {self.flow.first_frame_p + self.flow.extension_p} "
+                "> 1: they are the shares of samples conditioned on one latent frame and on several"
+            )
         if self.flow.t_shift is not None and self.flow.t_sampling != "shifted_logit_normal":
             raise ValueError(
                 f"flow.t_shift is the μ of shifted_logit_normal, not of {self.flow.t_sampling!r}: "

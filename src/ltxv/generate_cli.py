@@ -7,6 +7,7 @@ hold, then `run` and the steps it is made of.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import math
@@ -259,7 +260,7 @@ def _chain_config(args: argparse.Namespace) -> ChainConfig:
 def run(args: argparse.Namespace) -> int:
     from .config import SampleConfigError
     from .devices import resolve_device
-    from .media import output_path, padded_size, write_video
+    from .media import output_path, padded_size, video_writer, write_video
     from .parallel import is_main
     from .speed import speed_from_args
 
@@ -301,23 +302,34 @@ def run(args: argparse.Namespace) -> int:
             f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
             f"{cfg.width}x{cfg.height}x{cfg.num_frames}"
         )
-    if len(prompts) > 1:
+    # under torchrun every process makes the same video; rank 0 writes it
+    if len(prompts) > 1:  # a chain: each segment goes to the file when it is made (memory: one segment)
         progress = _progress(len(prompts) * len(pipe.schedule(cfg)))
-        result = pipe.generate_chain(prompts, cfg, chain, conditions=conditions, callback=progress)
+        with contextlib.ExitStack() as stack:
+            write = stack.enter_context(video_writer(args.out, cfg.frame_rate)) if is_main() else _discard
+            result = pipe.generate_chain(
+                prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write
+            )
+        generating = time.perf_counter() - loaded  # the writing included
+        out = output_path(args.out, frames)
     else:
         result = _generate(args, pipe, cfg, conditions, source)
-    generating = time.perf_counter() - loaded
-    if not is_main():  # under torchrun every process holds the same video; rank 0 writes it
+        generating = time.perf_counter() - loaded
+        out = write_video(args.out, result.video[0], cfg.frame_rate) if is_main() else None
+    if not is_main():
         return 0
-    out = write_video(args.out, result.video[0], cfg.frame_rate)
     wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
+    seconds = frames / cfg.frame_rate
     print(
-        f"wrote {out} ({result.video.shape[2]} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
+        f"wrote {out} ({frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
         f"seed {result.seed}) in {wall:.1f} s from process start, {generating:.1f} s of it generating; "
-        f"realtime factor {result.seconds / wall:.2f} end to end, "
-        f"{result.seconds / generating:.2f} generating"
+        f"realtime factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
     )
     return 0
+
+
+def _discard(frames: object) -> None:
+    """A chain's frames on the processes that do not write them."""
 
 
 def _sample_config(args: argparse.Namespace) -> SampleConfig:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import numbers
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -163,21 +165,53 @@ def write_video(path: str | os.PathLike[str], video01: Tensor, fps: float, crf: 
     bottom row / right column replicated from the edge: the file is then 1 pixel larger than the tensor.
     A single frame is written losslessly as PNG (a video path gets its suffix replaced by .png).
     """
-    frames = to_uint8_frames(video01)
-    path = output_path(path, len(frames))
+    path = output_path(path, video01.shape[-3])
     if path.suffix.lower() in IMAGE_SUFFIXES:
         with atomic_file(path) as tmp:
-            _save_image(str(tmp), frames[0], path.suffix)
+            _save_image(str(tmp), to_uint8_frames(video01)[0], path.suffix)
         return path
+    with video_writer(path, fps, crf) as write:
+        write(video01)
+    return path
+
+
+@contextmanager
+def video_writer(
+    path: str | os.PathLike[str], fps: float, crf: int = 18
+) -> Iterator[Callable[[Tensor], None]]:
+    """H.264 video written as it comes (`write_video`'s format): the block gets `write(video01)` to call with
+    (3, f, H, W) or (1, 3, f, H, W) chunks in [0, 1], all of one size. The file appears at `path` when the
+    block ends without an error (built under a hidden temporary name), else nothing is left. Memory: one
+    chunk, however long the video."""
+    import av
+
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_FORMATS:
+        raise ValueError(f"cannot stream video to {str(path)!r}: use a .mp4 (or .mov/.mkv) path")
+    path = output_path(path, 2)
     if not (isinstance(crf, int) and 0 <= crf <= 51):
         raise ValueError(f"crf must be an integer in [0, 51] (lower = better), got {crf!r}")
     rate = _frame_rate(fps)
-    h, w = frames.shape[1:3]
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # even sides
-    container = VIDEO_FORMATS[path.suffix.lower()]
-    with atomic_file(path) as tmp:
-        _encode_h264(str(tmp), frames, rate, crf, container)
-    return path
+    container_format = VIDEO_FORMATS[path.suffix.lower()]
+    with atomic_file(path) as tmp, av.open(str(tmp), mode="w", format=container_format) as container:
+        streams = []  # the stream, made for the first chunk's size
+
+        def write(video01: Tensor) -> None:
+            frames = to_uint8_frames(video01)  # (f, H, W, 3)
+            h, w = frames.shape[1:3]
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # even sides
+            if not streams:
+                streams.append(_h264_stream(container, rate, crf, frames.shape[1:3]))
+            stream = streams[0]
+            if (stream.height, stream.width) != frames.shape[1:3]:
+                raise ValueError(f"a {w}x{h} chunk in a {stream.width}x{stream.height} video")
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+
+        yield write
+        if not streams:
+            raise ValueError(f"no frames were written to {str(path)!r}")
+        container.mux(streams[0].encode())  # flush delayed frames
 
 
 def _save_image(tmp: str, frame: np.ndarray, suffix: str) -> None:
@@ -210,23 +244,18 @@ def _h264_encoder() -> str:
     raise RuntimeError("this PyAV build has no H.264 encoder; install the PyPI wheel (`pip install av`)")
 
 
-def _encode_h264(tmp: str, frames: np.ndarray, rate: Fraction, crf: int, container_format: str) -> None:
-    """Encode (F, H, W, 3) uint8 frames (even H, W) as H.264 yuv420p into a new file `tmp`."""
-    import av
-
+def _h264_stream(container, rate: Fraction, crf: int, size: tuple[int, int]):  # noqa: ANN001, ANN202 - PyAV
+    """A new H.264 yuv420p stream of (height, width) `size` (even) in `container`."""
     encoder = _h264_encoder()
-    with av.open(tmp, mode="w", format=container_format) as container:
-        stream = container.add_stream(encoder, rate=rate)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        if encoder == "libx264":
-            stream.options = {"crf": str(crf), "preset": "medium"}
-        ctx = stream.codec_context
-        if hasattr(ctx, "colorspace"):  # rgb24 -> yuv420p uses BT.601 limited range: say so for players
-            ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())  # flush delayed frames
+    stream = container.add_stream(encoder, rate=rate)
+    stream.height, stream.width = size
+    stream.pix_fmt = "yuv420p"
+    if encoder == "libx264":
+        stream.options = {"crf": str(crf), "preset": "medium"}
+    ctx = stream.codec_context
+    if hasattr(ctx, "colorspace"):  # rgb24 -> yuv420p uses BT.601 limited range: say so for players
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = 6, 6, 6, 1
+    return stream
 
 
 # reading ---------------------------------------------------------------------------------------------

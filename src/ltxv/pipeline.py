@@ -358,14 +358,17 @@ class Pipeline:
         negative: TextEmbeddings | None = None,
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
+        on_frames: Callable[[Tensor], None] | None = None,
     ) -> GenerationResult:
         """A long video as a chain of segments, one per prompt (the same prompt repeated for one long shot; a
         new one where the action should change). Segment 1 is `generate(prompts[0], config, conditions=...)`;
         each later one is conditioned at frame 0 on the last `chain.overlap` frames of the one before, and
         its latents are blended towards segment 1's statistics by `chain.adain` (`ChainConfig`). Every segment
-        has `config`'s size and frames; the result has F + (S - 1)(F - overlap) frames, on the CPU (memory
-        grows with the length on the CPU only: each segment is decoded on its own), and the last segment's
-        latents. One seed (or `generator`) draws every segment's noise."""
+        has `config`'s size and frames: F + (S - 1)(F - overlap) frames in all, returned on the CPU with the
+        last segment's latents. With `on_frames`, each segment's new frames (1, 3, f, H, W) in [0, 1] go to
+        it instead, as soon as they are decoded (e.g. `media.video_writer`'s write), and the result's video
+        is None: memory then does not grow with the length. One seed (or `generator`) draws every segment's
+        noise."""
         cfg = config or self.default_config()
         chain = chain or ChainConfig()
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -394,11 +397,13 @@ class Pipeline:
             elif chain.adain > 0:
                 latents = adain_match(latents, first, chain.adain)
             video = self._finish(latents, cfg, generator)  # (1, 3, F, H, W) in [0, 1]
-            parts.append((video if k == 0 else video[:, :, chain.overlap :]).cpu())
+            new = (video if k == 0 else video[:, :, chain.overlap :]).cpu()  # (1, 3, f, H, W)
+            on_frames(new) if on_frames is not None else parts.append(new)
             timesteps += segment.timesteps
             tail = pad_video(video[:, :, -chain.overlap :] * 2 - 1, height, width)  # as --condition pads
             conditions = [Condition(tail, 0, chain.overlap_strength)]
-        return GenerationResult(torch.cat(parts, dim=2), latents, cfg.frame_rate, timesteps, seed)
+        video = torch.cat(parts, dim=2) if parts else None
+        return GenerationResult(video, latents, cfg.frame_rate, timesteps, seed)
 
     def _texts(
         self,

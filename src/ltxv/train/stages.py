@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..config import TRANSFORMER_STAGES, SampleConfig, TrainConfig
+from ..config import TRANSFORMER_STAGES, FlowTrainConfig, SampleConfig, TrainConfig
 from ..dit.model import VideoDiT
 from ..flow import (
     foreground_token_weights,
@@ -168,7 +168,7 @@ class Stage(nn.Module):
         x0 = rearrange(latents, "b c f h w -> b (f h w) c")
         noise = rng.randn(x0.shape, x0)
         t = rng.t(b, n, f_cfg.t_sampling, dev, f_cfg.t_shift)  # (B,)
-        first = _first_frame_tokens(rng, b, n, h * w, f_cfg.first_frame_p, dev)  # (B, N)
+        first = _conditioned_tokens(rng, f, h * w, f_cfg, b, dev)  # (B, N)
         t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
         xt = torch.where(first[..., None], x0, interpolate(x0, noise, t_tok))
         target = velocity_target(x0, noise)
@@ -269,7 +269,7 @@ class DistillStage(Stage):
         grid = torch.tensor(ts, device=dev)
         t, t_next = grid[index], grid[index + 1]  # (B,) each
         x0 = rearrange(latents, "b c f h w -> b (f h w) c")
-        first = _first_frame_tokens(rng, b, n, h * w, self.cfg.flow.first_frame_p, dev)  # (B, N)
+        first = _conditioned_tokens(rng, f, h * w, self.cfg.flow, b, dev)  # (B, N)
         t_tok = torch.where(first, 0.0, t[:, None])  # (B, N)
         t_next_tok = torch.where(first, 0.0, t_next[:, None])
         xt = torch.where(first[..., None], x0, interpolate(x0, rng.randn(x0.shape, x0), t_tok))
@@ -299,12 +299,19 @@ class DistillStage(Stage):
         return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample}
 
 
-def _first_frame_tokens(
-    rng: BatchRandom, b: int, n: int, per_frame: int, p: float, device: torch.device
+def _conditioned_tokens(
+    rng: BatchRandom, frames: int, per_frame: int, flow: FlowTrainConfig, b: int, device: torch.device
 ) -> Tensor:
-    """(B, N) bool: the tokens of latent frame 0 (the first `per_frame`) of the samples drawn, with
-    probability p each, to be image-conditioned (kept clean at t = 0, out of the loss)."""
-    return (rng.rand(b, device) < p)[:, None] & (torch.arange(n, device=device)[None] < per_frame)
+    """(B, N) bool, N = frames · per_frame: the tokens kept clean at t = 0 and out of the loss. Each sample
+    is image-conditioned (latent frame 0) with probability flow.first_frame_p, or extended (its first k latent
+    frames, k uniform in 2 .. frames - 1) with probability flow.extension_p."""
+    u = rng.rand(b, device)  # (B,)
+    k = (u < flow.first_frame_p).long()  # 1 latent frame, else 0
+    if flow.extension_p > 0 and frames > 2:
+        extended = (u >= flow.first_frame_p) & (u < flow.first_frame_p + flow.extension_p)
+        k_ext = 2 + (rng.rand(b, device) * (frames - 2)).long().clamp(max=frames - 3)  # uniform in 2..F'-1
+        k = torch.where(extended, k_ext, k)
+    return torch.arange(frames * per_frame, device=device)[None] < (k * per_frame)[:, None]
 
 
 def _latents(vae: VideoVAE, batch: dict) -> Tensor:
