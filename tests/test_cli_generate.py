@@ -136,7 +136,12 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--then", "b", "--segments", "1"], "--segments 1 is fewer than the 2 prompts given"),
         (["--segments", "2", "--video", "IMAGE"], "--video does not combine with a chain of segments"),
         (["--segments", "2", "--adain", "2"], "--adain must be a finite number in [0, 1], got 2.0"),
-        (["--segments", "2", "--overlap-strength", "0"], "--overlap-strength must be in (0, 1]"),
+        (
+            ["--segments", "2", "--overlap-strength", "0"],
+            "--overlap-strength must be a finite number in (0, 1]",
+        ),
+        (["--segments", "2", "--frames", "1"], "--frames 1: a chain needs segments of 2 frames or more"),
+        (["--segments", "2", "--condition", "IMAGE@20"], "in a chain, conditions apply to the first segment"),
     ],
 )
 def test_bad_input_exits_2(models, tmp_path, extra, message):
@@ -177,11 +182,14 @@ def test_video_to_video(models, tmp_path):
 
 
 def test_a_chain_of_segments_writes_one_long_video(models, tmp_path):
-    """--then adds segments of --frames frames; each repeats --overlap frames of the one before (dropped)."""
+    """--then adds segments of --frames frames; each repeats --overlap frames of the one before (dropped).
+    Padded sizes (60 wide, 12 frames per segment: generated as 64 x 17) report the frames written."""
     root, t5 = models
     out = tmp_path / "long.mp4"
     args = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL, "--out", str(out)]
-    r = run("a red circle", *args, "--then", "a blue circle", "--segments", "3", "--adain", "0.5")
+    more = ["--then", "a blue circle", "--segments", "3", "--adain", "0.5", "--width", "60", "--frames", "12"]
+    r = run("a red circle", *args, *more, "--image", str(root / "image.png"))
     assert r.returncode == 0, r.stderr
-    assert probe(out) == (9 + 2 * 8, 64, 64, 12.0) and "25 frames" in r.stdout
+    assert probe(out) == (12 + 2 * 11, 64, 60, 12.0) and "(34 frames" in r.stdout
+    assert "realtime factor" in r.stdout and f"{34 / 12:.1f} s" in r.stderr  # the note on the chain's length
     assert "step 6/6" in r.stderr  # one progress count over every segment's steps

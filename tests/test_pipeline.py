@@ -281,6 +281,7 @@ def test_chain_continues_each_segment_from_the_last_frames_of_the_one_before(pip
     chunks = []  # on_frames: each segment's new frames as they are made, nothing gathered
     again = pipe.generate_chain(["a", "b", "b"], cfg, chain, on_frames=chunks.append)
     assert again.video is None and [c.shape[2] for c in chunks] == [17, 8, 8]
+    assert again.seconds == r.seconds == 33 / cfg.frame_rate  # the frames streamed
     assert torch.equal(torch.cat(chunks, dim=2), r.video)  # one seed reproduces the whole chain
 
 
@@ -304,9 +305,6 @@ def test_chain_adain_matches_the_first_segments_statistics(pipe, monkeypatch):
         ([], {}, "non-empty list of prompts"),
         ("ab", {}, "non-empty list of prompts"),
         (["a", "b"], {"overlap": 17}, "overlap 17 leaves no new frames in a 17-frame segment: use at most 9"),
-        (["a"], {"overlap": 4}, "overlap must be 1 or 8k\\+1"),
-        (["a"], {"overlap_strength": 0.0}, "overlap_strength must be in \\(0, 1\\]"),
-        (["a"], {"adain": float("nan")}, "adain must be a finite number in \\[0, 1\\]"),
     ],
 )
 def test_bad_chains_are_clear_errors(pipe, prompts, chain, match):
@@ -314,3 +312,22 @@ def test_bad_chains_are_clear_errors(pipe, prompts, chain, match):
 
     with pytest.raises(ValueError, match=match):
         pipe.generate_chain(prompts, CFG, ChainConfig(**chain))
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"overlap": 4}, "overlap must be 1 or 8k\\+1"),
+        ({"overlap_strength": 0.0}, "overlap_strength must be a finite number in \\(0, 1\\], got 0.0"),
+        (
+            {"overlap_strength": float("nan")},
+            "overlap_strength must be a finite number in \\(0, 1\\], got nan",
+        ),
+        ({"adain": float("nan")}, "adain must be a finite number in \\[0, 1\\]"),
+    ],
+)
+def test_bad_chain_settings_are_named(fields, match):
+    from ltxv.config import ChainConfig
+
+    with pytest.raises(ValueError, match=match):
+        ChainConfig(**fields)

@@ -352,22 +352,23 @@ class ChainConfig:
                 "overlap",
                 f"must be 1 or 8k+1 frames (1, 9, 17, ...: a conditioning clip), got {self.overlap}",
             )
-        _check_range("overlap_strength", self.overlap_strength, 0.0, 1.0)
-        if self.overlap_strength == 0:
-            raise SampleConfigError("overlap_strength", "must be in (0, 1] (0 would not condition), got 0")
+        if not (math.isfinite(self.overlap_strength) and 0 < self.overlap_strength <= 1):
+            raise SampleConfigError(
+                "overlap_strength", f"must be a finite number in (0, 1], got {self.overlap_strength}"
+            )
         _check_range("adain", self.adain, 0.0, 1.0)
 
     def total_frames(self, frames: int, segments: int) -> int:
         """Frames of a chain of `segments` segments of `frames` frames; ValueError when they cannot chain."""
         if segments < 1:
             raise SampleConfigError("segments", f"must be >= 1, got {segments}")
+        if segments > 1 and frames < 2:
+            raise SampleConfigError("num_frames", f"{frames}: a chain needs segments of 2 frames or more")
         if segments > 1 and self.overlap >= frames:
             raise SampleConfigError(
                 "overlap",
                 f"{self.overlap} leaves no new frames in a {frames}-frame segment: use at most "
-                f"{(frames - 2) // 8 * 8 + 1}"
-                if frames > 1
-                else f"{self.overlap}: 1-frame segments cannot chain",
+                f"{(frames - 2) // 8 * 8 + 1}",
             )
         return frames + (segments - 1) * (frames - self.overlap)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltxv --help` stays fast
     from torch import Tensor
 
-    from .config import ChainConfig, SampleConfig
+    from .config import ChainConfig, SampleConfig, SampleConfigError
     from .pipeline import GenerationResult, Pipeline
     from .speed import SpeedConfig
 
@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
     _add_sampling_flags(p)
     _add_conditioning_flags(p)
+    _add_chain_flags(p)
     _add_runtime_flags(p)
     p.set_defaults(handler=run)
 
@@ -100,6 +101,20 @@ def _add_conditioning_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATH[:SCALE]",
         help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
     )
+    p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
+    p.add_argument(
+        "--downscale", type=float, help="multi-scale: first-pass size factor in (0, 1] (default: 2/3)"
+    )
+    p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
+    p.add_argument(
+        "--second-skip",
+        type=int,
+        help="multi-scale: skip this many initial second-pass steps "
+        "(default: 17/30 of --steps, as the official dev configs)",
+    )
+
+
+def _add_chain_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--then",
         action="append",
@@ -125,17 +140,6 @@ def _add_conditioning_flags(p: argparse.ArgumentParser) -> None:
         "--adain",
         type=float,
         help="pull each segment's latent statistics towards the first's, in [0, 1] (default: 1; 0 = off)",
-    )
-    p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
-    p.add_argument(
-        "--downscale", type=float, help="multi-scale: first-pass size factor in (0, 1] (default: 2/3)"
-    )
-    p.add_argument("--second-timesteps", help="multi-scale: explicit second-pass schedule (e.g. distilled)")
-    p.add_argument(
-        "--second-skip",
-        type=int,
-        help="multi-scale: skip this many initial second-pass steps "
-        "(default: 17/30 of --steps, as the official dev configs)",
     )
 
 
@@ -201,12 +205,12 @@ _PARTNER_FLAGS = (
 )
 
 
-def _check_flags(args: argparse.Namespace) -> None:
+def _check_flags(args: argparse.Namespace, segments: int) -> None:
     """The checks of flags that SampleConfig does not hold; ValueError naming the flag."""
     for flag, name, partner, partner_name in _PARTNER_FLAGS:
         if getattr(args, name) is not None and getattr(args, partner_name) is None:
             raise ValueError(f"{flag} only applies with {partner}: add {partner} or drop {flag}")
-    if len(_segment_prompts(args)) > 1:
+    if segments > 1:
         for flag, value in (("--video", args.video), ("--upsampler", args.upsampler)):
             if value is not None:
                 raise ValueError(f"{flag} does not combine with a chain of segments (--then, --segments)")
@@ -251,37 +255,57 @@ def _chain_config(args: argparse.Namespace) -> ChainConfig:
     try:
         return ChainConfig(**{name: value for name, value in given.items() if value is not None})
     except SampleConfigError as err:
-        raise ValueError(f"--{err.field.replace('_', '-')} {err.text}") from None
+        raise _flag_error(err) from None
+
+
+def _chain_frames(chain: ChainConfig, cfg: SampleConfig, segments: int) -> int:
+    """The frames the output will have (one segment: --frames); ValueError naming the flag."""
+    from .config import SampleConfigError
+
+    try:
+        return chain.total_frames(cfg.num_frames, segments)
+    except SampleConfigError as err:
+        raise _flag_error(err) from None
+
+
+def _flag_error(err: SampleConfigError) -> ValueError:
+    """A config field's error, reworded with the flag that sets the field."""
+    from .demo import FIELD_FLAGS
+
+    flag = FIELD_FLAGS.get(err.field, "--" + err.field.replace("_", "-"))
+    return ValueError(f"{flag} {err.text}")
 
 
 # -- the run -------------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import SampleConfigError
     from .devices import resolve_device
     from .media import output_path, padded_size, video_writer, write_video
     from .parallel import is_main
     from .speed import speed_from_args
 
     started = time.perf_counter()
-    _check_flags(args)
+    prompts, chain = _segment_prompts(args), _chain_config(args)  # one prompt per segment
+    _check_flags(args, len(prompts))
     speed = speed_from_args(args)  # the speed-ups, and the torchrun job they split across
     device = resolve_device(args.device)  # a bad or unavailable --device fails before any loading
     cfg = _sample_config(args)  # validated here, before any model is loaded
-    if not args.prompt.strip():  # the trained unconditional prompt (caption dropout), so allowed, not silent
-        _note("note: the prompt is empty: generating unconditionally")
+    if not all(p.strip() for p in prompts):  # the trained unconditional prompt (caption dropout): not silent
+        _note(f"note: {'a' if len(prompts) > 1 else 'the'} prompt is empty: generating unconditionally")
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)
-    prompts, chain = _segment_prompts(args), _chain_config(args)
-    try:
-        frames = chain.total_frames(cfg.num_frames, len(prompts))
-    except SampleConfigError as err:
-        raise ValueError(f"--{err.field} {err.text}") from None
-    output_path(args.out, frames)  # a bad output name fails now, not after the generation
-    conditions = _conditions(args, cfg, size)
+    total_frames = _chain_frames(chain, cfg, len(prompts))
+    output_path(args.out, total_frames)  # a bad output name fails now, not after the generation
+    conditions = _conditions(args, cfg, size, chained=len(prompts) > 1)
     source = _source_video(args, cfg, size)
     if source is not None and args.skip_steps is None:
         cfg = dataclasses.replace(cfg, skip_initial_steps=cfg.steps // 2)
+    if len(prompts) > 1:
+        _note(
+            f"note: {len(prompts)} segments of {cfg.num_frames} frames, each continuing the last "
+            f"{chain.overlap} of the one before: {total_frames} frames, "
+            f"{total_frames / cfg.frame_rate:.1f} s"
+        )
     pipe = _pipeline(args, device, speed)
     loaded = time.perf_counter()
     tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
@@ -311,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
                 prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write
             )
         generating = time.perf_counter() - loaded  # the writing included
-        out = output_path(args.out, frames)
+        out = output_path(args.out, total_frames)
     else:
         result = _generate(args, pipe, cfg, conditions, source)
         generating = time.perf_counter() - loaded
@@ -319,9 +343,9 @@ def run(args: argparse.Namespace) -> int:
     if not is_main():
         return 0
     wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
-    seconds = frames / cfg.frame_rate
+    seconds = total_frames / cfg.frame_rate
     print(
-        f"wrote {out} ({frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
+        f"wrote {out} ({total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
         f"seed {result.seed}) in {wall:.1f} s from process start, {generating:.1f} s of it generating; "
         f"realtime factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
     )
@@ -354,8 +378,11 @@ def _sample_config(args: argparse.Namespace) -> SampleConfig:
     return sample_config(args.model, given)
 
 
-def _conditions(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int]) -> list[Any]:
-    """--image and --condition media, fitted to the request: resized, centre-cropped, padded to `size`."""
+def _conditions(
+    args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int], chained: bool = False
+) -> list[Any]:
+    """--image and --condition media, fitted to the request: resized, centre-cropped, padded to `size`. In a
+    chain they condition the first segment."""
     from .conditioning import Condition, trim_frames
     from .media import pad_video, preprocess_condition, read_media, resize_center_crop
 
@@ -364,6 +391,11 @@ def _conditions(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, in
     items = [(args.image, 0, strength)] if args.image else []
     conditions = []
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
+        if chained and frame >= cfg.num_frames:
+            raise ValueError(
+                f"--condition {path}@{frame}: in a chain, conditions apply to the first segment (frames "
+                f"0..{cfg.num_frames - 1}); place it there, or make longer segments (--frames)"
+            )
         media, _ = read_media(path, max_frames=frames)
         n = media.shape[2]
         used = trim_frames(n, frame, frames) if frame < frames else n  # past the end: check_condition says

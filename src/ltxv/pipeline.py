@@ -49,11 +49,15 @@ class GenerationResult:
     frame_rate: float
     timesteps: list[float] = field(default_factory=list)
     seed: int | None = None  # the seed that reproduces this result (None when a generator was passed)
+    num_frames: int | None = None  # the frames made, where `video` does not hold them (a streamed chain)
 
     @property
     def seconds(self) -> float:
-        """Video duration; without a decoded video, that of the latents (8(F'-1)+1 frames)."""
-        frames = self.video.shape[2] if self.video is not None else 8 * (self.latents.shape[2] - 1) + 1
+        """Video duration; without a decoded video, that of the frames streamed, else of the latents
+        (8(F'-1)+1 frames)."""
+        if self.video is not None:
+            return self.video.shape[2] / self.frame_rate
+        frames = self.num_frames or 8 * (self.latents.shape[2] - 1) + 1
         return frames / self.frame_rate
 
     def frames(self, index: int = 0) -> list:  # noqa: ANN201 - list of PIL.Image.Image
@@ -373,7 +377,7 @@ class Pipeline:
         chain = chain or ChainConfig()
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("generate_chain takes a non-empty list of prompts, one per segment")
-        chain.total_frames(cfg.num_frames, len(prompts))  # the overlap leaves new frames in each segment
+        chain.total_frames(cfg.num_frames, len(prompts))  # checks that each segment has new frames
         _, ss, _ = self.vae.scale_factors
         height, width, _ = padded_size(cfg.height, cfg.width, cfg.num_frames, ss)
         seed = None if generator is not None else self._seed(cfg)
@@ -402,8 +406,9 @@ class Pipeline:
             timesteps += segment.timesteps
             tail = pad_video(video[:, :, -chain.overlap :] * 2 - 1, height, width)  # as --condition pads
             conditions = [Condition(tail, 0, chain.overlap_strength)]
+        frames = chain.total_frames(cfg.num_frames, len(prompts))
         video = torch.cat(parts, dim=2) if parts else None
-        return GenerationResult(video, latents, cfg.frame_rate, timesteps, seed)
+        return GenerationResult(video, latents, cfg.frame_rate, timesteps, seed, frames)
 
     def _texts(
         self,
