@@ -10,6 +10,9 @@ Two probes, each for every (overlap, AdaIN) setting asked for (default: overlap 
   motion), and seconds per chain.
 - still: a standing object chained over 8 segments (16 s at the bundled defaults), 3 objects: the mean
   object area of the last segment over the first's (1 = no drift).
+- extend (`--extend K`, repeatable): 24 moving clips of training combinations rendered anew, their first K
+  frames given at frame 0 with the caption (K = 1: image-to-video; 17: extension), one video generated each;
+  the object's centroid error against the clip's true continuation (frames K..F-1, px) and its PSNR.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 import torch
 
 from ltxv import judge
+from ltxv.conditioning import Condition
 from ltxv.config import ChainConfig
 from ltxv.data import synth
 from ltxv.demo import demo_model
@@ -100,18 +104,44 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def extend(pipe: Pipeline, cfg, given: int, clips: int = 24) -> dict:
+    specs = [s for s in synth.sample_specs(2 * clips, 21, "train") if s.motion != "static"][:clips]
+    errors, psnrs = [], []
+    for i, spec in enumerate(specs):
+        clip = synth.render_clip(spec, cfg.width, cfg.num_frames)  # (1, 3, F, H, W) in [0, 1]
+        condition = Condition(clip[:, :, :given] * 2 - 1, 0, 1.0)
+        video = pipe.generate(
+            synth.caption(spec), dataclasses.replace(cfg, seed=i), conditions=[condition]
+        ).video
+        truth, made = judge.judge_video(clip).centroids[given:], judge.judge_video(video).centroids[given:]
+        pairs = [(a, b) for a, b in zip(truth, made, strict=True) if a and b]
+        if pairs:
+            errors.append(statistics.mean(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 for a, b in pairs))
+        psnrs.append(judge.psnr(video[:, :, given:], clip[:, :, given:]))
+    return {
+        "given_frames": given,
+        "centroid_error_px": statistics.mean(errors) if errors else None,
+        "object_found": len(errors) / len(specs),
+        "psnr": statistics.mean(psnrs),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(demo_model()))
     p.add_argument("--overlap", type=int, action="append", help="repeatable (default: 1 and 9)")
     p.add_argument("--adain", type=float, action="append", help="repeatable (default: 0 and 1)")
+    p.add_argument(
+        "--extend", type=int, action="append", default=[], help="given frames K (1 or 8k+1); repeatable"
+    )
+    p.add_argument("--no-chains", action="store_true", help="skip the turns and still probes")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
     torch.set_grad_enabled(False)
     pipe = Pipeline.from_pretrained(args.model)
     cfg = pipe.default_config()
     rows = []
-    for overlap in args.overlap or (1, 9):
+    for overlap in () if args.no_chains else args.overlap or (1, 9):
         for adain in args.adain or (0.0, 1.0):
             chain = ChainConfig(overlap=overlap, adain=adain)
             row = {"overlap": overlap, "adain": adain, **turns(pipe, cfg, chain), **still(pipe, cfg, chain)}
@@ -125,9 +155,19 @@ def main() -> None:
                 f"segments / first: {drift}",
                 flush=True,
             )
+    extended = []
+    for given in args.extend:
+        extended.append(extend(pipe, cfg, given))
+        row = extended[-1]
+        print(
+            f"extend from {given} given frames: centroid error {_fmt(row['centroid_error_px'])} px, PSNR "
+            f"{row['psnr']:.2f} dB (object found in {row['object_found']:.0%})",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "sample": dataclasses.asdict(cfg), "rows": rows}, f, indent=1)
+            out = {"model": args.model, "sample": dataclasses.asdict(cfg), "rows": rows, "extend": extended}
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":
