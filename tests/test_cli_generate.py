@@ -141,6 +141,8 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
             "--overlap-strength must be a finite number in (0, 1]",
         ),
         (["--segments", "2", "--frames", "1"], "--frames 1: a chain needs segments of 2 frames or more"),
+        (["--num-videos", "0"], "--num-videos must be >= 1, got 0"),
+        (["--num-videos", "2", "--seed", str(2**64 - 1)], "passes the largest seed"),
         (["--segments", "2", "--condition", "IMAGE@20"], "in a chain, conditions apply to the first segment"),
     ],
 )
@@ -193,3 +195,21 @@ def test_a_chain_of_segments_writes_one_long_video(models, tmp_path):
     assert probe(out) == (12 + 2 * 11, 64, 60, 12.0) and "(34 frames" in r.stdout
     assert "realtime factor" in r.stdout and f"{34 / 12:.1f} s" in r.stderr  # the note on the chain's length
     assert "step 6/6" in r.stderr  # one progress count over every segment's steps
+
+
+def test_several_videos_load_the_model_once_and_are_each_seeds_video(models, tmp_path):
+    """--num-videos 2 --seed 1: out_0.mp4 (seed 1) and out_1.mp4, the video --seed 2 gives alone."""
+    from ltxv.media import read_video
+
+    root, t5 = models
+    model = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5)]
+    r = run("a red circle", *model, *SMALL, "--num-videos", "2", "--out", str(tmp_path / "out.mp4"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_0.mp4", "out_1.mp4"]
+    assert "seed 1)" in r.stdout and "seed 2)" in r.stdout and probe(tmp_path / "out_1.mp4")[0] == 9
+    alone = run("a red circle", *model, *SMALL[:-1], "2", "--out", str(tmp_path / "alone.mp4"))
+    assert alone.returncode == 0, alone.stderr
+    second, single = read_video(tmp_path / "out_1.mp4")[0], read_video(tmp_path / "alone.mp4")[0]
+    same = float((second - single).abs().mean())  # the same frames (H.264 may round differently)
+    other = float((second - read_video(tmp_path / "out_0.mp4")[0]).abs().mean())  # another seed's video
+    assert same < 0.005 and other > max(0.02, 5 * same), (same, other)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltxv --help` stays fast
@@ -40,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
     )
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
+    p.add_argument(
+        "--num-videos",
+        type=int,
+        default=1,
+        help="videos to make, the model loaded once: seeds SEED, SEED+1, ... (each the video that --seed "
+        "alone gives), written to OUT with _0, _1, ... before the extension",
+    )
     _add_sampling_flags(p)
     _add_conditioning_flags(p)
     _add_chain_flags(p)
@@ -280,8 +288,9 @@ def _flag_error(err: SampleConfigError) -> ValueError:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .config import MAX_SEED
     from .devices import resolve_device
-    from .media import output_path, padded_size, video_writer, write_video
+    from .media import output_path, padded_size
     from .parallel import is_main
     from .speed import speed_from_args
 
@@ -295,7 +304,14 @@ def run(args: argparse.Namespace) -> int:
         _note(f"note: {'a' if len(prompts) > 1 else 'the'} prompt is empty: generating unconditionally")
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)
     total_frames = _chain_frames(chain, cfg, len(prompts))
-    output_path(args.out, total_frames)  # a bad output name fails now, not after the generation
+    if args.num_videos < 1:
+        raise ValueError(f"--num-videos must be >= 1, got {args.num_videos}")
+    if args.seed is not None and args.seed + args.num_videos - 1 > MAX_SEED:  # drawn seeds are < 2**62
+        raise ValueError(
+            f"--seed {args.seed} + --num-videos {args.num_videos} passes the largest seed, {MAX_SEED}"
+        )
+    outs = _numbered(args.out, args.num_videos)
+    outs = [output_path(out, total_frames) for out in outs]  # bad output names fail now, not after the work
     conditions = _conditions(args, cfg, size, chained=len(prompts) > 1)
     source = _source_video(args, cfg, size)
     if source is not None and args.skip_steps is None:
@@ -326,34 +342,64 @@ def run(args: argparse.Namespace) -> int:
             f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
             f"{cfg.width}x{cfg.height}x{cfg.num_frames}"
         )
-    # under torchrun every process makes the same video; rank 0 writes it
-    if len(prompts) > 1:  # a chain: each segment goes to the file when it is made (memory: one segment)
-        progress = _progress(len(prompts) * len(pipe.schedule(cfg)))
-        with contextlib.ExitStack() as stack:
-            write = stack.enter_context(video_writer(args.out, cfg.frame_rate)) if is_main() else _discard
-            result = pipe.generate_chain(
-                prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write
-            )
-        generating = time.perf_counter() - loaded  # the writing included
-        out = output_path(args.out, total_frames)
-    else:
-        result = _generate(args, pipe, cfg, conditions, source)
-        generating = time.perf_counter() - loaded
-        out = write_video(args.out, result.video[0], cfg.frame_rate) if is_main() else None
-    if not is_main():
-        return 0
-    wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
-    seconds = total_frames / cfg.frame_rate
-    print(
-        f"wrote {out} ({total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, "
-        f"seed {result.seed}) in {wall:.1f} s from process start, {generating:.1f} s of it generating; "
-        f"realtime factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
-    )
+    first = pipe.pick_seed(cfg)  # --seed, else one drawn (by rank 0 for every process of a torchrun job)
+    for i, out in enumerate(outs):
+        begun = time.perf_counter()
+        video_cfg = dataclasses.replace(cfg, seed=first + i)
+        _render(args, pipe, video_cfg, prompts, chain, conditions, source, out)
+        if not is_main():
+            continue
+        wall = (
+            (_process_seconds() or time.perf_counter() - started) if i == 0 else time.perf_counter() - begun
+        )
+        generating = time.perf_counter() - (loaded if i == 0 else begun)  # the writing included
+        seconds = total_frames / cfg.frame_rate
+        print(
+            f"wrote {out} ({total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, seed "
+            f"{first + i}) in {wall:.1f} s {'from process start' if i == 0 else 'after the one before'}, "
+            f"{generating:.1f} s of it generating; realtime factor {seconds / wall:.2f} end to end, "
+            f"{seconds / generating:.2f} generating"
+        )
     return 0
+
+
+def _render(
+    args: argparse.Namespace,
+    pipe: Pipeline,
+    cfg: SampleConfig,
+    prompts: list[str],
+    chain: ChainConfig,
+    conditions: list[Any],
+    source: Tensor | None,
+    out: Path,
+) -> None:
+    """One video to `out`: a chain (each segment to the file when it is made: memory one segment), or one
+    pass. Under torchrun every process makes the same video; rank 0 writes it."""
+    from .media import video_writer, write_video
+    from .parallel import is_main
+
+    if len(prompts) == 1:
+        result = _generate(args, pipe, cfg, conditions, source)
+        if is_main():
+            write_video(out, result.video[0], cfg.frame_rate)
+        return
+    progress = _progress(len(prompts) * len(pipe.schedule(cfg)))
+    with contextlib.ExitStack() as stack:
+        write = stack.enter_context(video_writer(out, cfg.frame_rate)) if is_main() else _discard
+        pipe.generate_chain(prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write)
 
 
 def _discard(frames: object) -> None:
     """A chain's frames on the processes that do not write them."""
+
+
+def _numbered(path: str, count: int) -> list[Path]:
+    """`count` output paths: `path` itself for one, else path_0, path_1, ... (zero-padded to one width)."""
+    path = Path(path)
+    if count == 1:
+        return [path]
+    width = len(str(count - 1))
+    return [path.with_name(f"{path.stem}_{i:0{width}d}{path.suffix}") for i in range(count)]
 
 
 def _sample_config(args: argparse.Namespace) -> SampleConfig:

@@ -263,7 +263,7 @@ class Pipeline:
             )
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
-        seed = None if generator is not None else self._seed(cfg)
+        seed = None if generator is not None else self.pick_seed(cfg)
         if generator is None:
             generator = torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, cfg)
@@ -318,7 +318,7 @@ class Pipeline:
             raise ValueError(
                 f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
             )
-        seed = None if generator is not None else self._seed(first)
+        seed = None if generator is not None else self.pick_seed(first)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first, second)
         low = self.generate(
@@ -380,7 +380,7 @@ class Pipeline:
         chain.total_frames(cfg.num_frames, len(prompts))  # checks that each segment has new frames
         _, ss, _ = self.vae.scale_factors
         height, width, _ = padded_size(cfg.height, cfg.width, cfg.num_frames, ss)
-        seed = None if generator is not None else self._seed(cfg)
+        seed = None if generator is not None else self.pick_seed(cfg)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         parts, timesteps, first, texts = [], [], None, {}
         for k, prompt in enumerate(prompts):
@@ -431,7 +431,7 @@ class Pipeline:
             negative = self.encode_text([cfg.negative_prompt] * len(prompts), max_tokens)
         return text, negative
 
-    def _seed(self, cfg: SampleConfig) -> int:
+    def pick_seed(self, cfg: SampleConfig) -> int:
         """cfg.seed, else a random one, drawn by rank 0 for every process of a torchrun job (same noise)."""
         if cfg.seed is not None:
             return cfg.seed
