@@ -157,6 +157,11 @@ def main() -> None:
             )
     extended = []
     for given in args.extend:
+        if given % 8 != 1 or given >= cfg.num_frames or cfg.width != cfg.height:
+            p.error(
+                f"--extend {given}: 1 or 8k+1 frames below {cfg.num_frames}, on a model of square "
+                f"videos ({cfg.width}x{cfg.height})"
+            )
         extended.append(extend(pipe, cfg, given))
         row = extended[-1]
         print(

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="videos to make, the model loaded once: seeds SEED, SEED+1, ... (each the video that --seed "
-        "alone gives), written to OUT with _0, _1, ... before the extension",
+        "alone gives), written to OUT with _0, _1, ... (_00, ... from 11 videos) before the extension",
     )
     _add_sampling_flags(p)
     _add_conditioning_flags(p)
@@ -304,14 +304,14 @@ def run(args: argparse.Namespace) -> int:
         _note(f"note: {'a' if len(prompts) > 1 else 'the'} prompt is empty: generating unconditionally")
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)
     total_frames = _chain_frames(chain, cfg, len(prompts))
-    if args.num_videos < 1:
-        raise ValueError(f"--num-videos must be >= 1, got {args.num_videos}")
+    if not 1 <= args.num_videos <= MAX_VIDEOS:
+        raise ValueError(f"--num-videos must be in 1..{MAX_VIDEOS}, got {args.num_videos}")
     if args.seed is not None and args.seed + args.num_videos - 1 > MAX_SEED:  # drawn seeds are < 2**62
         raise ValueError(
             f"--seed {args.seed} + --num-videos {args.num_videos} passes the largest seed, {MAX_SEED}"
         )
-    outs = _numbered(args.out, args.num_videos)
-    outs = [output_path(out, total_frames) for out in outs]  # bad output names fail now, not after the work
+    # a bad output name fails now, not after the work; the numbered names share its folder and suffix
+    outs = _numbered(output_path(args.out, total_frames), args.num_videos)
     conditions = _conditions(args, cfg, size, chained=len(prompts) > 1)
     source = _source_video(args, cfg, size)
     if source is not None and args.skip_steps is None:
@@ -349,16 +349,18 @@ def run(args: argparse.Namespace) -> int:
         _render(args, pipe, video_cfg, prompts, chain, conditions, source, out)
         if not is_main():
             continue
-        wall = (
-            (_process_seconds() or time.perf_counter() - started) if i == 0 else time.perf_counter() - begun
-        )
-        generating = time.perf_counter() - (loaded if i == 0 else begun)  # the writing included
         seconds = total_frames / cfg.frame_rate
+        size_text = f"{cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
+        made = f"wrote {out} ({total_frames} frames, {size_text}, seed {first + i})"
+        if i > 0:  # the model was loaded before the first
+            took = time.perf_counter() - begun
+            print(f"{made} in {took:.1f} s after the one before; realtime factor {seconds / took:.2f}")
+            continue
+        wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
+        generating = time.perf_counter() - loaded  # the writing included
         print(
-            f"wrote {out} ({total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps, seed "
-            f"{first + i}) in {wall:.1f} s {'from process start' if i == 0 else 'after the one before'}, "
-            f"{generating:.1f} s of it generating; realtime factor {seconds / wall:.2f} end to end, "
-            f"{seconds / generating:.2f} generating"
+            f"{made} in {wall:.1f} s from process start, {generating:.1f} s of it generating; realtime "
+            f"factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
         )
     return 0
 
@@ -393,9 +395,11 @@ def _discard(frames: object) -> None:
     """A chain's frames on the processes that do not write them."""
 
 
-def _numbered(path: str, count: int) -> list[Path]:
+MAX_VIDEOS = 10_000  # --num-videos: a typo such as 100000000 fails at once
+
+
+def _numbered(path: Path, count: int) -> list[Path]:
     """`count` output paths: `path` itself for one, else path_0, path_1, ... (zero-padded to one width)."""
-    path = Path(path)
     if count == 1:
         return [path]
     width = len(str(count - 1))

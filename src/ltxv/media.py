@@ -194,24 +194,24 @@ def video_writer(
     rate = _frame_rate(fps)
     container_format = VIDEO_FORMATS[path.suffix.lower()]
     with atomic_file(path) as tmp, av.open(str(tmp), mode="w", format=container_format) as container:
-        streams = []  # the stream, made for the first chunk's size
+        streams = []  # (the stream, the first chunk's (H, W)): made for the first chunk
 
         def write(video01: Tensor) -> None:
             frames = to_uint8_frames(video01)  # (f, H, W, 3)
             h, w = frames.shape[1:3]
+            if streams and streams[0][1] != (h, w):
+                raise ValueError(f"a {w}x{h} chunk in a {streams[0][1][1]}x{streams[0][1][0]} video")
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # even sides
             if not streams:
-                streams.append(_h264_stream(container, rate, crf, frames.shape[1:3]))
-            stream = streams[0]
-            if (stream.height, stream.width) != frames.shape[1:3]:
-                raise ValueError(f"a {w}x{h} chunk in a {stream.width}x{stream.height} video")
+                streams.append((_h264_stream(container, rate, crf, frames.shape[1:3]), (h, w)))
+            stream = streams[0][0]
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
 
         yield write
         if not streams:
             raise ValueError(f"no frames were written to {str(path)!r}")
-        container.mux(streams[0].encode())  # flush delayed frames
+        container.mux(streams[0][0].encode())  # flush delayed frames
 
 
 def _save_image(tmp: str, frame: np.ndarray, suffix: str) -> None:

@@ -156,7 +156,8 @@ class Stage(nn.Module):
     ) -> dict[str, Tensor]:
         """Rectified flow (spec §5.1-5.2) on normalized latents (B, C, F, H, W): caption dropout, shifted
         logit-normal t by token count, first-frame conditioning (clean, t = 0, out of the loss) with
-        probability first_frame_p, optional random token dropping; with flow.foreground > 0 the tokens that
+        probability first_frame_p or of the first 2..F'-1 latent frames with probability extension_p
+        (`_conditioned_tokens`), optional random token dropping; with flow.foreground > 0 the tokens that
         hold an object weigh 1 + foreground in each sample's mean (`foreground_token_weights`)."""
         f_cfg, dev = self.cfg.flow, latents.device
         b, _, f, h, w = latents.shape
@@ -228,7 +229,8 @@ class DistillStage(Stage):
     [t, t_next], noises its latents to t, and learns the velocity that moves them to where the teacher (a
     frozen copy of the starting transformer, or `distill.teacher`'s) gets in `distill.teacher_steps` Euler
     steps with CFG `distill.guidance` against the empty prompt. Latent frame 0 is kept clean
-    (image-to-video) with probability flow.first_frame_p, for the teacher as for the student."""
+    (image-to-video) with probability flow.first_frame_p, the first 2..F'-1 latent frames (extension) with
+    probability flow.extension_p, for the teacher as for the student."""
 
     def __init__(self, cfg: TrainConfig, vae: VideoVAE | None, dit: VideoDiT | None) -> None:
         super().__init__(cfg, vae, dit)
