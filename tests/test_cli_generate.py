@@ -215,3 +215,19 @@ def test_several_videos_load_the_model_once_and_are_each_seeds_video(models, tmp
     second = read_image(tmp_path / "out_1.png")
     assert torch.equal(second, read_image(tmp_path / "alone.png"))
     assert not torch.equal(second, read_image(tmp_path / "out_0.png"))
+
+
+def test_a_multiscale_chain(models, tmp_path):
+    """--upsampler with --then: every segment is the two-pass pipeline (one progress count over all)."""
+    from ltxv.upsampler import LatentUpsampler, UpsamplerConfig, save_upsampler
+
+    root, t5 = models
+    upsampler = tmp_path / "up.safetensors"
+    config = UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)
+    save_upsampler(upsampler, randomize_(LatentUpsampler(config), 3))
+    out = tmp_path / "ms.mp4"
+    args = ["--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL, "--out", str(out)]
+    r = run("a red circle", *args, "--upsampler", str(upsampler), "--then", "a blue circle")
+    assert r.returncode == 0, r.stderr
+    assert probe(out) == (9 + 8, 64, 64, 12.0) and "(17 frames" in r.stdout
+    assert "step 6/6" in r.stderr  # 2 first-pass steps + 1 second-pass step, per segment

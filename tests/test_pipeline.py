@@ -331,3 +331,22 @@ def test_bad_chain_settings_are_named(fields, match):
 
     with pytest.raises(ValueError, match=match):
         ChainConfig(**fields)
+
+
+def test_a_chain_of_multiscale_segments(pipe, monkeypatch):
+    """multiscale=(second, upsampler, downscale): every segment is the two-pass pipeline; the first is
+    exactly generate_multiscale's video for the same seed; padded sizes keep their centre."""
+    from ltxv.config import ChainConfig
+
+    text, _ = _text()
+    monkeypatch.setattr(pipe, "encode_text", lambda prompts, _: text)
+    up = randomize_(
+        LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)), 3
+    ).eval()
+    first = dataclasses.replace(CFG, width=150, height=90, guidance=1.0, stg=0.0)
+    second = dataclasses.replace(first, skip_initial_steps=1)
+    r = pipe.generate_chain(["a", "a"], first, ChainConfig(overlap=9), multiscale=(second, up, 2 / 3))
+    assert r.video.shape == (1, 3, 17 + 8, 90, 150) and r.latents.shape == (1, 16, 3, 4, 6)
+    assert len(r.timesteps) == 2 * (3 + 2)  # two passes per segment
+    alone = pipe.generate_multiscale("a", first, second, up, 2 / 3)
+    assert torch.equal(r.video[:, :, :17], alone.video)

@@ -22,8 +22,9 @@ if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltx
     from torch import Tensor
 
     from .config import ChainConfig, SampleConfig, SampleConfigError
-    from .pipeline import GenerationResult, Pipeline
+    from .pipeline import Pipeline
     from .speed import SpeedConfig
+    from .upsampler import LatentUpsampler
 
 
 # -- flags ---------------------------------------------------------------------------------------------------
@@ -219,9 +220,8 @@ def _check_flags(args: argparse.Namespace, segments: int) -> None:
         if getattr(args, name) is not None and getattr(args, partner_name) is None:
             raise ValueError(f"{flag} only applies with {partner}: add {partner} or drop {flag}")
     if segments > 1:
-        for flag, value in (("--video", args.video), ("--upsampler", args.upsampler)):
-            if value is not None:
-                raise ValueError(f"{flag} does not combine with a chain of segments (--then, --segments)")
+        if args.video is not None:
+            raise ValueError("--video does not combine with a chain of segments (--then, --segments)")
     else:
         for flag in ("--overlap", "--overlap-strength", "--adain"):
             if getattr(args, flag[2:].replace("-", "_")) is not None:
@@ -342,11 +342,12 @@ def run(args: argparse.Namespace) -> int:
             f"note: generating {width}x{height}x{frames} (sides /32, frames 8k+1) and cropping to "
             f"{cfg.width}x{cfg.height}x{cfg.num_frames}"
         )
+    multiscale = _multiscale(args, pipe, cfg)
     first = pipe.pick_seed(cfg)  # --seed, else one drawn (by rank 0 for every process of a torchrun job)
     for i, out in enumerate(outs):
         begun = time.perf_counter()
         video_cfg = dataclasses.replace(cfg, seed=first + i)
-        _render(args, pipe, video_cfg, prompts, chain, conditions, source, out)
+        _render(pipe, video_cfg, prompts, chain, conditions, source, multiscale, out)
         if not is_main():
             continue
         seconds = total_frames / cfg.frame_rate
@@ -366,29 +367,40 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _render(
-    args: argparse.Namespace,
     pipe: Pipeline,
     cfg: SampleConfig,
     prompts: list[str],
     chain: ChainConfig,
     conditions: list[Any],
     source: Tensor | None,
+    multiscale: tuple[SampleConfig, LatentUpsampler, float] | None,
     out: Path,
 ) -> None:
-    """One video to `out`: a chain (each segment to the file when it is made: memory one segment), or one
-    pass. Under torchrun every process makes the same video; rank 0 writes it."""
+    """One video to `out`: one pass (text/image-to-video, video-to-video) or two (multi-scale), or a chain of
+    such segments, each written to the file when it is made (memory: one segment). Under torchrun every
+    process makes the same video; rank 0 writes it."""
     from .media import video_writer, write_video
     from .parallel import is_main
 
-    if len(prompts) == 1:
-        result = _generate(args, pipe, cfg, conditions, source)
-        if is_main():
-            write_video(out, result.video[0], cfg.frame_rate)
+    steps = len(pipe.schedule(cfg)) + (len(pipe.schedule(multiscale[0])) if multiscale else 0)
+    progress = _progress(len(prompts) * steps)
+    if len(prompts) > 1:
+        with contextlib.ExitStack() as stack:
+            write = stack.enter_context(video_writer(out, cfg.frame_rate)) if is_main() else _discard
+            pipe.generate_chain(
+                prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write,
+                multiscale=multiscale,
+            )  # fmt: skip
         return
-    progress = _progress(len(prompts) * len(pipe.schedule(cfg)))
-    with contextlib.ExitStack() as stack:
-        write = stack.enter_context(video_writer(out, cfg.frame_rate)) if is_main() else _discard
-        pipe.generate_chain(prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write)
+    if multiscale is not None:
+        result = pipe.generate_multiscale(
+            prompts[0], cfg, *multiscale, conditions=conditions, callback=progress
+        )
+    else:
+        init = pipe.encode_video(source) if source is not None else None
+        result = pipe.generate(prompts[0], cfg, conditions=conditions, init_latents=init, callback=progress)
+    if is_main():
+        write_video(out, result.video[0], cfg.frame_rate)
 
 
 def _discard(frames: object) -> None:
@@ -494,25 +506,19 @@ def _pipeline(args: argparse.Namespace, device: Any, speed: SpeedConfig) -> Pipe
     return pipe
 
 
-def _generate(
-    args: argparse.Namespace, pipe: Pipeline, cfg: SampleConfig, conditions: list[Any], source: Tensor | None
-) -> GenerationResult:
-    """One pass (text/image-to-video, video-to-video), or two with --upsampler (multi-scale)."""
+def _multiscale(
+    args: argparse.Namespace, pipe: Pipeline, cfg: SampleConfig
+) -> tuple[SampleConfig, LatentUpsampler, float] | None:
+    """With --upsampler: (the second pass's settings, the upsampler, the first pass's downscale)."""
     if not args.upsampler:
-        progress = _progress(len(pipe.schedule(cfg)))
-        init = pipe.encode_video(source) if source is not None else None
-        return pipe.generate(args.prompt, cfg, conditions=conditions, init_latents=init, callback=progress)
+        return None
     from .upsampler import load_upsampler
 
     skip = round(cfg.steps * 17 / 30) if args.second_skip is None else args.second_skip
     second_ts = _floats(args.second_timesteps, "--second-timesteps")
     second = dataclasses.replace(cfg, timesteps=second_ts, skip_initial_steps=0 if second_ts else skip)
-    steps = len(pipe.schedule(cfg)) + len(pipe.schedule(second))
     upsampler = load_upsampler(args.upsampler, "cpu" if args.offload else pipe.device, pipe.dtype)
-    downscale = 2 / 3 if args.downscale is None else args.downscale
-    return pipe.generate_multiscale(
-        args.prompt, cfg, second, upsampler, downscale, conditions=conditions, callback=_progress(steps)
-    )
+    return second, upsampler, 2 / 3 if args.downscale is None else args.downscale
 
 
 def _note(message: str) -> None:

@@ -303,21 +303,16 @@ class Pipeline:
         negative: TextEmbeddings | None = None,
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
+        decode: bool = True,
     ) -> GenerationResult:
         """Official multi-scale pipeline (0.9.7+): pass 1 at `downscale` x the padded size (sides up to
         multiples of 32; pass-1 sides rounded down to multiples of 32), latent x2 upsampler + AdaIN to the
         pass-1 statistics, pass 2 at twice the pass-1 size from those latents (`second` should skip initial
         steps or list timesteps below 1), decode, bilinear resize to the padded size and crop its centre, as
         the official inference. The requested size, frames and frame rate are `first`'s; guidance > 1 in
-        either pass (scalar or per-step schedule) encodes the negative prompt."""
-        _, ss, _ = self.vae.scale_factors
-        ph, pw, _ = padded_size(first.height, first.width, first.num_frames, ss)
-        w1, h1 = int(pw * downscale), int(ph * downscale)
-        w1, h1 = w1 - w1 % ss, h1 - h1 % ss
-        if w1 < ss or h1 < ss:
-            raise ValueError(
-                f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
-            )
+        either pass (scalar or per-step schedule) encodes the negative prompt. `decode=False` returns pass
+        2's latents only."""
+        w1, h1 = self._multiscale_size(first, downscale)
         seed = None if generator is not None else self.pick_seed(first)
         generator = generator or torch.Generator(self.device).manual_seed(seed)
         text, neg = self._texts(prompt, negative, first, second)
@@ -335,21 +330,53 @@ class Pipeline:
                 self.vae.denormalize(low.latents).to(self.device, upsampler.final_conv.weight.dtype)
             )
         init = adain_match(self.vae.normalize(up.to(low.latents)), low.latents)
-        cfg2 = dataclasses.replace(  # the requested frames and frame rate (RoPE time scale) are first's
-            second, width=2 * w1, height=2 * h1, num_frames=first.num_frames, frame_rate=first.frame_rate
-        )
         high = self.generate(
             text,
-            cfg2,
+            self._second_pass(first, second, w1, h1),
             conditions=conditions,
             negative=neg,
             init_latents=init,
             callback=callback,
             generator=generator,
+            decode=False,
         )
-        video = _resize(high.video, ph, pw).clamp(0, 1)  # then the centre, as `generate` crops its padding
-        video = crop_video(video, first.height, first.width, video.shape[2])
+        video = self._finish_multiscale(high.latents, first, second, downscale, generator) if decode else None
         return GenerationResult(video, high.latents, first.frame_rate, low.timesteps + high.timesteps, seed)
+
+    def _multiscale_size(self, first: SampleConfig, downscale: float) -> tuple[int, int]:
+        """Pass 1's (width, height): `downscale` x the padded size, rounded down to multiples of 32."""
+        _, ss, _ = self.vae.scale_factors
+        ph, pw, _ = padded_size(first.height, first.width, first.num_frames, ss)
+        w1, h1 = int(pw * downscale), int(ph * downscale)
+        w1, h1 = w1 - w1 % ss, h1 - h1 % ss
+        if w1 < ss or h1 < ss:
+            raise ValueError(
+                f"{first.width}x{first.height} x {downscale:.3f} is below one latent ({ss} px) per side"
+            )
+        return w1, h1
+
+    @staticmethod
+    def _second_pass(first: SampleConfig, second: SampleConfig, w1: int, h1: int) -> SampleConfig:
+        """Pass 2 at twice pass 1's size, with first's frames and frame rate (the RoPE time scale)."""
+        return dataclasses.replace(
+            second, width=2 * w1, height=2 * h1, num_frames=first.num_frames, frame_rate=first.frame_rate
+        )
+
+    def _finish_multiscale(
+        self,
+        latents: Tensor,
+        first: SampleConfig,
+        second: SampleConfig,
+        downscale: float,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Pass 2's latents -> the requested video in [0, 1]: decoded at pass 2's size, resized to the padded
+        size, then its centre, as `generate` crops its padding."""
+        w1, h1 = self._multiscale_size(first, downscale)
+        video = self._finish(latents, self._second_pass(first, second, w1, h1), generator)
+        ph, pw, _ = padded_size(first.height, first.width, first.num_frames, self.vae.scale_factors[1])
+        video = _resize(video, ph, pw).clamp(0, 1)
+        return crop_video(video, first.height, first.width, video.shape[2])
 
     @torch.inference_mode()
     def generate_chain(
@@ -363,9 +390,11 @@ class Pipeline:
         callback: StepCallback | None = None,
         generator: torch.Generator | None = None,
         on_frames: Callable[[Tensor], None] | None = None,
+        multiscale: tuple[SampleConfig, LatentUpsampler, float] | None = None,
     ) -> GenerationResult:
         """A long video as a chain of segments, one per prompt (the same prompt repeated for one long shot; a
-        new one where the action should change). Segment 1 is `generate(prompts[0], config, conditions=...)`;
+        new one where the action should change). Segment 1 is `generate(prompts[0], config, conditions=...)`
+        (with `multiscale` = (second, upsampler, downscale): `generate_multiscale(prompts[0], config, ...)`);
         each later one is conditioned at frame 0 on the last `chain.overlap` frames of the one before, and
         its latents are blended towards segment 1's statistics by `chain.adain` (`ChainConfig`). Every segment
         has `config`'s size and frames: F + (S - 1)(F - overlap) frames in all, returned on the CPU with the
@@ -385,22 +414,23 @@ class Pipeline:
         parts, timesteps, first, texts = [], [], None, {}
         for k, prompt in enumerate(prompts):
             if prompt not in texts:  # each prompt, and the negative prompt, encoded once
-                texts[prompt], negative = self._texts(prompt, negative, cfg)
-            segment = self.generate(
-                texts[prompt],
-                cfg,
-                conditions=conditions,
-                negative=negative,
-                callback=callback,
-                generator=generator,
-                decode=False,
-            )
+                texts[prompt], negative = self._texts(
+                    prompt, negative, cfg, *multiscale[:1] if multiscale else ()
+                )
+            run = dict(conditions=conditions, negative=negative, callback=callback, generator=generator)
+            if multiscale is None:
+                segment = self.generate(texts[prompt], cfg, **run, decode=False)
+            else:
+                segment = self.generate_multiscale(texts[prompt], cfg, *multiscale, **run, decode=False)
             latents = segment.latents  # (1, C, F', H', W')
             if first is None:
                 first = latents
             elif chain.adain > 0:
                 latents = adain_match(latents, first, chain.adain)
-            video = self._finish(latents, cfg, generator)  # (1, 3, F, H, W) in [0, 1]
+            if multiscale is None:
+                video = self._finish(latents, cfg, generator)  # (1, 3, F, H, W) in [0, 1]
+            else:
+                video = self._finish_multiscale(latents, cfg, multiscale[0], multiscale[2], generator)
             new = (video if k == 0 else video[:, :, chain.overlap :]).cpu()  # (1, 3, f, H, W)
             on_frames(new) if on_frames is not None else parts.append(new)
             timesteps += segment.timesteps
