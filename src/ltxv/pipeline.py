@@ -406,7 +406,7 @@ class Pipeline:
         chain = chain or ChainConfig()
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("generate_chain takes a non-empty list of prompts, one per segment")
-        chain.total_frames(cfg.num_frames, len(prompts))  # checks that each segment has new frames
+        frames = chain.total_frames(cfg.num_frames, len(prompts))  # checks that each segment has new frames
         _, ss, _ = self.vae.scale_factors
         height, width, _ = padded_size(cfg.height, cfg.width, cfg.num_frames, ss)
         seed = None if generator is not None else self.pick_seed(cfg)
@@ -432,11 +432,13 @@ class Pipeline:
             else:
                 video = self._finish_multiscale(latents, cfg, multiscale[0], multiscale[2], generator)
             new = (video if k == 0 else video[:, :, chain.overlap :]).cpu()  # (1, 3, f, H, W)
-            on_frames(new) if on_frames is not None else parts.append(new)
+            if on_frames is not None:
+                on_frames(new)
+            else:
+                parts.append(new)
             timesteps += segment.timesteps
             tail = pad_video(video[:, :, -chain.overlap :] * 2 - 1, height, width)  # as --condition pads
             conditions = [Condition(tail, 0, chain.overlap_strength)]
-        frames = chain.total_frames(cfg.num_frames, len(prompts))
         video = torch.cat(parts, dim=2) if parts else None
         return GenerationResult(video, latents, cfg.frame_rate, timesteps, seed, frames)
 
