@@ -343,15 +343,15 @@ def run(args: argparse.Namespace) -> int:
             f"{cfg.width}x{cfg.height}x{cfg.num_frames}"
         )
     multiscale = _multiscale(args, pipe, cfg)
+    init = pipe.encode_video(source) if source is not None else None  # video-to-video: once for every video
     first = pipe.pick_seed(cfg)  # --seed, else one drawn (by rank 0 for every process of a torchrun job)
+    seconds, size_text = total_frames / cfg.frame_rate, f"{cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
     for i, out in enumerate(outs):
         begun = time.perf_counter()
         video_cfg = dataclasses.replace(cfg, seed=first + i)
-        _render(pipe, video_cfg, prompts, chain, conditions, source, multiscale, out)
+        _render(pipe, video_cfg, prompts, chain, conditions, init, multiscale, out)
         if not is_main():
             continue
-        seconds = total_frames / cfg.frame_rate
-        size_text = f"{cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
         made = f"wrote {out} ({total_frames} frames, {size_text}, seed {first + i})"
         if i > 0:  # the model was loaded before the first
             took = time.perf_counter() - begun
@@ -372,7 +372,7 @@ def _render(
     prompts: list[str],
     chain: ChainConfig,
     conditions: list[Any],
-    source: Tensor | None,
+    init: Tensor | None,
     multiscale: tuple[SampleConfig, LatentUpsampler, float] | None,
     out: Path,
 ) -> None:
@@ -396,8 +396,7 @@ def _render(
         result = pipe.generate_multiscale(
             prompts[0], cfg, *multiscale, conditions=conditions, callback=progress
         )
-    else:
-        init = pipe.encode_video(source) if source is not None else None
+    else:  # init: --video's latents (video-to-video)
         result = pipe.generate(prompts[0], cfg, conditions=conditions, init_latents=init, callback=progress)
     if is_main():
         write_video(out, result.video[0], cfg.frame_rate)

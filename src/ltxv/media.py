@@ -185,10 +185,7 @@ def video_writer(
     chunk, however long the video."""
     import av
 
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_FORMATS:
-        raise ValueError(f"cannot stream video to {str(path)!r}: use a .mp4 (or .mov/.mkv) path")
-    path = output_path(path, 2)
+    path = output_path(path, 2)  # a video path (a frame count above 1 refuses image suffixes)
     if not (isinstance(crf, int) and 0 <= crf <= 51):
         raise ValueError(f"crf must be an integer in [0, 51] (lower = better), got {crf!r}")
     rate = _frame_rate(fps)
