@@ -13,6 +13,10 @@ Two probes, each for every (overlap, AdaIN) setting asked for (default: overlap 
 - extend (`--extend K`, repeatable): 24 moving clips of training combinations rendered anew, their first K
   frames given at frame 0 with the caption (K = 1: image-to-video; 17: extension), one video generated each;
   the object's centroid error against the clip's true continuation (frames K..F-1, px) and its PSNR.
+- keyframes (`--keyframes`): the same 24 clips, their last frame given as a keyframe at frame F-1 (extra
+  tokens), alone and with the first frame at 0; the object's centroid error at the last frame and over all
+  frames against the clip (px), and the last frame's PSNR. Without the keyframe (the last row, text only for
+  "last", image-to-video for "first+last") the error shows what the prompt alone gives.
 """
 
 from __future__ import annotations
@@ -126,6 +130,46 @@ def extend(pipe: Pipeline, cfg, given: int, clips: int = 24) -> dict:
     }
 
 
+def _centroid_errors(made: torch.Tensor, truth: torch.Tensor) -> list[float | None]:
+    """Per frame: the distance of the object's centroids in the two videos (None where either has none)."""
+    pairs = zip(judge.judge_video(truth).centroids, judge.judge_video(made).centroids, strict=True)
+    return [((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 if a and b else None for a, b in pairs]
+
+
+def keyframes(pipe: Pipeline, cfg, clips: int = 24) -> list[dict]:
+    specs = [s for s in synth.sample_specs(2 * clips, 21, "train") if s.motion != "static"][:clips]
+    last = cfg.num_frames - 1
+    rows = []
+    for given in ("last", "first+last", "none", "first"):
+        errors_last, errors_all, psnrs = [], [], []
+        for i, spec in enumerate(specs):
+            clip = synth.render_clip(spec, cfg.width, cfg.num_frames) * 2 - 1  # (1, 3, F, H, W)
+            conditions = []
+            if given.startswith("first"):
+                conditions.append(Condition(clip[:, :, :1], 0, 1.0))
+            if given.endswith("last"):
+                conditions.append(Condition(clip[:, :, last:], last, 1.0))
+            video = pipe.generate(
+                synth.caption(spec), dataclasses.replace(cfg, seed=i), conditions=conditions
+            ).video
+            errors = _centroid_errors(video, (clip + 1) / 2)
+            if errors[-1] is not None:
+                errors_last.append(errors[-1])
+            found = [e for e in errors if e is not None]
+            if found:
+                errors_all.append(statistics.mean(found))
+            psnrs.append(judge.psnr(video[:, :, last:], (clip[:, :, last:] + 1) / 2))
+        rows.append(
+            {
+                "given": given,
+                "last_frame_error_px": statistics.mean(errors_last) if errors_last else None,
+                "mean_error_px": statistics.mean(errors_all) if errors_all else None,
+                "last_frame_psnr": statistics.mean(psnrs),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(demo_model()))
@@ -134,6 +178,7 @@ def main() -> None:
     p.add_argument(
         "--extend", type=int, action="append", default=[], help="given frames K (1 or 8k+1); repeatable"
     )
+    p.add_argument("--keyframes", action="store_true", help="the keyframe probe")
     p.add_argument("--no-chains", action="store_true", help="skip the turns and still probes")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
@@ -169,9 +214,23 @@ def main() -> None:
             f"{row['psnr']:.2f} dB (object found in {row['object_found']:.0%})",
             flush=True,
         )
+    keyed = keyframes(pipe, cfg) if args.keyframes else []
+    for row in keyed:
+        print(
+            f"keyframes, given {row['given']:>10}: centroid error at the last frame "
+            f"{_fmt(row['last_frame_error_px'])} px, over all frames {_fmt(row['mean_error_px'])} px; "
+            f"last frame PSNR {row['last_frame_psnr']:.2f} dB",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
-            out = {"model": args.model, "sample": dataclasses.asdict(cfg), "rows": rows, "extend": extended}
+            out = {
+                "model": args.model,
+                "sample": dataclasses.asdict(cfg),
+                "rows": rows,
+                "extend": extended,
+                "keyframes": keyed,
+            }
             json.dump(out, f, indent=1)
 
 

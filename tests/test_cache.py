@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -70,6 +71,10 @@ def test_round_trip_gives_the_vae_latents_and_the_right_caption_embedding(world,
             torch.testing.assert_close(sample["text_emb"], emb[0], atol=1e-5, rtol=1e-5)
             assert torch.equal(sample["text_mask"], mask[0])
             assert sample["text_mask"].dtype == torch.int64 and sample["text_emb"].shape == (MAX_TOKENS, 32)
+            # keyframe latents: pixel frame 8 (the clip's last) encoded alone, as generate() encodes an image
+            keyframe = vae.encode(item["video"][None, :, 8:9])[0]  # (C, 1, H', W')
+            assert sample["keyframes"].shape == (1, 16, 1, 2, 2)
+            torch.testing.assert_close(sample["keyframes"][0], keyframe, atol=1e-5, rtol=1e-5)
         null_emb, null_mask = cached.null_text()
         emb, mask = t5.encode([""], MAX_TOKENS)
     assert torch.allclose(null_emb, emb[0], atol=1e-6) and torch.equal(null_mask, mask[0])
@@ -84,6 +89,7 @@ def test_round_trip_gives_the_vae_latents_and_the_right_caption_embedding(world,
     batch = collate_latents([cached[i] for i in sampler.batch(0)])
     assert batch["latents"].shape == (3, 16, 2, 2, 2) and batch["text_emb"].shape == (3, MAX_TOKENS, 32)
     assert batch["text_mask"].shape == (3, MAX_TOKENS) and sorted(batch["row"]) == [0, 2, 3]
+    assert batch["keyframes"].shape == (3, 1, 16, 1, 2, 2) and cached.has_keyframes()
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.pt"))
 
 
@@ -144,6 +150,30 @@ def test_cache_errors(world, tmp_path):
         LatentDataset(out).null_text()
     (out / "meta.json").write_text("[]")
     assert not is_cache(out) and not is_cache(tmp_path / "nowhere")
+
+
+def test_a_cache_without_keyframes_still_trains_but_not_for_keyframes(world, tmp_path):
+    """Caches written before keyframe latents existed: read as before, batches without "keyframes", and
+    flow.keyframe_p > 0 refused before the run starts, naming the fix."""
+    from safetensors.torch import load_file, save_file
+
+    from ltxv.config import TrainConfig, apply_overrides
+    from ltxv.train.loop import build_data
+
+    _, dataset, vae, t5, _ = world
+    preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS)
+    for path in (tmp_path / "latents").iterdir():
+        tensors = load_file(path)
+        del tensors["keyframes"]
+        save_file(tensors, path)
+    cached = LatentDataset(tmp_path)
+    assert not cached.has_keyframes() and "keyframes" not in cached[0]
+    assert "keyframes" not in collate_latents([cached[0], cached[1]])
+    cfg = TrainConfig(stage="dit", model=get_preset("tiny"))
+    cfg = replace(cfg, data=replace(cfg.data, path=str(tmp_path)))
+    assert len(build_data(cfg, None)[0]) == 3
+    with pytest.raises(ValueError, match=r"keyframe_p=0.5 needs keyframe latents.*rerun `ltxv preprocess"):
+        build_data(apply_overrides(cfg, ["flow.keyframe_p=0.5"]), None)
 
 
 def test_cli_preprocess(world, tmp_path, capsys):

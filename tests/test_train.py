@@ -125,6 +125,32 @@ def test_dit_learns_with_i2v_and_token_drop(world, trained_vae, tmp_path):
     assert sample.std() > 0.05, "the validation sample is blank"
 
 
+def test_keyframes_from_videos_are_their_frames_encoded_alone(world, trained_vae):
+    """Training on videos (no cache): the keyframe tokens are the frozen VAE's encoding of pixel frame 8 alone
+    (9-frame clips: the last frame), as a cache's keyframes and generate()'s image keyframes are."""
+    from ltxv.data.dataset import VideoDataset, collate, parse_buckets
+    from ltxv.train.stages import DiTStage
+    from ltxv.weights import load_transformer, load_vae
+
+    cfg = config(world, "dit", 1, **{"flow.keyframe_p": 1.0})
+    vae, dit = load_vae(trained_vae), load_transformer(trained_vae)
+    stage = DiTStage(cfg, vae, dit)
+    seen = []
+    dit.register_forward_pre_hook(lambda _, args: seen.append(args))
+    batch = collate([VideoDataset(world / "data", parse_buckets(BUCKET))[i] for i in range(2)])
+    c = dit.cfg.caption_channels
+    batch |= {"text_emb": torch.randn(2, 4, c), "text_mask": torch.ones(2, 4, dtype=torch.long)}
+    stage.set_null_text(torch.zeros(4, c), torch.ones(4, dtype=torch.long))
+    with torch.no_grad():
+        stage(batch, BatchRandom(torch.Generator().manual_seed(0)), 0)
+        expected = vae.encode(batch["video"][:, :, 8:9]).flatten(2).transpose(1, 2)  # (B, H'W', C)
+    x, coords = seen[0][0], seen[0][5]
+    m = expected.shape[1]
+    assert x.shape[1] == m + 2 * m  # one keyframe frame + two latent frames
+    torch.testing.assert_close(x[:, :m], expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(coords[:, :m, 0], torch.full((2, m), 8.0))
+
+
 def test_joint_trains_all_three(world, tmp_path):
     run = tmp_path / "joint"
     final = train(config(world, "joint", 60), run, progress=False)
@@ -524,6 +550,118 @@ def test_flow_conditions_the_first_frame_or_a_prefix_of_latent_frames():
     assert int(draw(FlowTrainConfig(first_frame_p=0.0, extension_p=1.0), frames=2).max()) == 0  # no room
     with pytest.raises(ValueError, match=r"flow.first_frame_p \+ flow.extension_p = 1.2 > 1"):
         apply_overrides(TrainConfig(), ["flow.first_frame_p=0.6", "flow.extension_p=0.6"])
+
+
+def _keyframe_batch(spec, b: int = 3, frames: int = 3, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    c = spec.dit.in_channels
+    return {
+        "latents": torch.randn(b, c, frames, 2, 2, generator=g),
+        "keyframes": torch.randn(b, frames - 1, c, 1, 2, 2, generator=g),  # pixel frames 8, 16, ...
+        "text_emb": torch.randn(b, 4, spec.dit.caption_channels, generator=g),
+        "text_mask": torch.ones(b, 4, dtype=torch.long),
+    }
+
+
+def test_flow_keyframes_enter_as_generate_places_an_image_keyframe():
+    """flow.keyframe_p: the transformer sees each sample's keyframe latents (pixel frame 8j) in front of the
+    video tokens exactly as `conditioning.build_state` lays out an image condition at frame 8j: the same
+    tokens, the same coordinates, t = 0; the loss covers the video tokens only."""
+    from ltxv.conditioning import Condition, build_state
+    from ltxv.dit.model import VideoDiT
+    from ltxv.train.stages import DiTStage
+
+    spec = get_preset("tiny")
+    batch = _keyframe_batch(spec)
+    dit = VideoDiT(spec.dit)
+    seen = []
+    dit.register_forward_pre_hook(lambda _, args: seen.append(args))
+    cfg = apply_overrides(
+        TrainConfig(model=spec), ["flow.keyframe_p=1", "flow.first_frame_p=0", "flow.caption_dropout=0"]
+    )
+    stage = DiTStage(cfg, None, dit)
+    stage.set_null_text(batch["text_emb"][0], batch["text_mask"][0])
+    with torch.no_grad():
+        loss = stage(batch, BatchRandom(torch.Generator().manual_seed(0)), 0)["loss"]
+    x, t, _, _, _, coords = seen[0]
+    assert x.shape == (3, 4 + 12, spec.dit.in_channels) and torch.isfinite(loss)
+    assert torch.equal(t[:, :4], torch.zeros(3, 4)) and bool((t[:, 4:] > 0).all())
+    grid = dit.token_coords(3, 2, 2, 1, torch.device("cpu"))
+    used = set()
+    for i in range(3):
+        j = next(j for j in range(2) if torch.equal(x[i, :4], batch["keyframes"][i, j].flatten(1).T))
+        used.add(j)
+        cond = Condition(torch.zeros(1, 3, 1, 64, 64), frame=8 * (j + 1))
+        state = build_state(
+            torch.zeros(1, spec.dit.in_channels, 3, 2, 2),
+            [(cond, batch["keyframes"][i : i + 1, j])],
+            grid,
+            lambda f, h, w: dit.token_coords(f, h, w, 1, torch.device("cpu"))[0],
+            None,
+        )
+        assert state.num_extra == 4
+        torch.testing.assert_close(x[i, :4], state.tokens[0, :4])
+        assert torch.equal(coords[i], state.coords[0])  # keyframe and grid coordinates alike
+    # the same batch without keyframes: the loss is over the same video tokens (their own draws differ)
+    plain = DiTStage(apply_overrides(cfg, ["flow.keyframe_p=0"]), None, dit)
+    plain.set_null_text(batch["text_emb"][0], batch["text_mask"][0])
+    with torch.no_grad():
+        plain(batch, BatchRandom(torch.Generator().manual_seed(0)), 0)
+    assert seen[-1][0].shape == (3, 12, spec.dit.in_channels)
+
+
+def test_keyframes_are_drawn_per_batch_and_uniformly_over_the_later_frames():
+    """keyframe_p is the share of batches with keyframes (one token count per batch); j uniform in 1..F'-1;
+    keyframe_p = 0 draws nothing (earlier runs' random streams kept); single-frame latents get none."""
+    from ltxv.config import FlowTrainConfig
+    from ltxv.dit.model import VideoDiT
+    from ltxv.train.stages import _draw_keyframes
+
+    spec = get_preset("tiny")
+    dit = VideoDiT(spec.dit)
+    batch = _keyframe_batch(spec, b=2000, frames=4)
+    flow = FlowTrainConfig(keyframe_p=0.3)
+    rngs = [BatchRandom(torch.Generator().manual_seed(s)) for s in range(300)]
+    drawn = [_draw_keyframes(rng, batch, None, dit, flow, batch["latents"]) for rng in rngs]
+    assert sum(d is not None for d in drawn) / 300 == pytest.approx(0.3, abs=0.08)
+    tokens, coords = next(d for d in drawn if d is not None)
+    frames = coords[:, 0, 0]  # (B,) the keyframe's pixel frame
+    assert set(frames.tolist()) == {8.0, 16.0, 24.0}
+    for f in (8, 16, 24):
+        assert float((frames == f).float().mean()) == pytest.approx(1 / 3, abs=0.04)
+    i = int((frames == 16).nonzero()[0])
+    assert torch.equal(tokens[i], batch["keyframes"][i, 1].flatten(1).T)
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    assert _draw_keyframes(BatchRandom(g), batch, None, dit, FlowTrainConfig(), batch["latents"]) is None
+    assert torch.equal(g.get_state(), state)
+    one = FlowTrainConfig(keyframe_p=1.0)
+    assert _draw_keyframes(BatchRandom(g), batch, None, dit, one, batch["latents"][:, :, :1]) is None
+    with pytest.raises(ValueError, match="keyframe_p > 0 needs keyframe latents.*rerun `ltxv preprocess"):
+        _draw_keyframes(BatchRandom(g), {"latents": batch["latents"]}, None, dit, one, batch["latents"])
+    for bad in ("flow.keyframe_p=1.5", "flow.keyframe_p=nan"):
+        with pytest.raises(ValueError, match="flow.keyframe_p"):
+            apply_overrides(TrainConfig(model=spec), [bad])
+
+
+def test_distill_with_keyframes_keeps_them_out_of_the_target():
+    """The teacher and the student both see the keyframe tokens; with the student as its own one-step
+    teacher the loss is still exactly 0 (the keyframe tokens neither move nor count)."""
+    from ltxv.dit.model import VideoDiT
+    from ltxv.train.stages import DistillStage
+
+    spec = get_preset("tiny")
+    batch = _keyframe_batch(spec)
+    dit = VideoDiT(spec.dit)
+    sets = ["distill.teacher_steps=1", "distill.guidance=1", "flow.keyframe_p=1"]
+    stage = DistillStage(apply_overrides(TrainConfig(stage="distill", model=spec), sets), None, dit)
+    seen = []
+    for model in (stage.teacher, dit):  # hooked after the teacher's copy was made
+        model.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[1]))
+    stage.set_null_text(torch.zeros(4, spec.dit.caption_channels), torch.ones(4, dtype=torch.long))
+    with torch.no_grad():
+        assert stage(batch, BatchRandom(torch.Generator().manual_seed(1)), 0)["loss"].item() == 0.0
+    assert seen == [16, 16]  # teacher, then student: 4 keyframe + 12 video tokens
 
 
 @pytest.mark.parametrize(

@@ -447,6 +447,10 @@ class FlowTrainConfig:
     # extension (a clip conditioned at frame 0: `--condition clip@0`, chains with --overlap 9+): the first k
     # latent frames, k uniform in 2 .. F' - 1, kept clean and out of the loss; drawn apart from first_frame_p
     extension_p: float = 0.0
+    # keyframes (`--condition image@FRAME`, FRAME > 0): with this probability a batch's samples each get one
+    # image keyframe, pixel frame 8j (j uniform in 1 .. F' - 1) encoded alone, as extra tokens at its own
+    # position, clean and out of the loss (the whole batch, for one token count); drawn apart from the above
+    keyframe_p: float = 0.0
     token_drop: float = 0.0  # max fraction of tokens dropped per step, drawn uniformly in [0, token_drop]
     # extra loss weight on tokens unlike their latent frame's median token (flow.foreground_token_weights):
     # small objects on plain backgrounds otherwise carry a few percent of the loss; 0 = off
@@ -580,7 +584,7 @@ class TrainConfig:
                 f"optim.decay_steps={self.optim.decay_steps} is shorter than the run ({self.steps} steps): "
                 "use 0 (the run's length) or at least --steps"
             )
-        for name in ("caption_dropout", "first_frame_p", "extension_p", "token_drop"):
+        for name in ("caption_dropout", "first_frame_p", "extension_p", "keyframe_p", "token_drop"):
             if not 0.0 <= getattr(self.flow, name) <= (0.9 if name == "token_drop" else 1.0):
                 raise ValueError(f"flow.{name} out of range: {getattr(self.flow, name)}")
         if self.flow.first_frame_p + self.flow.extension_p > 1.0:

@@ -2,7 +2,10 @@
 (`ltxv preprocess`) so that training runs on latents only. A cache folder OUT holds:
 
     OUT/latents/000000.safetensors latents (C, F', H', W') float32, normalized (the VAE posterior mode),
-                                   text_emb (L, D) float32, text_mask (L,) int64; file k = dataset item k
+                                   keyframes (F' - 1, C, 1, H', W') float32: pixel frames 8, 16, ...,
+                                   8(F' - 1) each encoded alone, as an image keyframe is (flow.keyframe_p;
+                                   caches written before it lack them), text_emb (L, D) float32,
+                                   text_mask (L,) int64; file k = dataset item k
     OUT/null.safetensors           text_emb, text_mask of the empty prompt "" (for caption dropout)
     OUT/index.jsonl                one CacheEntry per line (file, caption, media_path, row, bucket, ...)
     OUT/meta.json                  format, vae config, latent_channels, max_tokens, text_hidden_size, count,
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -90,12 +95,14 @@ def preprocess(
     entries: list[CacheEntry] = []
     with torch.inference_mode():
         for indices, batch in zip(batches, loader, strict=True):
-            latents = vae.encode(batch["video"].to(device, dtype))  # (B, C, F', H', W')
+            video = batch["video"].to(device, dtype)
+            latents = vae.encode(video)  # (B, C, F', H', W')
+            keyframes = keyframe_latents(vae, video)  # (B, F' - 1, C, 1, H', W')
             emb, mask = text_encoder.encode(batch["caption"], max_tokens)  # (B, L, D), (B, L)
             for j, i in enumerate(indices):
-                entries.append(
-                    _save_item(out, i, dataset.items[i], dataset.buckets_of[i], latents[j], emb[j], mask[j])
-                )
+                tensors = {"latents": latents[j], "keyframes": keyframes[j], "text_emb": emb[j]}
+                tensors["text_mask"] = mask[j]
+                entries.append(_save_item(out, i, dataset.items[i], dataset.buckets_of[i], tensors))
             if progress is not None:
                 progress(len(entries), len(dataset))
         null_emb, null_mask = text_encoder.encode([""], max_tokens)  # (1, L, D), (1, L)
@@ -118,18 +125,27 @@ def preprocess(
     return meta
 
 
-def _save_item(
-    out: Path, i: int, item: MediaItem, bucket: Bucket, latents: Tensor, emb: Tensor, mask: Tensor
-) -> CacheEntry:
-    """Write item i's latents (C, F', H', W'), text_emb (L, D) and text_mask (L,); return its index entry."""
+def keyframe_latents(vae: VideoVAE, video: Tensor) -> Tensor:
+    """video (B, 3, F, H, W) in [-1, 1] -> (B, F' - 1, C, 1, H', W'): pixel frames t, 2t, ..., (F' - 1)t
+    (t = the VAE's temporal factor, 8) each encoded alone and normalized, as `generate` encodes an image
+    keyframe; the last one is the clip's last frame."""
+    step = vae.scale_factors[0]
+    frames = video[:, :, step::step]  # (B, 3, F' - 1, H, W)
+    b, k = frames.shape[0], frames.shape[2]
+    if k == 0:
+        return video.new_zeros(b, 0, vae.cfg.latent_channels, 1, 1, 1)
+    images = rearrange(frames, "b c k h w -> (b k) c 1 h w")
+    return rearrange(vae.encode(images), "(b k) c f h w -> b k c f h w", b=b)
+
+
+def _save_item(out: Path, i: int, item: MediaItem, bucket: Bucket, tensors: dict[str, Tensor]) -> CacheEntry:
+    """Write item i's tensors (latents (C, F', H', W'), keyframes, text_emb (L, D), text_mask (L,)); return
+    its index entry."""
     file = f"latents/{i:06d}.safetensors"
-    tensors = {
-        "latents": latents.float().cpu(),
-        "text_emb": emb.float().cpu(),
-        "text_mask": mask.long().cpu(),
-    }
+    tensors = {k: (v.long() if k == "text_mask" else v.float()).cpu() for k, v in tensors.items()}
     atomic_save(tensors, out / file, {"caption": item.caption, "row": str(item.row)})
-    return CacheEntry(file, item.caption, str(item.media_path), item.row, str(bucket), tuple(latents.shape))
+    shape = tuple(tensors["latents"].shape)
+    return CacheEntry(file, item.caption, str(item.media_path), item.row, str(bucket), shape)
 
 
 def _bucket_batches(buckets_of: list[Bucket], batch_size: int) -> list[list[int]]:
@@ -153,7 +169,8 @@ def is_cache(path: str | os.PathLike[str]) -> bool:
 class LatentDataset(torch.utils.data.Dataset):
     """A cache folder written by `preprocess`. `buckets_of[i]` is the latent shape as Bucket(F', H', W'),
     so BucketBatchSampler batches equal shapes. self[i] -> {"latents": (C, F', H', W'), "text_emb": (L, D),
-    "text_mask": (L,), "caption", "row", "bucket"}."""
+    "text_mask": (L,), "caption", "row", "bucket"}, and "keyframes" (F' - 1, C, 1, H', W') where the cache
+    has them (`has_keyframes`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -183,7 +200,7 @@ class LatentDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         entry = self.entries[i]
         tensors = load_file(self.root / entry.file)
-        return {
+        item = {
             "latents": tensors["latents"],  # (C, F', H', W')
             "text_emb": tensors["text_emb"],  # (L, D)
             "text_mask": tensors["text_mask"],  # (L,)
@@ -191,6 +208,16 @@ class LatentDataset(torch.utils.data.Dataset):
             "row": entry.row,
             "bucket": self.buckets_of[i],
         }
+        if "keyframes" in tensors:
+            item["keyframes"] = tensors["keyframes"]  # (F' - 1, C, 1, H', W')
+        return item
+
+    def has_keyframes(self) -> bool:
+        """Whether the cache holds keyframe latents (this version's preprocess writes them; item 0 read)."""
+        if not self.entries:
+            return False
+        with safe_open(self.root / self.entries[0].file, "pt") as f:
+            return "keyframes" in f.keys()
 
     def null_text(self) -> tuple[Tensor, Tensor]:
         """Embedding of the empty prompt: (L, D) float32, mask (L,) int64."""
@@ -216,9 +243,10 @@ def _read_index(path: Path) -> list[CacheEntry]:
 
 def collate_latents(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Samples of one latent shape -> {"latents": (B, C, F', H', W'), "text_emb": (B, L, D),
-    "text_mask": (B, L), "caption": [...], "row": [...], "bucket"}."""
+    "text_mask": (B, L), "caption": [...], "row": [...], "bucket"} and "keyframes" (B, F' - 1, C, 1, H', W')
+    when every sample has them."""
     bucket = batch_bucket(samples)  # first: stacking mixed shapes fails obscurely
-    return {
+    batch = {
         "latents": torch.stack([s["latents"] for s in samples]),
         "text_emb": torch.stack([s["text_emb"] for s in samples]),
         "text_mask": torch.stack([s["text_mask"] for s in samples]),
@@ -226,6 +254,9 @@ def collate_latents(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "row": [s["row"] for s in samples],
         "bucket": bucket,
     }
+    if all("keyframes" in s for s in samples):
+        batch["keyframes"] = torch.stack([s["keyframes"] for s in samples])  # (B, F' - 1, C, 1, H', W')
+    return batch
 
 
 # command line (wired by cli.py as `ltxv preprocess`) ------------------------------------------------------

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import TRANSFORMER_STAGES, FlowTrainConfig, SampleConfig, TrainConfig
+from ..data.cache import keyframe_latents
 from ..dit.model import VideoDiT
 from ..flow import (
     foreground_token_weights,
@@ -152,13 +153,19 @@ class Stage(nn.Module):
         return losses
 
     def flow(
-        self, latents: Tensor, text_emb: Tensor, text_mask: Tensor, rng: BatchRandom
+        self,
+        latents: Tensor,
+        text_emb: Tensor,
+        text_mask: Tensor,
+        rng: BatchRandom,
+        keyframes: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Rectified flow (spec §5.1-5.2) on normalized latents (B, C, F, H, W): caption dropout, shifted
         logit-normal t by token count, first-frame conditioning (clean, t = 0, out of the loss) with
         probability first_frame_p or of the first 2..F'-1 latent frames with probability extension_p
         (`_conditioned_tokens`), optional random token dropping; with flow.foreground > 0 the tokens that
-        hold an object weigh 1 + foreground in each sample's mean (`foreground_token_weights`)."""
+        hold an object weigh 1 + foreground in each sample's mean (`foreground_token_weights`). `keyframes`
+        (tokens (B, M, C), coords (B, M, 3); `_draw_keyframes`) go in front as clean extra tokens at t = 0."""
         f_cfg, dev = self.cfg.flow, latents.device
         b, _, f, h, w = latents.shape
         n = f * h * w
@@ -190,7 +197,9 @@ class Stage(nn.Module):
                 t_tok[:, idx],
                 weights[:, idx],
             )
-        velocity = self.dit(xt, t_tok, text_emb, text_mask, self.cfg.data.frame_rate, coords)  # (B, N', C)
+        xt, t_tok, coords, m = _prepend(keyframes, xt, t_tok, coords)
+        rate = self.cfg.data.frame_rate
+        velocity = self.dit(xt, t_tok, text_emb, text_mask, rate, coords)[:, m:]  # (B, N', C)
         per_sample = per_sample_loss(velocity, target, weights)  # (B,): each sample's weighted token mean
         # the mean over samples (not over all counted tokens, as the official trainer): the same quantity on
         # any split of the global batch, so averaging the processes' gradients is exact
@@ -219,7 +228,9 @@ class DiTStage(Stage):
     def forward(
         self, batch: dict, rng: BatchRandom, step: int, disc: nn.Module | None = None
     ) -> dict[str, Tensor]:
-        out = self.flow(_latents(self.vae, batch), batch["text_emb"], batch["text_mask"], rng)
+        latents = _latents(self.vae, batch)
+        keyframes = _draw_keyframes(rng, batch, self.vae, self.dit, self.cfg.flow, latents)
+        out = self.flow(latents, batch["text_emb"], batch["text_mask"], rng, keyframes)
         return {"loss": out.pop("total"), **out}
 
 
@@ -230,7 +241,8 @@ class DistillStage(Stage):
     frozen copy of the starting transformer, or `distill.teacher`'s) gets in `distill.teacher_steps` Euler
     steps with CFG `distill.guidance` against the empty prompt. Latent frame 0 is kept clean
     (image-to-video) with probability flow.first_frame_p, the first 2..F'-1 latent frames (extension) with
-    probability flow.extension_p, for the teacher as for the student."""
+    probability flow.extension_p, and a keyframe is added with probability flow.keyframe_p, for the teacher as
+    for the student."""
 
     def __init__(self, cfg: TrainConfig, vae: VideoVAE | None, dit: VideoDiT | None) -> None:
         super().__init__(cfg, vae, dit)
@@ -276,6 +288,9 @@ class DistillStage(Stage):
         t_next_tok = torch.where(first, 0.0, t_next[:, None])
         xt = torch.where(first[..., None], x0, interpolate(x0, rng.randn(x0.shape, x0), t_tok))
         coords = self.dit.token_coords(f, h, w, b, dev)
+        keyframes = _draw_keyframes(rng, batch, self.vae, self.dit, self.cfg.flow, latents)
+        t_next_tok = _prepend(keyframes, xt, t_next_tok, coords)[1]
+        xt, t_tok, coords, m = _prepend(keyframes, xt, t_tok, coords)
         rate = self.cfg.data.frame_rate
         null_emb = self.null_emb.to(emb.dtype).expand(b, -1, -1)
         null_mask = self.null_mask.to(mask.dtype).expand(b, -1)
@@ -295,8 +310,8 @@ class DistillStage(Stage):
             return guided_velocity(cond, uncond, cfg=d_cfg.guidance)
 
         with torch.no_grad():
-            target = teacher_velocity(xt, t_tok, t_next_tok, guided, d_cfg.teacher_steps)  # (B, N, C)
-        velocity = self.dit(xt, t_tok, emb, mask, rate, coords)  # (B, N, C)
+            target = teacher_velocity(xt, t_tok, t_next_tok, guided, d_cfg.teacher_steps)[:, m:]  # (B, N, C)
+        velocity = self.dit(xt, t_tok, emb, mask, rate, coords)[:, m:]  # (B, N, C)
         per_sample = per_sample_loss(velocity, target, (~first).float())  # (B,)
         return {"loss": per_sample.mean(), "t": t, "per_sample": per_sample}
 
@@ -314,6 +329,56 @@ def _conditioned_tokens(
         k_ext = 2 + (rng.rand(b, device) * (frames - 2)).long().clamp(max=frames - 3)  # uniform in 2..F'-1
         k = torch.where(extended, k_ext, k)
     return torch.arange(frames * per_frame, device=device)[None] < (k * per_frame)[:, None]
+
+
+def _draw_keyframes(
+    rng: BatchRandom,
+    batch: dict,
+    vae: VideoVAE | None,
+    dit: VideoDiT,
+    flow: FlowTrainConfig,
+    latents: Tensor,
+) -> tuple[Tensor, Tensor] | None:
+    """With probability flow.keyframe_p (one draw for the batch, whose samples need one token count): each
+    sample's image keyframe at pixel frame 8j, j uniform in 1 .. F' - 1, as `conditioning.build_state` places
+    an image condition at frame > 0: its tokens (B, H'·W', C) and their coordinates (B, H'·W', 3). The
+    latents come from the cache's "keyframes" or are encoded from the batch's videos. None otherwise (and
+    for single-frame latents, which have no later frame)."""
+    if flow.keyframe_p <= 0:
+        return None
+    g = rng.generator
+    if torch.rand((), generator=g, device=g.device).item() >= flow.keyframe_p:
+        return None
+    b, _, f, h, w = latents.shape
+    if f < 2:
+        return None
+    keyframes = batch.get("keyframes")  # (B, F' - 1, C, 1, H', W')
+    if keyframes is None:
+        if "video" not in batch or vae is None:
+            raise ValueError(
+                "flow.keyframe_p > 0 needs keyframe latents: this latent cache was written without them; "
+                "rerun `ltxv preprocess` (or train on the videos)"
+            )
+        with torch.no_grad():
+            keyframes = keyframe_latents(vae, batch["video"])
+    j = (rng.rand(b, latents.device) * (f - 1)).long().clamp(max=f - 2)  # (B,) keyframe j + 1
+    z = keyframes.to(latents)[torch.arange(b, device=latents.device), j]  # (B, C, 1, H', W')
+    coords = dit.token_coords(1, h, w, b, latents.device).clone()  # (B, H'·W', 3)
+    coords[..., 0] += ((j + 1) * dit.cfg.latent_scale[0]).to(coords.dtype)[:, None]
+    return rearrange(z, "b c f h w -> b (f h w) c"), coords
+
+
+def _prepend(
+    keyframes: tuple[Tensor, Tensor] | None, x: Tensor, t: Tensor, coords: Tensor
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Keyframe tokens in front of tokens x (B, N, C), at t = 0 in t (B, N), their coords in front of coords
+    (B, N, 3); also their count M (0 without keyframes), which the caller slices off the output."""
+    if keyframes is None:
+        return x, t, coords, 0
+    tokens, where = keyframes
+    m = tokens.shape[1]
+    t = torch.cat([t.new_zeros(t.shape[0], m), t], 1)
+    return torch.cat([tokens.to(x.dtype), x], 1), t, torch.cat([where.to(coords), coords], 1), m
 
 
 def _latents(vae: VideoVAE, batch: dict) -> Tensor:
@@ -349,7 +414,8 @@ class JointStage(Stage):
         latents = self.vae.normalize(rec["mean"])
         s = j.flow_to_encoder
         flow_in = latents * s + latents.detach() * (1 - s) if s > 0 else latents.detach()
-        flow = self.flow(flow_in, batch["text_emb"], batch["text_mask"], rng)
+        keyframes = _draw_keyframes(rng, batch, self.vae, self.dit, self.cfg.flow, latents)
+        flow = self.flow(flow_in, batch["text_emb"], batch["text_mask"], rng, keyframes)
         dec = self.denoising_decode(latents.detach(), video, rng)
         loss = j.vae * rec["total"] + j.decoder * dec["total"] + j.flow * flow["total"]
         return {
