@@ -81,6 +81,19 @@ def test_measurements_match_placement():
     assert j.background_rgb == pytest.approx(BACKGROUNDS["gray"], abs=1e-3)
 
 
+def test_end_error_is_the_last_frames_centroid_distance():
+    """The keyframe section's end error: 0 against the clip itself; against the clip ending at another
+    frame, how far the object moved between those frames; None when a video shows no object."""
+    spec = ClipSpec("orange", "square", "down", "fast", "gray", 0.2, (0.3, 0.1))
+    clip = synth.render_clip(spec, 128, 17)
+    p = synth.place(spec, 128, 17)
+    assert evaluate._end_error(clip, clip) == pytest.approx(0.0, abs=1e-6)
+    expected = math.dist(p.centre(12), p.centre(16))
+    assert evaluate._end_error(clip[:, :, :13], clip) == pytest.approx(expected, abs=0.1)
+    assert expected > 5
+    assert evaluate._end_error(torch.full_like(clip, 0.5), clip) is None
+
+
 def test_segment_drops_specks_and_noise():
     spec = ClipSpec("blue", "circle", "right", "slow", "white", 0.25, (0.0, 0.5))
     video = synth.render_clip(spec, 64, 9)[0]
@@ -229,6 +242,7 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
         "vae": ("psnr", "ssim", "accuracy"),
         "t2v": ("accuracy", "found"),
         "i2v": ("first_frame_psnr", "accuracy"),
+        "keyframes": ("last_frame_psnr", "end_error_px", "accuracy"),
         "temporal": ("area_cv", "colour_std", "found"),
         "speed": ("seconds_per_video", "realtime_factor"),
     }.items():
@@ -242,4 +256,5 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
     for key in ("psnr", "ssim"):
         assert math.isfinite(report["vae"][key])
     assert math.isfinite(report["i2v"]["first_frame_psnr"]) and report["speed"]["realtime_factor"] > 0
+    assert math.isfinite(report["keyframes"]["last_frame_psnr"])
     assert all(math.isfinite(x) for x in _numbers(report))

@@ -8,6 +8,9 @@ as training data is) and reports, each averaged over the clips:
 - t2v: per-attribute accuracy (colour, shape, motion, background) of videos generated from the captions;
 - i2v: videos conditioned on each clip's first frame (prepared as `ltxv generate --image` does): PSNR of the
   first generated frame against it, and per-attribute accuracy (motion is the one the image cannot give);
+- keyframes: videos conditioned on each clip's first frame at 0 and its last frame at F - 1 (a keyframe, as
+  `ltxv generate --condition last.png@F-1` gives it): PSNR of the last generated frame against it, the
+  distance of the object's centroid in that frame from the clip's (px), and per-attribute accuracy;
 - temporal: area coefficient of variation and colour std of the object across frames (t2v videos);
 - speed: wall seconds per text-to-video generation and the realtime factor (video seconds / wall seconds).
 vae, t2v and i2v also give the shape accuracy per shape asked for (`shape_accuracy`: {circle, square,
@@ -144,12 +147,22 @@ def _reconstruct(pipe, video: Tensor, decode_timestep: float) -> Tensor:  # noqa
     return ((recon.float().cpu() + 1) / 2).clamp(0, 1)
 
 
-def _image_condition(video: Tensor):  # noqa: ANN202 - Condition
-    """The clip's first frame as `ltxv generate --image` prepares it (official blur + H.264, crf 29)."""
+def _image_condition(video: Tensor, frame: int = 0):  # noqa: ANN202 - Condition
+    """The clip's frame `frame` as `ltxv generate --image` / `--condition PATH@FRAME` prepares it (official
+    blur + H.264, crf 29), placed at that frame."""
     from .conditioning import Condition
     from .media import preprocess_condition
 
-    return Condition(preprocess_condition(video[:, :, :1] * 2 - 1), frame=0, strength=1.0)
+    image = video[:, :, frame : frame + 1] * 2 - 1
+    return Condition(preprocess_condition(image), frame=frame, strength=1.0)
+
+
+def _end_error(video: Tensor, clip: Tensor) -> float | None:
+    """Distance (px) between the object's centroids in the last frames of the two videos (None: not found)."""
+    made, truth = judge.judge_video(video).centroids, judge.judge_video(clip).centroids
+    if not (made and truth and made[-1] and truth[-1]):
+        return None
+    return math.dist(made[-1], truth[-1])
 
 
 def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(str)
@@ -191,6 +204,13 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
             pipe.generate(record["caption"], config, conditions=[_image_condition(clip)]).video.float().cpu()
         )
         row["i2v"] = {"first_frame_psnr": judge.psnr(i2v[:, :, :1], clip[:, :, :1]), **_judged(i2v, record)}
+        ends = [_image_condition(clip), _image_condition(clip, clip.shape[2] - 1)]
+        keyed = pipe.generate(record["caption"], config, conditions=ends).video.float().cpu()
+        row["keyframes"] = {
+            "last_frame_psnr": judge.psnr(keyed[:, :, -1:], clip[:, :, -1:]),
+            "end_error_px": _end_error(keyed, clip),
+            **_judged(keyed, record),
+        }
         rows.append(row)
     return summarize(cfg, rows, str(pipe.device), sample)
 
@@ -222,6 +242,11 @@ def summarize(cfg: ShapesEval, rows: list[dict], device: str, sample: SampleConf
             "first_frame_psnr": _mean([r["i2v"]["first_frame_psnr"] for r in rows]),
             "accuracy": _accuracy([r["i2v"]["score"] for r in rows]),
             "shape_accuracy": _accuracy_by_shape(rows, "i2v"),
+        },
+        "keyframes": {
+            "last_frame_psnr": _mean([r["keyframes"]["last_frame_psnr"] for r in rows]),
+            "end_error_px": _mean([r["keyframes"]["end_error_px"] for r in rows]),
+            "accuracy": _accuracy([r["keyframes"]["score"] for r in rows]),
         },
         "temporal": {
             "area_cv": _mean([r["temporal"]["area_cv"] for r in rows]),
@@ -260,7 +285,7 @@ def format_table(report: dict) -> str:
         return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
     lines = []
-    for section in ("sampling", "reference", "vae", "t2v", "i2v", "temporal", "speed"):
+    for section in ("sampling", "reference", "vae", "t2v", "i2v", "keyframes", "temporal", "speed"):
         for key, value in report[section].items():
             items = value.items() if isinstance(value, dict) else [(None, value)]
             for sub, v in items:
