@@ -124,6 +124,7 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--downscale", "0.5"], "--downscale only applies with --upsampler"),
         (["--image-strength", "0.5"], "--image-strength only applies with --image"),
         (["--condition", "IMAGE@500"], "frame 500 is past the video's last frame (8)"),
+        (["--condition", "IMAGE@-10"], "@-10: the video has only 9 frames; use -1 .. -9 (from the end)"),
         (["--block-cache", "nan"], "block_cache threshold must be a number >= 0"),
         (["--lora", "x.safetensors:nan"], "the scale 'nan' is not a finite number"),
         (["--then", "b", "--overlap", "4"], "--overlap must be 1 or 8k+1 frames"),
@@ -174,6 +175,22 @@ def test_a_conditioning_clip_cut_to_fit_is_named(models, tmp_path):
             "--condition", f"{root / 'clip.mp4'}@8", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert f"note: {root / 'clip.mp4'}: using its first 1 of 9 frames (8k+1 from frame 8)" in r.stderr
+
+
+def test_a_negative_condition_frame_counts_from_the_end(models):
+    """--condition PATH@-1 is the requested video's last frame (padding aside), -N its first."""
+    import argparse
+
+    from ltxv.config import SampleConfig
+    from ltxv.generate_cli import _conditions
+
+    image = models[0] / "image.png"
+    args = argparse.Namespace(
+        image=None, image_strength=None, cond_crf=0, condition=[f"{image}@-1", f"{image}@-12:0.5"]
+    )
+    cfg = SampleConfig(width=60, height=64, num_frames=12)  # generated as 64 x 64, 17 frames
+    placed = _conditions(args, cfg, (64, 64, 17))
+    assert [(c.frame, c.strength) for c in placed] == [(11, 1.0), (0, 0.5)]
 
 
 def test_video_to_video(models, tmp_path):

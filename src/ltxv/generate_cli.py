@@ -95,7 +95,8 @@ def _add_conditioning_flags(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH@FRAME[:STRENGTH]",
-        help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); repeatable",
+        help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); FRAME < 0 counts from the end "
+        "(-1: the last frame); repeatable",
     )
     p.add_argument("--cond-crf", type=int, default=29, help="conditioning media get the official blur and "
                    "H.264 round trip at this crf, 1..51 (0 = use them unchanged)")  # fmt: skip
@@ -452,6 +453,13 @@ def _conditions(
     items = [(args.image, 0, strength)] if args.image else []
     conditions = []
     for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
+        if frame < 0:  # from the end of the requested video (of the first segment in a chain)
+            if frame + cfg.num_frames < 0:
+                raise ValueError(
+                    f"--condition {path}@{frame}: the video has only {cfg.num_frames} frames; use -1 .. "
+                    f"-{cfg.num_frames} (from the end) or 0 .. {cfg.num_frames - 1}"
+                )
+            frame += cfg.num_frames
         if chained and frame >= cfg.num_frames:
             raise ValueError(
                 f"--condition {path}@{frame}: in a chain, conditions apply to the first segment (frames "
