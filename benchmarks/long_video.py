@@ -36,6 +36,7 @@ from ltxv.data import synth
 from ltxv.demo import demo_model
 from ltxv.pipeline import Pipeline
 
+KEYFRAME_GIVENS = ("last", "first+last", "none", "first")
 OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
 DIRECTIONS = ("right", "down", "left", "up")
 STILL = (("red", "circle", "black"), ("blue", "triangle", "white"), ("yellow", "square", "gray"))
@@ -132,15 +133,18 @@ def extend(pipe: Pipeline, cfg, given: int, clips: int = 24) -> dict:
 
 def _centroid_errors(made: torch.Tensor, truth: torch.Tensor) -> list[float | None]:
     """Per frame: the distance of the object's centroids in the two videos (None where either has none)."""
-    pairs = zip(judge.judge_video(truth).centroids, judge.judge_video(made).centroids, strict=True)
+    truth_at, made_at = judge.judge_video(truth).centroids, judge.judge_video(made).centroids
+    if not (truth_at and made_at):  # no object in one of them at all
+        return [None] * truth.shape[2]
+    pairs = zip(truth_at, made_at, strict=True)
     return [((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 if a and b else None for a, b in pairs]
 
 
-def keyframes(pipe: Pipeline, cfg, clips: int = 24) -> list[dict]:
+def keyframes(pipe: Pipeline, cfg, clips: int = 24, givens: tuple[str, ...] = KEYFRAME_GIVENS) -> list[dict]:
     specs = [s for s in synth.sample_specs(2 * clips, 21, "train") if s.motion != "static"][:clips]
     last = cfg.num_frames - 1
     rows = []
-    for given in ("last", "first+last", "none", "first"):
+    for given in givens:
         errors_last, errors_all, psnrs = [], [], []
         for i, spec in enumerate(specs):
             clip = synth.render_clip(spec, cfg.width, cfg.num_frames) * 2 - 1  # (1, 3, F, H, W)
@@ -179,6 +183,10 @@ def main() -> None:
         "--extend", type=int, action="append", default=[], help="given frames K (1 or 8k+1); repeatable"
     )
     p.add_argument("--keyframes", action="store_true", help="the keyframe probe")
+    p.add_argument(
+        "--keyframe-given", action="append", choices=KEYFRAME_GIVENS, help="repeatable (default: all four)"
+    )
+    p.add_argument("--clips", type=int, default=24, help="clips of the extend and keyframe probes")
     p.add_argument("--no-chains", action="store_true", help="skip the turns and still probes")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
@@ -207,14 +215,17 @@ def main() -> None:
                 f"--extend {given}: 1 or 8k+1 frames below {cfg.num_frames}, on a model of square "
                 f"videos ({cfg.width}x{cfg.height})"
             )
-        extended.append(extend(pipe, cfg, given))
+        extended.append(extend(pipe, cfg, given, args.clips))
         row = extended[-1]
         print(
             f"extend from {given} given frames: centroid error {_fmt(row['centroid_error_px'])} px, PSNR "
             f"{row['psnr']:.2f} dB (object found in {row['object_found']:.0%})",
             flush=True,
         )
-    keyed = keyframes(pipe, cfg) if args.keyframes else []
+    if args.clips < 1:
+        p.error(f"--clips {args.clips}: at least 1")
+    givens = tuple(args.keyframe_given or KEYFRAME_GIVENS)
+    keyed = keyframes(pipe, cfg, args.clips, givens) if args.keyframes else []
     for row in keyed:
         print(
             f"keyframes, given {row['given']:>10}: centroid error at the last frame "

@@ -51,7 +51,8 @@ def world(tmp_path_factory):
 def test_round_trip_gives_the_vae_latents_and_the_right_caption_embedding(world, tmp_path, batch_size):
     _, dataset, vae, t5, _ = world
     calls = []
-    meta = preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS, batch_size, progress=lambda *a: calls.append(a))
+    progress = lambda *a: calls.append(a)  # noqa: E731
+    meta = preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS, batch_size, progress=progress, keyframes=True)
     assert calls[-1] == (3, 3) and len(calls) == (3 if batch_size == 1 else 2)
     assert is_cache(tmp_path) and meta == json.loads((tmp_path / "meta.json").read_text())
     assert meta["count"] == 3 and meta["latent_channels"] == 16 and meta["max_tokens"] == MAX_TOKENS
@@ -153,26 +154,24 @@ def test_cache_errors(world, tmp_path):
 
 
 def test_a_cache_without_keyframes_still_trains_but_not_for_keyframes(world, tmp_path):
-    """Caches written before keyframe latents existed: read as before, batches without "keyframes", and
-    flow.keyframe_p > 0 refused before the run starts, naming the fix."""
-    from safetensors.torch import load_file, save_file
+    """A cache written without --keyframes (the default, and every cache from before it existed): batches
+    without "keyframes", and flow.keyframe_p > 0 refused before the run starts, naming the fix."""
+    from safetensors.torch import load_file
 
     from ltxv.config import TrainConfig, apply_overrides
     from ltxv.train.loop import build_data
 
     _, dataset, vae, t5, _ = world
-    preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS)
-    for path in (tmp_path / "latents").iterdir():
-        tensors = load_file(path)
-        del tensors["keyframes"]
-        save_file(tensors, path)
+    meta = preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS)
+    assert meta["keyframes"] is False
+    assert set(load_file(tmp_path / "latents/000000.safetensors")) == {"latents", "text_emb", "text_mask"}
     cached = LatentDataset(tmp_path)
     assert not cached.has_keyframes() and "keyframes" not in cached[0]
     assert "keyframes" not in collate_latents([cached[0], cached[1]])
     cfg = TrainConfig(stage="dit", model=get_preset("tiny"))
     cfg = replace(cfg, data=replace(cfg.data, path=str(tmp_path)))
     assert len(build_data(cfg, None)[0]) == 3
-    with pytest.raises(ValueError, match=r"keyframe_p=0.5 needs keyframe latents.*rerun `ltxv preprocess"):
+    with pytest.raises(ValueError, match=r"keyframe_p=0.5 needs keyframe.*preprocess \.\.\. --keyframes"):
         build_data(apply_overrides(cfg, ["flow.keyframe_p=0.5"]), None)
 
 
@@ -185,7 +184,7 @@ def test_cli_preprocess(world, tmp_path, capsys):
     out = tmp_path / "cache"
     argv = [str(root / "data"), "--model", str(ckpt), "--text-encoder", str(t5_dir), "--out", str(out)]
     args = parser.parse_args([*argv, "--max-tokens", str(MAX_TOKENS), "--device", "cpu", "--batch-size", "2"])
-    assert args.buckets == "9x64x64" and run_preprocess(args) == 0
+    assert args.buckets == "9x64x64" and not args.keyframes and run_preprocess(args) == 0
     printed = capsys.readouterr().out
     assert "kept 3 of 4 clips: 1 missing; buckets: 9x64x64 x3" in printed and f"to {out}" in printed
     cached, loaded = LatentDataset(out), load_vae(ckpt, "cpu", torch.float32)
@@ -196,6 +195,9 @@ def test_cli_preprocess(world, tmp_path, capsys):
     )
     with pytest.raises(ValueError, match="already holds a latent cache; pass --overwrite"):
         run_preprocess(args)
+    keyed = parser.parse_args([*argv, "--max-tokens", str(MAX_TOKENS), "--overwrite", "--keyframes"])
+    assert run_preprocess(keyed) == 0 and LatentDataset(out).has_keyframes()
+    assert LatentDataset(out)[2]["keyframes"].shape == (1, 16, 1, 2, 2)
     with pytest.raises(ValueError, match="bad bucket '9x64x65'"):
         run_preprocess(parser.parse_args([*argv, "--overwrite", "--buckets", "9x64x65"]))
     with pytest.raises(ValueError, match="--max-tokens must be >= 1"):

@@ -637,7 +637,7 @@ def test_keyframes_are_drawn_per_batch_and_uniformly_over_the_later_frames():
     assert torch.equal(g.get_state(), state)
     one = FlowTrainConfig(keyframe_p=1.0)
     assert _draw_keyframes(BatchRandom(g), batch, None, dit, one, batch["latents"][:, :, :1]) is None
-    with pytest.raises(ValueError, match="keyframe_p > 0 needs keyframe latents.*rerun `ltxv preprocess"):
+    with pytest.raises(ValueError, match=r"keyframe_p > 0 needs keyframe.*preprocess \.\.\. --keyframes"):
         _draw_keyframes(BatchRandom(g), {"latents": batch["latents"]}, None, dit, one, batch["latents"])
     for bad in ("flow.keyframe_p=1.5", "flow.keyframe_p=nan"):
         with pytest.raises(ValueError, match="flow.keyframe_p"):

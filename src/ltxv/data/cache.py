@@ -2,14 +2,14 @@
 (`ltxv preprocess`) so that training runs on latents only. A cache folder OUT holds:
 
     OUT/latents/000000.safetensors latents (C, F', H', W') float32, normalized (the VAE posterior mode),
-                                   keyframes (F' - 1, C, 1, H', W') float32: pixel frames 8, 16, ...,
-                                   8(F' - 1) each encoded alone, as an image keyframe is (flow.keyframe_p;
-                                   caches written before it lack them), text_emb (L, D) float32,
+                                   with --keyframes also keyframes (F' - 1, C, 1, H', W') float32: pixel
+                                   frames 8, 16, ..., 8(F' - 1) each encoded alone, as an image keyframe is
+                                   (for flow.keyframe_p; ~75 % more disk), text_emb (L, D) float32,
                                    text_mask (L,) int64; file k = dataset item k
     OUT/null.safetensors           text_emb, text_mask of the empty prompt "" (for caption dropout)
     OUT/index.jsonl                one CacheEntry per line (file, caption, media_path, row, bucket, ...)
     OUT/meta.json                  format, vae config, latent_channels, max_tokens, text_hidden_size, count,
-                                   skipped (the dataset summary) and skipped_paths
+                                   keyframes (bool), skipped (the dataset summary) and skipped_paths
 
 Each file is written to a temporary name and renamed. meta.json is removed first and written last, so a
 folder with meta.json holds a complete cache. Only safetensors and JSON are read or written, never pickle.
@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from einops import rearrange
-from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -75,10 +74,12 @@ def preprocess(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int], None] | None = None,
     num_workers: int = 0,
+    keyframes: bool = False,
 ) -> dict[str, Any]:
     """Encode every clip of `dataset` (batches of `batch_size` clips of one bucket) and its caption into
     `out` (layout in the module docstring); returns the meta.json contents. `progress(done, total)` is
-    called after each batch; `num_workers` DataLoader processes decode the videos."""
+    called after each batch; `num_workers` DataLoader processes decode the videos; `keyframes` also stores
+    each clip's `keyframe_latents`."""
     for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -97,11 +98,12 @@ def preprocess(
         for indices, batch in zip(batches, loader, strict=True):
             video = batch["video"].to(device, dtype)
             latents = vae.encode(video)  # (B, C, F', H', W')
-            keyframes = keyframe_latents(vae, video)  # (B, F' - 1, C, 1, H', W')
+            keyed = keyframe_latents(vae, video) if keyframes else None  # (B, F' - 1, C, 1, H', W')
             emb, mask = text_encoder.encode(batch["caption"], max_tokens)  # (B, L, D), (B, L)
             for j, i in enumerate(indices):
-                tensors = {"latents": latents[j], "keyframes": keyframes[j], "text_emb": emb[j]}
-                tensors["text_mask"] = mask[j]
+                tensors = {"latents": latents[j], "text_emb": emb[j], "text_mask": mask[j]}
+                if keyed is not None:
+                    tensors["keyframes"] = keyed[j]
                 entries.append(_save_item(out, i, dataset.items[i], dataset.buckets_of[i], tensors))
             if progress is not None:
                 progress(len(entries), len(dataset))
@@ -118,6 +120,7 @@ def preprocess(
         "max_tokens": max_tokens,
         "text_hidden_size": int(null_emb.shape[-1]),
         "count": len(entries),
+        "keyframes": keyframes,
         "skipped": dataset.summary(),
         "skipped_paths": dataset.skipped,
     }
@@ -170,7 +173,7 @@ class LatentDataset(torch.utils.data.Dataset):
     """A cache folder written by `preprocess`. `buckets_of[i]` is the latent shape as Bucket(F', H', W'),
     so BucketBatchSampler batches equal shapes. self[i] -> {"latents": (C, F', H', W'), "text_emb": (L, D),
     "text_mask": (L,), "caption", "row", "bucket"}, and "keyframes" (F' - 1, C, 1, H', W') where the cache
-    has them (`has_keyframes`)."""
+    has them (`has_keyframes`: written with --keyframes)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -213,11 +216,8 @@ class LatentDataset(torch.utils.data.Dataset):
         return item
 
     def has_keyframes(self) -> bool:
-        """Whether the cache holds keyframe latents (this version's preprocess writes them; item 0 read)."""
-        if not self.entries:
-            return False
-        with safe_open(self.root / self.entries[0].file, "pt") as f:
-            return "keyframes" in f.keys()
+        """Whether the cache holds keyframe latents (`ltxv preprocess --keyframes`)."""
+        return bool(self.meta.get("keyframes", False))
 
     def null_text(self) -> tuple[Tensor, Tensor]:
         """Embedding of the empty prompt: (L, D) float32, mask (L,) int64."""
@@ -277,6 +277,11 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=d.workers, help="video-decoding worker processes")
     parser.add_argument("--device", help="cuda, cpu, cuda:1 ... for the VAE (default: cuda when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace the cache in --out")
+    parser.add_argument(
+        "--keyframes",
+        action="store_true",
+        help="also store pixel frames 8, 16, ... each encoded alone, for training with flow.keyframe_p",
+    )
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
@@ -317,7 +322,16 @@ def run_preprocess(args: argparse.Namespace) -> int:
             print(f"encoded {done}/{total}", file=sys.stderr, flush=True)
 
     meta = preprocess(
-        dataset, vae, text_encoder, out, args.max_tokens, args.batch_size, device, progress, args.workers
+        dataset,
+        vae,
+        text_encoder,
+        out,
+        args.max_tokens,
+        args.batch_size,
+        device,
+        progress,
+        args.workers,
+        args.keyframes,
     )
     print(f"wrote {meta['count']} latents and text embeddings to {out}")
     return 0

@@ -96,8 +96,7 @@ def build_data(cfg: TrainConfig, d: Dist) -> tuple[Any, Any, Any]:
         if cfg.flow.keyframe_p > 0 and not data.has_keyframes():
             raise ValueError(
                 f"flow.keyframe_p={cfg.flow.keyframe_p} needs keyframe latents, which the cache "
-                f"{cfg.data.path} lacks (written by an earlier version): rerun `ltxv preprocess` into a new "
-                "folder"
+                f"{cfg.data.path} lacks: rerun `ltxv preprocess ... --keyframes` into a new folder"
             )
         return data, collate_latents, None
     data = VideoDataset(cfg.data.path, parse_buckets(cfg.data.buckets))

@@ -357,7 +357,7 @@ def _draw_keyframes(
         if "video" not in batch or vae is None:
             raise ValueError(
                 "flow.keyframe_p > 0 needs keyframe latents: this latent cache was written without them; "
-                "rerun `ltxv preprocess` (or train on the videos)"
+                "rerun `ltxv preprocess ... --keyframes` (or train on the videos)"
             )
         with torch.no_grad():
             keyframes = keyframe_latents(vae, batch["video"])
