@@ -67,7 +67,8 @@ def test_every_generation_setting_of_the_folder_reaches_the_sampler(model_folder
         (folder / item.name).symlink_to(item)
     (folder / "generation.json").unlink()
     settings = {"width": 64, "height": 32, "num_frames": 9, "steps": 2, "negative_prompt": "",
-                "max_tokens": 16, "decode_timestep": 0.1, "rescale": 0.5}  # fmt: skip
+                "max_tokens": 16, "decode_timestep": 0.1, "rescale": 0.5,
+                "keyframe_guidance": True}  # fmt: skip
     (folder / "generation.json").write_text(json.dumps(settings))
     seen = []
     generate = Pipeline.generate
@@ -80,6 +81,8 @@ def test_every_generation_setting_of_the_folder_reaches_the_sampler(model_folder
     )
     (cfg,) = seen
     assert {k: getattr(cfg, k) for k in settings} == {**settings, "rescale": 0.7}  # the flag wins
+    args = ["generate", "a red circle", "--model", str(folder), "--out", str(out), "--no-keyframe-guidance"]
+    assert main(args) == 0 and seen[1].keyframe_guidance is False  # a model's True can be turned off
 
 
 def test_bad_generation_file_is_reported(model_folder, tmp_path, capsys):

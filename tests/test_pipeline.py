@@ -71,6 +71,32 @@ def test_keyframe_extra_tokens_are_dropped_and_change_the_video(pipe):
     assert not torch.allclose(key.latents, plain.latents)
 
 
+def test_keyframe_guidance_runs_the_unconditional_branch_without_the_keyframes(pipe):
+    """keyframe_guidance: with extra tokens, each step is one batched forward of [cond, perturbed] over all
+    tokens and one unconditional forward of the video tokens alone; without extra tokens (text, first frame)
+    or without CFG it changes nothing."""
+    text, neg = _text()
+    image = torch.rand(1, 3, 1, 64, 64) * 2 - 1
+    first, key = Condition(image, 0, 1.0), Condition(image, 16, 1.0)
+    on = dataclasses.replace(CFG, keyframe_guidance=True)
+    calls = []
+    hook = pipe.dit.register_forward_pre_hook(lambda _, args: calls.append(tuple(args[0].shape[:2])))
+    try:
+        guided = pipe.generate(text, on, negative=neg, conditions=[first, key])
+    finally:
+        hook.remove()
+    assert calls == [(2, 16), (1, 12)] * 3  # 12 video tokens, 4 of the keyframe; 3 steps
+    plain = pipe.generate(text, CFG, negative=neg, conditions=[first, key])
+    assert not torch.allclose(guided.latents, plain.latents)
+    for conditions in ([], [first]):  # nothing to leave out
+        a = pipe.generate(text, on, negative=neg, conditions=conditions)
+        b = pipe.generate(text, CFG, negative=neg, conditions=conditions)
+        assert torch.equal(a.latents, b.latents)
+    no_cfg = dataclasses.replace(CFG, guidance=1.0)
+    a = pipe.generate(text, dataclasses.replace(no_cfg, keyframe_guidance=True), conditions=[key])
+    assert torch.equal(a.latents, pipe.generate(text, no_cfg, conditions=[key]).latents)
+
+
 def test_callback_explicit_noise_and_schedules(pipe):
     text, neg = _text()
     seen = []

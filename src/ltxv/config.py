@@ -263,6 +263,9 @@ class SampleConfig:
     stg_blocks: tuple[int, ...] = (19,)
     rescale: float = 0.7  # STG rescaling towards the conditional velocity's std (0 and 1 = off, as official)
     cfg_star: bool = False
+    # keyframe guidance: CFG's unconditional branch runs without the extra tokens of conditions at frame > 0,
+    # so that guidance pulls towards the keyframes instead of away (the official pipeline keeps them: False)
+    keyframe_guidance: bool = False
     # per-step schedules (official 13B configs): value i applies from guidance_timesteps[i] downwards
     guidance_timesteps: tuple[float, ...] = ()
     guidance_schedule: tuple[float, ...] = ()

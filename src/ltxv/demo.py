@@ -32,6 +32,7 @@ GENERATION_FLAGS = {
     "stg_mode": "stg_mode",
     "rescale": "rescale",
     "cfg_star": "cfg_star",
+    "keyframe_guidance": "keyframe_guidance",
     "image_cond_noise": "image_cond_noise_scale",
     "decode_timestep": "decode_timestep",
     "decode_noise": "decode_noise_scale",

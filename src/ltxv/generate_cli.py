@@ -76,6 +76,12 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     )
     tuned("--rescale", "STG rescale towards the conditional std", type=float)
     tuned("--cfg-star", "CFG-zero* rescaling of the unconditional velocity", action="store_true")
+    tuned(
+        "--keyframe-guidance",
+        "CFG's unconditional branch without the keyframes (conditions at frame > 0), so guidance pulls "
+        "towards them",
+        action=argparse.BooleanOptionalAction,
+    )
     p.add_argument("--seed", type=int, help="random seed (printed when not given)")
     tuned("--image-cond-noise", "I2V conditioning noise", type=float)
     tuned("--decode-timestep", "noise level for the decoder", type=float)

@@ -526,7 +526,8 @@ class Pipeline:
         generator: torch.Generator,
         reuse: _Reuse,
     ) -> Tensor:
-        """One Euler step with all guidance branches batched into one forward: [uncond?, cond, perturbed?]."""
+        """One Euler step with all guidance branches batched into one forward: [uncond?, cond, perturbed?]
+        (with keyframe guidance and extra tokens, the unconditional branch in a forward of its own)."""
         cfg_scale, stg_scale, rescale, blocks = sampling.guidance_settings(cfg, t)
         tokens, strength = state.tokens, state.strength
         if cfg.image_cond_noise_scale > 0 and bool((strength > 0).any()):
@@ -534,7 +535,8 @@ class Pipeline:
             noised = state.clean + cfg.image_cond_noise_scale * eps * t**2
             tokens = torch.where((strength > 1 - 1e-6)[..., None], noised, tokens)
         t_tok = torch.minimum(torch.full_like(strength, t), 1 - strength)  # (B, N)
-        branches = [("uncond", neg)] if cfg_scale > 1 else []
+        apart = cfg_scale > 1 and cfg.keyframe_guidance and state.num_extra > 0
+        branches = [("uncond", neg)] if cfg_scale > 1 and not apart else []
         branches += [("cond", text)] + ([("perturbed", text)] if stg_scale > 0 else [])
         b, k = tokens.shape[0], len(branches)
         skip = None
@@ -558,6 +560,8 @@ class Pipeline:
             block_cache=reuse.blocks,
         ).float()
         parts = dict(zip(names, velocity.chunk(k), strict=True))
+        if apart:
+            parts["uncond"] = self._without_extra(tokens, t_tok, state, neg, cfg, reuse, parts["cond"])
         v = sampling.guided_velocity(
             parts["cond"],
             parts.get("uncond"),
@@ -575,6 +579,32 @@ class Pipeline:
             stepped = sampling.euler_step(tokens.float(), v, t_tok, t_next)
         update = (t - 1e-6 < 1 - strength)[..., None]  # hard-conditioned tokens never move
         return torch.where(update, stepped.to(tokens.dtype), tokens)
+
+    def _without_extra(
+        self,
+        tokens: Tensor,
+        t_tok: Tensor,
+        state: LatentState,
+        neg: TextEmbeddings,
+        cfg: SampleConfig,
+        reuse: _Reuse,
+        cond: Tensor,
+    ) -> Tensor:
+        """Keyframe guidance's unconditional velocity (B, N, C): the video tokens alone, without the leading
+        extra tokens, which take the conditional velocity `cond` (no guidance on them). No first-block
+        cache: it follows the batched branches."""
+        m, b = state.num_extra, tokens.shape[0]
+        rows = self.parallel.rows(b, tokens.device) if self.parallel else None
+        text_emb, text_mask = self._text_input([("uncond", neg)], reuse.texts, rows)
+        video = self._transformer(
+            tokens[:, m:],
+            t_tok[:, m:],
+            text_emb=text_emb,
+            text_mask=text_mask,
+            frame_rate=cfg.frame_rate,
+            coords=state.coords[:, m:],
+        ).float()
+        return torch.cat([cond[:, :m], video], 1)
 
     def _transformer(self, tokens: Tensor, timestep: Tensor, **kwargs: Any) -> Tensor:
         """The DiT's forward here, or shared by the processes of a torchrun job (`ltxv.parallel`)."""
