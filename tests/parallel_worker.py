@@ -28,8 +28,9 @@ def build(speed: SpeedConfig) -> Pipeline:
 
 def cases(pipe: Pipeline) -> dict[str, torch.Tensor]:
     """Latents of: two prompts with CFG + STG; image-to-video with a keyframe (extra tokens with their own
-    timesteps); an unseeded config (the seed drawn once for all processes); and a chain of two segments (its
-    video too: the second segment is conditioned on the first's decoded frames)."""
+    timesteps), also with keyframe guidance (the unconditional branch a forward of its own); an unseeded
+    config (the seed drawn once for all processes); and a chain of two segments (its video too: the second
+    segment is conditioned on the first's decoded frames)."""
     g = torch.Generator().manual_seed(0)
     text = TextEmbeddings(torch.randn(2, 6, 32, generator=g), torch.ones(2, 6))
     neg = TextEmbeddings(torch.randn(2, 6, 32, generator=g), torch.ones(2, 6))
@@ -49,6 +50,13 @@ def cases(pipe: Pipeline) -> dict[str, torch.Tensor]:
         "two_prompts": pipe.generate(text, CFG, negative=neg, decode=False).latents,
         "conditions": pipe.generate(
             one[0], CFG, negative=one[1], conditions=conditions, decode=False
+        ).latents,
+        "keyframe_guidance": pipe.generate(
+            one[0],
+            dataclasses.replace(CFG, keyframe_guidance=True),
+            negative=one[1],
+            conditions=conditions,
+            decode=False,
         ).latents,
         "unseeded": unseeded.latents,
         "unseeded_seed": torch.tensor([unseeded.seed]),

@@ -39,13 +39,13 @@ def one_process():
 @pytest.mark.parametrize(("groups", "sequence", "block_cache"), [(1, 2, 0.0), (2, 2, 0.3), (4, 1, 0.0)])
 def test_processes_match_one(one_process, tmp_path, groups, sequence, block_cache):
     """CFG + STG on two prompts (6 rows over the groups), a padded sequence (27 tokens over the shards),
-    keyframe tokens with their own timesteps, a chain of two segments; every process ends with the same
-    latents and drawn seed."""
+    keyframe tokens with their own timesteps (also with keyframe guidance), a chain of two segments; every
+    process ends with the same latents and drawn seed."""
     degrees = [str(groups), str(sequence), str(block_cache)]
     _torchrun(groups * sequence, "parallel_worker.py", *degrees, str(tmp_path / "o"))
     ranks = [load_file(tmp_path / f"o.{r}") for r in range(groups * sequence)]
     reference = one_process if block_cache == 0 else cases(build(SpeedConfig(block_cache=block_cache)))
-    for name in ("two_prompts", "conditions", "chain", "chain_video"):
+    for name in ("two_prompts", "conditions", "keyframe_guidance", "chain", "chain_video"):
         torch.testing.assert_close(ranks[0][name], reference[name], rtol=0, atol=1e-5, msg=name)
     for other in ranks[1:]:
         for name, value in ranks[0].items():
