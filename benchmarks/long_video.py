@@ -10,13 +10,15 @@ Two probes, each for every (overlap, AdaIN) setting asked for (default: overlap 
   motion), and seconds per chain.
 - still: a standing object chained over 8 segments (16 s at the bundled defaults), 3 objects: the mean
   object area of the last segment over the first's (1 = no drift).
-- extend (`--extend K`, repeatable): 24 moving clips of training combinations rendered anew, their first K
-  frames given at frame 0 with the caption (K = 1: image-to-video; 17: extension), one video generated each;
-  the object's centroid error against the clip's true continuation (frames K..F-1, px) and its PSNR.
-- keyframes (`--keyframes`): the same 24 clips, their last frame given as a keyframe at frame F-1 (extra
+- extend (`--extend K`, repeatable): 24 (`--clips`) moving clips of training combinations rendered anew,
+  their first K frames given at frame 0 with the caption (K = 1: image-to-video; 17: extension), one video
+  generated each; the object's centroid error against the clip's true continuation (frames K..F-1, px) and
+  its PSNR.
+- keyframes (`--keyframes`): the same clips, their last frame given as a keyframe at frame F-1 (extra
   tokens), alone and with the first frame at 0; the object's centroid error at the last frame and over all
   frames against the clip (px), and the last frame's PSNR. Without the keyframe (the last row, text only for
   "last", image-to-video for "first+last") the error shows what the prompt alone gives.
+Sampling is the model's (generation.json) but for `--guidance` and `--[no-]keyframe-guidance`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import time
 
@@ -82,7 +85,7 @@ def turns(pipe: Pipeline, cfg, chain: ChainConfig) -> dict:
                 torch.cat([parts[k - 1][:, :, -1:], parts[k][:, :, :1]], 2)
             ).centroids
             if before and after:
-                jumps.append(((before[0] - after[0]) ** 2 + (before[1] - after[1]) ** 2) ** 0.5)
+                jumps.append(math.dist(before, after))
     return {
         "direction": ok_dir / n,
         "colour": ok_colour / n,
@@ -118,10 +121,9 @@ def extend(pipe: Pipeline, cfg, given: int, clips: int = 24) -> dict:
         video = pipe.generate(
             synth.caption(spec), dataclasses.replace(cfg, seed=i), conditions=[condition]
         ).video
-        truth, made = judge.judge_video(clip).centroids[given:], judge.judge_video(video).centroids[given:]
-        pairs = [(a, b) for a, b in zip(truth, made, strict=True) if a and b]
-        if pairs:
-            errors.append(statistics.mean(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 for a, b in pairs))
+        found = [e for e in judge.centroid_errors(video, clip)[given:] if e is not None]
+        if found:
+            errors.append(statistics.mean(found))
         psnrs.append(judge.psnr(video[:, :, given:], clip[:, :, given:]))
     return {
         "given_frames": given,
@@ -129,15 +131,6 @@ def extend(pipe: Pipeline, cfg, given: int, clips: int = 24) -> dict:
         "object_found": len(errors) / len(specs),
         "psnr": statistics.mean(psnrs),
     }
-
-
-def _centroid_errors(made: torch.Tensor, truth: torch.Tensor) -> list[float | None]:
-    """Per frame: the distance of the object's centroids in the two videos (None where either has none)."""
-    truth_at, made_at = judge.judge_video(truth).centroids, judge.judge_video(made).centroids
-    if not (truth_at and made_at):  # no object in one of them at all
-        return [None] * truth.shape[2]
-    pairs = zip(truth_at, made_at, strict=True)
-    return [((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5 if a and b else None for a, b in pairs]
 
 
 def keyframes(pipe: Pipeline, cfg, clips: int = 24, givens: tuple[str, ...] = KEYFRAME_GIVENS) -> list[dict]:
@@ -156,7 +149,7 @@ def keyframes(pipe: Pipeline, cfg, clips: int = 24, givens: tuple[str, ...] = KE
             video = pipe.generate(
                 synth.caption(spec), dataclasses.replace(cfg, seed=i), conditions=conditions
             ).video
-            errors = _centroid_errors(video, (clip + 1) / 2)
+            errors = judge.centroid_errors(video, (clip + 1) / 2)
             if errors[-1] is not None:
                 errors_last.append(errors[-1])
             found = [e for e in errors if e is not None]
@@ -187,12 +180,24 @@ def main() -> None:
         "--keyframe-given", action="append", choices=KEYFRAME_GIVENS, help="repeatable (default: all four)"
     )
     p.add_argument("--clips", type=int, default=24, help="clips of the extend and keyframe probes")
+    p.add_argument("--guidance", type=float, help="CFG scale (default: the model's)")
+    p.add_argument(
+        "--keyframe-guidance", action=argparse.BooleanOptionalAction, help="(default: the model's)"
+    )
     p.add_argument("--no-chains", action="store_true", help="skip the turns and still probes")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args()
+    if args.clips < 1:
+        p.error(f"--clips {args.clips}: at least 1")
+    if args.keyframe_given and not args.keyframes:
+        p.error("--keyframe-given picks rows of the keyframe probe: add --keyframes")
     torch.set_grad_enabled(False)
     pipe = Pipeline.from_pretrained(args.model)
     cfg = pipe.default_config()
+    if args.guidance is not None:
+        cfg = dataclasses.replace(cfg, guidance=args.guidance)
+    if args.keyframe_guidance is not None:
+        cfg = dataclasses.replace(cfg, keyframe_guidance=args.keyframe_guidance)
     rows = []
     for overlap in () if args.no_chains else args.overlap or (1, 9):
         for adain in args.adain or (0.0, 1.0):
@@ -222,8 +227,6 @@ def main() -> None:
             f"{row['psnr']:.2f} dB (object found in {row['object_found']:.0%})",
             flush=True,
         )
-    if args.clips < 1:
-        p.error(f"--clips {args.clips}: at least 1")
     givens = tuple(args.keyframe_given or KEYFRAME_GIVENS)
     keyed = keyframes(pipe, cfg, args.clips, givens) if args.keyframes else []
     for row in keyed:

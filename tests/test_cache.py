@@ -58,7 +58,8 @@ def test_round_trip_gives_the_vae_latents_and_the_right_caption_embedding(world,
     assert meta["count"] == 3 and meta["latent_channels"] == 16 and meta["max_tokens"] == MAX_TOKENS
     assert meta["text_hidden_size"] == 32 and meta["skipped"] == "kept 3 of 4 clips: 1 missing"
     assert meta["vae"]["latent_channels"] == 16
-    cached = LatentDataset(tmp_path)
+    assert "keyframes" not in LatentDataset(tmp_path)[0]  # read only when asked for
+    cached = LatentDataset(tmp_path, keyframes=True)
     assert len(cached) == 3 and cached.buckets_of == [Bucket(2, 2, 2)] * 3
     tol = 0.0 if batch_size == 1 else 1e-5  # bit-exact alone; batched convolutions may round differently
     with torch.inference_mode():
@@ -171,7 +172,8 @@ def test_a_cache_without_keyframes_still_trains_but_not_for_keyframes(world, tmp
     cfg = TrainConfig(stage="dit", model=get_preset("tiny"))
     cfg = replace(cfg, data=replace(cfg.data, path=str(tmp_path)))
     assert len(build_data(cfg, None)[0]) == 3
-    with pytest.raises(ValueError, match=r"keyframe_p=0.5 needs keyframe.*preprocess \.\.\. --keyframes"):
+    needs = r"no keyframe latents, which flow.keyframe_p > 0 needs.*preprocess \.\.\. --keyframes"
+    with pytest.raises(ValueError, match=needs):
         build_data(apply_overrides(cfg, ["flow.keyframe_p=0.5"]), None)
 
 
@@ -197,7 +199,8 @@ def test_cli_preprocess(world, tmp_path, capsys):
         run_preprocess(args)
     keyed = parser.parse_args([*argv, "--max-tokens", str(MAX_TOKENS), "--overwrite", "--keyframes"])
     assert run_preprocess(keyed) == 0 and LatentDataset(out).has_keyframes()
-    assert LatentDataset(out)[2]["keyframes"].shape == (1, 16, 1, 2, 2)
+    assert LatentDataset(out, keyframes=True)[2]["keyframes"].shape == (1, 16, 1, 2, 2)
+
     with pytest.raises(ValueError, match="bad bucket '9x64x65'"):
         run_preprocess(parser.parse_args([*argv, "--overwrite", "--buckets", "9x64x65"]))
     with pytest.raises(ValueError, match="--max-tokens must be >= 1"):
@@ -215,3 +218,17 @@ def test_cli_preprocess(world, tmp_path, capsys):
         run_preprocess(args) == 0
         and LatentDataset(out).meta["text_hidden_size"] == cached.meta["text_hidden_size"]
     )
+
+
+def test_keyframe_latents_are_each_clips_frames_8_16_encoded_alone(world):
+    """Two 17-frame clips in one call: entry [i, k] is clip i's pixel frame 8(k + 1) encoded alone."""
+    _, _, vae, _, _ = world
+    video = torch.rand(2, 3, 17, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        keyed = cache.keyframe_latents(vae, video)  # (2, 2, C, 1, H', W')
+        assert keyed.shape == (2, 2, 16, 1, 2, 2)
+        for i in range(2):
+            for k in range(2):
+                expected = vae.encode(video[i : i + 1, :, 8 * (k + 1) : 8 * (k + 1) + 1])[0]
+                torch.testing.assert_close(keyed[i, k], expected, atol=1e-5, rtol=1e-5)
+        assert cache.keyframe_latents(vae, video[:, :, :1]).shape[1] == 0  # an image has no later frame

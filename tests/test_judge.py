@@ -89,7 +89,10 @@ def test_end_error_is_the_last_frames_centroid_distance():
     p = synth.place(spec, 128, 17)
     assert evaluate._end_error(clip, clip) == pytest.approx(0.0, abs=1e-6)
     expected = math.dist(p.centre(12), p.centre(16))
-    assert evaluate._end_error(clip[:, :, :13], clip) == pytest.approx(expected, abs=0.1)
+    ends_early = torch.cat([clip[:, :, :16], clip[:, :, 12:13]], 2)  # its last frame is frame 12
+    assert evaluate._end_error(ends_early, clip) == pytest.approx(expected, abs=0.1)
+    with pytest.raises(ValueError, match="equal frame counts, got 13 and 17"):
+        judge.centroid_errors(clip[:, :, :13], clip)
     assert expected > 5
     assert evaluate._end_error(torch.full_like(clip, 0.5), clip) is None
 
@@ -231,6 +234,7 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
         model=str(tmp_path / "tiny.safetensors"), text_encoder=str(tmp_path / "t5"), clips=2, size=64
     )
     args.frames, args.steps, args.guidance, args.json_out = 9, 2, 2.5, str(out)
+    args.keyframe_guidance = True
     assert evaluate.run(args) == 0
     printed = capsys.readouterr().out
     assert "t2v.accuracy.colour" in printed and "sampling.guidance" in printed
@@ -238,6 +242,7 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temporary file left
     assert report["reference"]["accuracy"]["all"] == 1.0  # the judge reads the rendered references
     assert report["sampling"]["steps"] == 2 and report["sampling"]["guidance"] == 2.5
+    assert report["sampling"]["keyframe_guidance"] is True  # a bare file's default (False) overridden
     for section, keys in {
         "vae": ("psnr", "ssim", "accuracy"),
         "t2v": ("accuracy", "found"),

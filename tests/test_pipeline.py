@@ -79,13 +79,22 @@ def test_keyframe_guidance_runs_the_unconditional_branch_without_the_keyframes(p
     image = torch.rand(1, 3, 1, 64, 64) * 2 - 1
     first, key = Condition(image, 0, 1.0), Condition(image, 16, 1.0)
     on = dataclasses.replace(CFG, keyframe_guidance=True)
-    calls = []
-    hook = pipe.dit.register_forward_pre_hook(lambda _, args: calls.append(tuple(args[0].shape[:2])))
+    calls, texts = [], []
+
+    def record(_, args, kwargs):  # noqa: ANN001, ANN202
+        calls.append(tuple(args[0].shape[:2]))
+        texts.append(kwargs["text_emb"].projected)  # prepared once per set of branches
+
+    hook = pipe.dit.register_forward_pre_hook(record, with_kwargs=True)
     try:
         guided = pipe.generate(text, on, negative=neg, conditions=[first, key])
     finally:
         hook.remove()
     assert calls == [(2, 16), (1, 12)] * 3  # 12 video tokens, 4 of the keyframe; 3 steps
+    with torch.no_grad():
+        projected = pipe.dit.caption_projection(torch.cat([text.emb, text.emb, neg.emb]))
+    torch.testing.assert_close(texts[0], projected[:2])  # cond and perturbed: the prompt
+    torch.testing.assert_close(texts[1], projected[2:])  # the unconditional forward: the negative prompt
     plain = pipe.generate(text, CFG, negative=neg, conditions=[first, key])
     assert not torch.allclose(guided.latents, plain.latents)
     for conditions in ([], [first]):  # nothing to leave out

@@ -662,6 +662,21 @@ def test_distill_with_keyframes_keeps_them_out_of_the_target():
     with torch.no_grad():
         assert stage(batch, BatchRandom(torch.Generator().manual_seed(1)), 0)["loss"].item() == 0.0
     assert seen == [16, 16]  # teacher, then student: 4 keyframe + 12 video tokens
+    # with CFG the teacher's empty-prompt branch leaves the keyframe out (distill.keyframe_guidance), or not
+    for guide, calls in ((True, [(3, 16), (3, 12), (3, 16)]), (False, [(6, 16), (3, 16)])):
+        sets = ["distill.teacher_steps=1", "flow.keyframe_p=1", f"distill.keyframe_guidance={guide}"]
+        stage = DistillStage(apply_overrides(TrainConfig(stage="distill", model=spec), sets), None, dit)
+        stage.set_null_text(torch.zeros(4, spec.dit.caption_channels), torch.ones(4, dtype=torch.long))
+        shapes: list[tuple[int, int]] = []
+        hooks = [
+            model.register_forward_pre_hook(lambda _, args, out=shapes: out.append(tuple(args[0].shape[:2])))
+            for model in (stage.teacher, dit)
+        ]
+        with torch.no_grad():
+            assert stage(batch, BatchRandom(torch.Generator().manual_seed(1)), 0)["loss"].item() > 0
+        for hook in hooks:
+            hook.remove()
+        assert shapes == calls  # teacher call(s), then the student
 
 
 @pytest.mark.parametrize(

@@ -514,6 +514,9 @@ class DistillConfig:
     teacher_steps: int = 4  # teacher Euler steps per student step
     guidance: float = 3.0  # the teacher's CFG scale (1 = none)
     teacher: str = ""  # the teacher's checkpoint; "" = the starting transformer (to continue a distillation)
+    # with flow.keyframe_p: the teacher's unconditional branch without the keyframe tokens, as generate's
+    # keyframe guidance (guidance then pulls towards the keyframes); False = both branches see them (official)
+    keyframe_guidance: bool = True
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from .files import check_writable, write_text_atomic
 from .media import read_video
 
 SUITES = ("shapes",)
+SAMPLING_KEYS = ("steps", "guidance", "stg", "decode_timestep", "keyframe_guidance")  # the report records
 SPLITS = ("holdout", "train")
 
 
@@ -55,6 +56,7 @@ class ShapesEval:
     frames: int = 25  # 8k+1
     steps: int | None = None  # None: the checkpoint's default
     guidance: float | None = None  # CFG scale; None: the checkpoint's default
+    keyframe_guidance: bool | None = None  # SampleConfig.keyframe_guidance; None: the checkpoint's default
     seed: int = 0  # clips and generation noise
     fps: float = 24.0
     split: str = (
@@ -159,10 +161,7 @@ def _image_condition(video: Tensor, frame: int = 0):  # noqa: ANN202 - Condition
 
 def _end_error(video: Tensor, clip: Tensor) -> float | None:
     """Distance (px) between the object's centroids in the last frames of the two videos (None: not found)."""
-    made, truth = judge.judge_video(video).centroids, judge.judge_video(clip).centroids
-    if not (made and truth and made[-1] and truth[-1]):
-        return None
-    return math.dist(made[-1], truth[-1])
+    return judge.centroid_errors(video, clip)[-1]
 
 
 def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(str)
@@ -179,6 +178,7 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
         frame_rate=cfg.fps,
         steps=cfg.steps or base.steps,
         guidance=base.guidance if cfg.guidance is None else cfg.guidance,
+        keyframe_guidance=base.keyframe_guidance if cfg.keyframe_guidance is None else cfg.keyframe_guidance,
     )
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ltxv-eval-") as tmp:
@@ -222,7 +222,7 @@ def summarize(cfg: ShapesEval, rows: list[dict], device: str, sample: SampleConf
     return {
         "suite": "shapes",
         "settings": {**dataclasses.asdict(cfg), "device": device},
-        "sampling": {k: getattr(sample, k) for k in ("steps", "guidance", "stg", "decode_timestep")},
+        "sampling": {k: getattr(sample, k) for k in SAMPLING_KEYS},
         "reference": {
             "accuracy": _accuracy([r["reference"]["score"] for r in rows]),
             "area_cv": _mean([r["reference_temporal"]["area_cv"] for r in rows]),
@@ -318,6 +318,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guidance", type=float, default=d.guidance, help="CFG scale (default: the checkpoint's)"
     )
+    parser.add_argument(
+        "--keyframe-guidance",
+        action=argparse.BooleanOptionalAction,
+        default=d.keyframe_guidance,
+        help="keyframe guidance in the keyframes section (default: the checkpoint's)",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="clips and generation noise")
     parser.add_argument("--json", dest="json_out", help="write the full report here (JSON)")
 
@@ -336,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
         frames=tuned.get("num_frames", ShapesEval.frames) if args.frames is None else args.frames,
         steps=args.steps,
         guidance=args.guidance,
+        keyframe_guidance=args.keyframe_guidance,
         seed=args.seed,
         split=args.split,
     )

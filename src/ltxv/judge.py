@@ -238,6 +238,18 @@ def temporal_consistency(video: Tensor, mask: Tensor) -> dict[str, float | None]
     return out
 
 
+def centroid_errors(made: Tensor, truth: Tensor) -> list[float | None]:
+    """Per frame of two equally long videos: the distance (px) between the object's centroids, None where
+    either shows no object (every frame, when one of them has none at all)."""
+    if made.shape[-3] != truth.shape[-3]:
+        frames = f"{made.shape[-3]} and {truth.shape[-3]}"
+        raise ValueError(f"centroid_errors needs videos of equal frame counts, got {frames}")
+    a, b = judge_video(made).centroids, judge_video(truth).centroids
+    if not (a and b):
+        return [None] * truth.shape[-3]
+    return [math.dist(p, q) if p and q else None for p, q in zip(a, b, strict=True)]
+
+
 # image metrics ---------------------------------------------------------------------------------------
 def psnr(a: Tensor, b: Tensor) -> float:
     """Peak signal-to-noise ratio in dB of two same-shape tensors in [0, 1], from the mean squared error over

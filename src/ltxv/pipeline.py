@@ -560,9 +560,13 @@ class Pipeline:
             block_cache=reuse.blocks,
         ).float()
         parts = dict(zip(names, velocity.chunk(k), strict=True))
+        extra = None  # keyframe guidance: guidance on the video tokens; the extra ones take the cond velocity
         if apart:
-            parts["uncond"] = self._without_extra(tokens, t_tok, state, neg, cfg, reuse, parts["cond"])
-        v = sampling.guided_velocity(
+            m = state.num_extra
+            extra = parts["cond"][:, :m]
+            parts = {name: v[:, m:] for name, v in parts.items()}
+            parts["uncond"] = self._without_extra(tokens, t_tok, state, neg, cfg, reuse)
+        v = sampling.guided_velocity(  # over the video tokens only, with keyframe guidance
             parts["cond"],
             parts.get("uncond"),
             parts.get("perturbed"),
@@ -571,6 +575,8 @@ class Pipeline:
             rescale,
             cfg.cfg_star,
         )
+        if extra is not None:
+            v = torch.cat([extra, v], 1)
         t_next = sampling.next_t(ts, t_tok)
         if cfg.stochastic:
             fresh = torch.randn(tokens.shape, generator=generator, device=tokens.device, dtype=torch.float32)
@@ -588,15 +594,13 @@ class Pipeline:
         neg: TextEmbeddings,
         cfg: SampleConfig,
         reuse: _Reuse,
-        cond: Tensor,
     ) -> Tensor:
-        """Keyframe guidance's unconditional velocity (B, N, C): the video tokens alone, without the leading
-        extra tokens, which take the conditional velocity `cond` (no guidance on them). No first-block
-        cache: it follows the batched branches."""
+        """Keyframe guidance's unconditional velocity of the video tokens alone (B, N - M, C), without the M
+        leading extra tokens. No first-block cache: it follows the batched branches."""
         m, b = state.num_extra, tokens.shape[0]
         rows = self.parallel.rows(b, tokens.device) if self.parallel else None
         text_emb, text_mask = self._text_input([("uncond", neg)], reuse.texts, rows)
-        video = self._transformer(
+        return self._transformer(
             tokens[:, m:],
             t_tok[:, m:],
             text_emb=text_emb,
@@ -604,7 +608,6 @@ class Pipeline:
             frame_rate=cfg.frame_rate,
             coords=state.coords[:, m:],
         ).float()
-        return torch.cat([cond[:, :m], video], 1)
 
     def _transformer(self, tokens: Tensor, timestep: Tensor, **kwargs: Any) -> Tensor:
         """The DiT's forward here, or shared by the processes of a torchrun job (`ltxv.parallel`)."""

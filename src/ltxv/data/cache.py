@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from einops import rearrange
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -172,10 +173,11 @@ def is_cache(path: str | os.PathLike[str]) -> bool:
 class LatentDataset(torch.utils.data.Dataset):
     """A cache folder written by `preprocess`. `buckets_of[i]` is the latent shape as Bucket(F', H', W'),
     so BucketBatchSampler batches equal shapes. self[i] -> {"latents": (C, F', H', W'), "text_emb": (L, D),
-    "text_mask": (L,), "caption", "row", "bucket"}, and "keyframes" (F' - 1, C, 1, H', W') where the cache
-    has them (`has_keyframes`: written with --keyframes)."""
+    "text_mask": (L,), "caption", "row", "bucket"}, and with `keyframes` also "keyframes" (F' - 1, C, 1,
+    H', W'), which the cache must have (`has_keyframes`: written with --keyframes); otherwise they are not
+    read."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], keyframes: bool = False) -> None:
         self.root = Path(root)
         if not is_cache(self.root):
             raise ValueError(
@@ -196,13 +198,20 @@ class LatentDataset(torch.utils.data.Dataset):
                 f"{self.meta['count']}; rerun `ltxv preprocess` into this folder"
             )
         self.buckets_of = [Bucket(*e.latent_shape[1:]) for e in self.entries]
+        if keyframes and not self.has_keyframes():
+            raise ValueError(
+                f"{self.root}: no keyframe latents, which flow.keyframe_p > 0 needs (written without "
+                "--keyframes); rerun `ltxv preprocess ... --keyframes` into a new folder"
+            )
+        self.names = ("latents", "text_emb", "text_mask") + (("keyframes",) if keyframes else ())
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         entry = self.entries[i]
-        tensors = load_file(self.root / entry.file)
+        with safe_open(self.root / entry.file, "pt") as f:
+            tensors = {name: f.get_tensor(name) for name in self.names}
         item = {
             "latents": tensors["latents"],  # (C, F', H', W')
             "text_emb": tensors["text_emb"],  # (L, D)

@@ -92,13 +92,7 @@ def build_data(cfg: TrainConfig, d: Dist) -> tuple[Any, Any, Any]:
     if is_cache(cfg.data.path):
         if cfg.stage not in TRANSFORMER_STAGES:
             raise ValueError(f"{cfg.data.path} is a latent cache; `train {cfg.stage}` needs the videos")
-        data = LatentDataset(cfg.data.path)
-        if cfg.flow.keyframe_p > 0 and not data.has_keyframes():
-            raise ValueError(
-                f"flow.keyframe_p={cfg.flow.keyframe_p} needs keyframe latents, which the cache "
-                f"{cfg.data.path} lacks: rerun `ltxv preprocess ... --keyframes` into a new folder"
-            )
-        return data, collate_latents, None
+        return LatentDataset(cfg.data.path, keyframes=cfg.flow.keyframe_p > 0), collate_latents, None
     data = VideoDataset(cfg.data.path, parse_buckets(cfg.data.buckets))
     if d.main:
         print(data.summary(), file=sys.stderr)

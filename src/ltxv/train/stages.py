@@ -22,7 +22,6 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import TRANSFORMER_STAGES, FlowTrainConfig, SampleConfig, TrainConfig
-from ..data.cache import keyframe_latents
 from ..dit.model import VideoDiT
 from ..flow import (
     foreground_token_weights,
@@ -242,7 +241,8 @@ class DistillStage(Stage):
     steps with CFG `distill.guidance` against the empty prompt. Latent frame 0 is kept clean
     (image-to-video) with probability flow.first_frame_p, the first 2..F'-1 latent frames (extension) with
     probability flow.extension_p, and a keyframe is added with probability flow.keyframe_p, for the teacher as
-    for the student."""
+    for the student (the teacher's empty-prompt branch without it: keyframe guidance, as
+    `distill.keyframe_guidance` says)."""
 
     def __init__(self, cfg: TrainConfig, vae: VideoVAE | None, dit: VideoDiT | None) -> None:
         super().__init__(cfg, vae, dit)
@@ -289,8 +289,8 @@ class DistillStage(Stage):
         xt = torch.where(first[..., None], x0, interpolate(x0, rng.randn(x0.shape, x0), t_tok))
         coords = self.dit.token_coords(f, h, w, b, dev)
         keyframes = _draw_keyframes(rng, batch, self.vae, self.dit, self.cfg.flow, latents)
-        t_next_tok = _prepend(keyframes, xt, t_next_tok, coords)[1]
         xt, t_tok, coords, m = _prepend(keyframes, xt, t_tok, coords)
+        t_next_tok = torch.cat([t_next_tok.new_zeros(b, m), t_next_tok], 1)
         rate = self.cfg.data.frame_rate
         null_emb = self.null_emb.to(emb.dtype).expand(b, -1, -1)
         null_mask = self.null_mask.to(mask.dtype).expand(b, -1)
@@ -298,6 +298,11 @@ class DistillStage(Stage):
         def guided(x: Tensor, tt: Tensor) -> Tensor:  # the teacher: [empty prompt, caption] in one forward
             if d_cfg.guidance == 1:  # no CFG: the caption's branch alone
                 return self.teacher(x, tt, emb, mask, rate, coords)
+            if m and d_cfg.keyframe_guidance:  # the empty prompt's branch without the keyframe tokens
+                cond = self.teacher(x, tt, emb, mask, rate, coords)
+                uncond = self.teacher(x[:, m:], tt[:, m:], null_emb, null_mask, rate, coords[:, m:])
+                video = guided_velocity(cond[:, m:], uncond, cfg=d_cfg.guidance)
+                return torch.cat([cond[:, :m], video], 1)
             both = self.teacher(
                 x.repeat(2, 1, 1),
                 tt.repeat(2, 1),
@@ -342,8 +347,8 @@ def _draw_keyframes(
     """With probability flow.keyframe_p (one draw for the batch, whose samples need one token count): each
     sample's image keyframe at pixel frame 8j, j uniform in 1 .. F' - 1, as `conditioning.build_state` places
     an image condition at frame > 0: its tokens (B, H'·W', C) and their coordinates (B, H'·W', 3). The
-    latents come from the cache's "keyframes" or are encoded from the batch's videos. None otherwise (and
-    for single-frame latents, which have no later frame)."""
+    latents come from the cache's "keyframes" or are the chosen frames of the batch's videos encoded alone.
+    None otherwise (and for single-frame latents, which have no later frame)."""
     if flow.keyframe_p <= 0:
         return None
     g = rng.generator
@@ -353,18 +358,22 @@ def _draw_keyframes(
     if f < 2:
         return None
     keyframes = batch.get("keyframes")  # (B, F' - 1, C, 1, H', W')
-    if keyframes is None:
-        if "video" not in batch or vae is None:
-            raise ValueError(
-                "flow.keyframe_p > 0 needs keyframe latents: this latent cache was written without them; "
-                "rerun `ltxv preprocess ... --keyframes` (or train on the videos)"
-            )
-        with torch.no_grad():
-            keyframes = keyframe_latents(vae, batch["video"])
+    if keyframes is None and ("video" not in batch or vae is None):
+        raise ValueError(
+            "flow.keyframe_p > 0 needs keyframe latents: this latent cache was written without them; "
+            "rerun `ltxv preprocess ... --keyframes` (or train on the videos)"
+        )
     j = (rng.rand(b, latents.device) * (f - 1)).long().clamp(max=f - 2)  # (B,) keyframe j + 1
-    z = keyframes.to(latents)[torch.arange(b, device=latents.device), j]  # (B, C, 1, H', W')
+    frame = (j + 1) * dit.cfg.latent_scale[0]  # (B,) its pixel frame
+    if keyframes is not None:
+        z = keyframes.to(latents)[torch.arange(b, device=latents.device), j]  # (B, C, 1, H', W')
+    else:
+        video = batch["video"]  # (B, 3, F, H, W)
+        images = torch.stack([video[i, :, int(k) : int(k) + 1] for i, k in enumerate(frame)])
+        with torch.no_grad():
+            z = vae.encode(images).to(latents)  # (B, C, 1, H', W')
     coords = dit.token_coords(1, h, w, b, latents.device).clone()  # (B, H'·W', 3)
-    coords[..., 0] += ((j + 1) * dit.cfg.latent_scale[0]).to(coords.dtype)[:, None]
+    coords[..., 0] += frame.to(coords.dtype)[:, None]
     return rearrange(z, "b c f h w -> b (f h w) c"), coords
 
 
