@@ -884,7 +884,13 @@ def test_distill_needs_a_trained_transformer_and_takes_its_flags(world, trained_
     ]
     assert main([*args, "--init", str(trained_vae), *flags]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["distill"] == {"steps": 3, "teacher_steps": 2, "guidance": 4.5, "teacher": "T"}
+    assert printed["distill"] == {
+        "steps": 3,
+        "teacher_steps": 2,
+        "guidance": 4.5,
+        "teacher": "T",
+        "keyframe_guidance": True,
+    }
     with pytest.raises(ValueError, match="train distill needs --init MODEL with a trained transformer"):
         build_models(config(world, "distill", 1))
     for bad in ("distill.steps=0", "distill.teacher_steps=0", "distill.guidance=0.5", "distill.guidance=nan"):
