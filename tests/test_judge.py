@@ -81,20 +81,21 @@ def test_measurements_match_placement():
     assert j.background_rgb == pytest.approx(BACKGROUNDS["gray"], abs=1e-3)
 
 
-def test_end_error_is_the_last_frames_centroid_distance():
-    """The keyframe section's end error: 0 against the clip itself; against the clip ending at another
-    frame, how far the object moved between those frames; None when a video shows no object."""
+def test_centroid_errors_give_the_keyframe_sections_end_error():
+    """judge.centroid_errors(...)[-1], the keyframe section's end error: 0 against the clip itself; against
+    the clip ending at another frame, how far the object moved between those frames; None when a video shows
+    no object."""
     spec = ClipSpec("orange", "square", "down", "fast", "gray", 0.2, (0.3, 0.1))
     clip = synth.render_clip(spec, 128, 17)
     p = synth.place(spec, 128, 17)
-    assert evaluate._end_error(clip, clip) == pytest.approx(0.0, abs=1e-6)
+    assert judge.centroid_errors(clip, clip)[-1] == pytest.approx(0.0, abs=1e-6)
     expected = math.dist(p.centre(12), p.centre(16))
     ends_early = torch.cat([clip[:, :, :16], clip[:, :, 12:13]], 2)  # its last frame is frame 12
-    assert evaluate._end_error(ends_early, clip) == pytest.approx(expected, abs=0.1)
+    assert judge.centroid_errors(ends_early, clip)[-1] == pytest.approx(expected, abs=0.1)
     with pytest.raises(ValueError, match="equal frame counts, got 13 and 17"):
         judge.centroid_errors(clip[:, :, :13], clip)
     assert expected > 5
-    assert evaluate._end_error(torch.full_like(clip, 0.5), clip) is None
+    assert judge.centroid_errors(torch.full_like(clip, 0.5), clip)[-1] is None
 
 
 def test_segment_drops_specks_and_noise():

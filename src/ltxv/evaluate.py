@@ -159,11 +159,6 @@ def _image_condition(video: Tensor, frame: int = 0):  # noqa: ANN202 - Condition
     return Condition(preprocess_condition(image), frame=frame, strength=1.0)
 
 
-def _end_error(video: Tensor, clip: Tensor) -> float | None:
-    """Distance (px) between the object's centroids in the last frames of the two videos (None: not found)."""
-    return judge.centroid_errors(video, clip)[-1]
-
-
 def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(str)
     """Run the shapes suite (see the module docstring); returns the report (JSON-safe but for NaN/inf)."""
     from .pipeline import Pipeline
@@ -208,7 +203,7 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
         keyed = pipe.generate(record["caption"], config, conditions=ends).video.float().cpu()
         row["keyframes"] = {
             "last_frame_psnr": judge.psnr(keyed[:, :, -1:], clip[:, :, -1:]),
-            "end_error_px": _end_error(keyed, clip),
+            "end_error_px": judge.centroid_errors(keyed, clip)[-1],  # None: no object in either
             **_judged(keyed, record),
         }
         rows.append(row)

@@ -564,7 +564,7 @@ class Pipeline:
         if apart:
             m = state.num_extra
             extra = parts["cond"][:, :m]
-            parts = {name: v[:, m:] for name, v in parts.items()}
+            parts = {name: part[:, m:] for name, part in parts.items()}
             parts["uncond"] = self._without_extra(tokens, t_tok, state, neg, cfg, reuse)
         v = sampling.guided_velocity(  # over the video tokens only, with keyframe guidance
             parts["cond"],
