@@ -205,6 +205,8 @@ def test_cli_preprocess(world, tmp_path, capsys):
         run_preprocess(parser.parse_args([*argv, "--overwrite", "--buckets", "9x64x65"]))
     with pytest.raises(ValueError, match="--max-tokens must be >= 1"):
         run_preprocess(parser.parse_args([*argv, "--overwrite", "--max-tokens", "0"]))
+    with pytest.raises(ValueError, match="'tpu'.*--device"):  # named before the dataset is probed
+        run_preprocess(parser.parse_args([*argv, "--overwrite", "--device", "tpu"]))
     # without --text-encoder: the model folder's text_encoder/, as generate finds it; a bare file says how
     without = [str(root / "data"), "--model", str(ckpt), "--out", str(out), "--overwrite"]
     with pytest.raises(ValueError, match="has no text_encoder/ folder: pass --text-encoder"):

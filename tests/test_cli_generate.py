@@ -123,7 +123,8 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--skip-steps", "1"], "--skip-steps only applies with --video"),
         (["--downscale", "0.5"], "--downscale only applies with --upsampler"),
         (["--image-strength", "0.5"], "--image-strength only applies with --image"),
-        (["--condition", "IMAGE@500"], "frame 500 is past the video's last frame (8)"),
+        (["--condition", "IMAGE@500"], "IMAGE@500: the video has frames 0..8 (-1 is the last)"),
+        (["--frames", "10", "--condition", "IMAGE@12"], "the video has frames 0..9"),  # not in the padding
         (["--condition", "IMAGE@-10"], "@-10: the video has only 9 frames; use -1 .. -9 (from the end)"),
         (["--block-cache", "nan"], "block_cache threshold must be a number >= 0"),
         (["--lora", "x.safetensors:nan"], "the scale 'nan' is not a finite number"),
@@ -156,7 +157,11 @@ def test_bad_input_exits_2(models, tmp_path, extra, message):
     extra = [a.replace("IMAGE", str(root / "image.png")).replace("OUT", str(tmp_path / "o")) for a in extra]
     r = run("a prompt", *base, *extra)
     assert r.returncode == 2, r.stderr
-    assert message in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        message.replace("IMAGE", str(root / "image.png")) in r.stderr
+        and "Traceback" not in r.stderr
+        and len(r.stderr.strip().splitlines()) == 1
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

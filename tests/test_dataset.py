@@ -145,6 +145,25 @@ def test_choose_bucket_aspect_then_frames_then_area():
 
 
 # files ----------------------------------------------------------------------------------------------------
+def _rotated_clip(path, frames):
+    """A phone-style clip: 64x32 frames (a white stripe at the left) stored with a -90 degree rotation."""
+    import av
+    import numpy as np
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip(f"PyAV {av.__version__} cannot write a display matrix")
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:, :8] = 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(-90)
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def test_probe_matches_decoded_shape_including_exif_rotation(tmp_path):
     clip = write_video(tmp_path / "c.mp4", torch.rand(1, 3, 9, 32, 64), 12)
     exif = Image.Exif()
@@ -153,8 +172,14 @@ def test_probe_matches_decoded_shape_including_exif_rotation(tmp_path):
     mkv = write_video(
         tmp_path / "c.mkv", torch.rand(1, 3, 17, 32, 64), 12
     )  # no frame count: decoded to count
-    for path in (clip, mkv, tmp_path / "r.jpg"):
+    phone = [
+        _rotated_clip(tmp_path / f"phone{suffix}", frames) for suffix, frames in ((".mp4", 9), (".mkv", 17))
+    ]
+    for path in (clip, mkv, tmp_path / "r.jpg", *phone):
         assert probe_media(path) == tuple(read_media(path)[0].shape[2:]), path
+    upright = read_media(phone[0])[0]  # 64x32 stored with a -90 degree display matrix: shown 32 wide, 64 high
+    assert upright.shape[2:] == (9, 64, 32)
+    assert upright[0, 0, 0, :8].mean() > 0.9 and upright[0, 0, 0, -8:].mean() < -0.9  # left stripe -> top
     (tmp_path / "bad.mp4").write_bytes(b"\x00garbage" * 50)
     with pytest.raises(ValueError, match="cannot read video"):
         probe_media(tmp_path / "bad.mp4")

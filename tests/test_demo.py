@@ -89,8 +89,24 @@ def test_bad_generation_file_is_reported(model_folder, tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "generation.json").write_text(json.dumps({"widht": 64}))
-    with pytest.raises(ValueError, match="unknown generation settings"):
+    with pytest.raises(ValueError, match=r"generation.json: unknown SampleConfig keys \['widht'\]"):
         demo.generation_defaults(bad)
+    (bad / "generation.json").write_text(json.dumps({"steps": "ten"}))
+    with pytest.raises(ValueError, match=r"generation.json: steps: expected int, got 'ten'"):
+        demo.generation_defaults(bad)
+    (bad / "generation.json").write_text("20")
+    with pytest.raises(
+        ValueError, match="generation.json: expected a mapping of SampleConfig fields, got 20"
+    ):
+        demo.generation_defaults(bad)
+    (bad / "generation.json").write_text(json.dumps({"steps": "20", "stg_blocks": [1, 2]}))
+    assert demo.generation_defaults(bad) == {
+        "steps": 20,
+        "stg_blocks": (1, 2),
+    }  # the fields' types
+    args = ["generate", "a red circle", "--model", str(bad), "--out", str(tmp_path / "x.mp4")]
+    (bad / "generation.json").write_text(json.dumps({"steps": "ten"}))
+    assert main(args) == 2 and "steps: expected int, got 'ten'" in capsys.readouterr().err
     assert demo.generation_defaults(tmp_path) == {}
 
 
@@ -112,6 +128,20 @@ def test_text_encoder_command_builds_a_word_tokenizer(tmp_path, capsys):
     assert len(encoder.tokenizer.ids(caption)) == len(caption.split()) + 1  # one piece per word, then </s>
     emb, mask = encoder.encode([caption], 16)
     assert emb.shape == (1, 16, 64) and int(mask.sum()) == len(caption.split()) + 1  # + </s>
+    capsys.readouterr()
+    # bad sizes and an existing folder are refused before anything is written; --overwrite replaces
+    base = ["data", "text-encoder", str(tmp_path / "t5"), "--captions", str(tmp_path / "data")]
+    before = sorted(p.name for p in (tmp_path / "t5").iterdir())
+    for extra, message in (
+        ([], "already exists; give a new folder, or pass --overwrite"),
+        (["--overwrite", "--heads", "0"], "--heads must be >= 1, got 0"),
+        (["--overwrite", "--layers", "0"], "--layers must be >= 1, got 0"),
+    ):
+        assert main([*base, *extra]) == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "t5").iterdir()) == before
+    assert main([*base, "--overwrite", "--d-model", "32"]) == 0
+    assert TextEncoder.from_pretrained(str(tmp_path / "t5")).encode([caption], 16)[0].shape == (1, 16, 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "t5"]  # no temporary folder left
 
 
 # --- The bundled model itself (skipped in a checkout without one) -----------------------------------------

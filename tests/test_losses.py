@@ -217,6 +217,11 @@ def test_lpips_missing_key_error(lpips_file: str, tmp_path) -> None:
         ValueError, match=r"missing keys \['lin3.model.1.weight'\].*unexpected keys \['extra'\]"
     ):
         LPIPS.from_file(path)
+    pickle = tmp_path / "vgg.pth"  # the official LPIPS weights are a torch pickle, never loaded
+    pickle.write_bytes(b"\x80\x04pickle")
+    for bad in (pickle, tmp_path):
+        with pytest.raises(ValueError, match=r"vae.lpips_path: .*convert the LPIPS .pth to safetensors"):
+            LPIPS.from_file(bad)
 
 
 def test_lpips_video_zero_for_identical_positive_otherwise(lpips_file: str) -> None:

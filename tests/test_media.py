@@ -271,6 +271,20 @@ def test_uint8_round_trip_rounds_and_clamps():
         to_uint8_frames(values.expand(2, 3, 1, 1, 5))
 
 
+def test_writing_refuses_other_ranges_integer_frames_and_empty_videos(tmp_path):
+    from_file = torch.rand(1, 3, 3, 16, 16) * 2 - 1  # read_video's range
+    with pytest.raises(ValueError, match=r"\(video \+ 1\) / 2"):
+        write_video(tmp_path / "a.mp4", from_file, 24)
+    with pytest.raises(ValueError, match="video / 255"):
+        write_video(tmp_path / "b.mp4", torch.rand(3, 3, 16, 16) * 255, 24)
+    with pytest.raises(ValueError, match="dtype torch.uint8"):
+        write_video(tmp_path / "c.mp4", torch.zeros(3, 3, 16, 16, dtype=torch.uint8), 24)
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "d.mp4", torch.zeros(3, 0, 16, 16), 24)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    write_video(tmp_path / "e.mp4", (from_file + 1) / 2, 24)  # the fix the message names works
+
+
 def test_encode_as_h264_like_is_lossy_like_video_compression():
     smooth = _gradient(1, 64, 96) * 2 - 1
     noise = torch.rand(1, 3, 1, 64, 96) * 2 - 1

@@ -237,11 +237,14 @@ def test_conditions_are_validated(pipe):
 
 def test_a_condition_past_the_last_frame_names_it(pipe):
     text, neg = _text()
-    with pytest.raises(ValueError, match=r"frame 500 is past the video's last frame \(16\)"):
+    with pytest.raises(ValueError, match=r"frame 500: the video has frames 0\.\.16"):
         pipe.generate(text, CFG, negative=neg, conditions=[Condition(torch.zeros(1, 3, 1, 64, 64), 500)])
     clip = Condition(torch.zeros(1, 3, 97, 64, 64), 24)  # a long clip: was trimmed to a misleading length
-    with pytest.raises(ValueError, match="frame 24 is past"):
+    with pytest.raises(ValueError, match="frame 24: the video has"):
         pipe.generate(text, CFG, negative=neg, conditions=[clip])
+    ten = dataclasses.replace(CFG, num_frames=10)  # padded to 17: frame 12 would be generated, then cropped
+    with pytest.raises(ValueError, match=r"frame 12: the video has frames 0\.\.9"):
+        pipe.generate(text, ten, negative=neg, conditions=[Condition(torch.zeros(1, 3, 1, 64, 64), 12)])
 
 
 def test_a_schedule_that_collapses_in_float32_is_refused(pipe):

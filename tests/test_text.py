@@ -126,6 +126,9 @@ def test_missing_or_wrong_folders_error_clearly(tmp_path: Path) -> None:
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="model_type 't5'.*'bert'"):
         TextEncoder.from_pretrained(tmp_path / "bert")
+    (tmp_path / "bert" / "config.json").write_text("{cut off")
+    with pytest.raises(ValueError, match=r"bert/config.json: not valid JSON"):
+        TextEncoder.from_pretrained(tmp_path / "bert")
 
 
 def test_hub_ids_resolve_to_subfolders() -> None:

@@ -150,6 +150,34 @@ def test_unreadable_and_wrong_kind_files(native_file, tmp_path):
         ltxv.load_vae(other)
 
 
+def test_sharded_diffusers_folders_load_and_bad_shards_are_named(native_file, tmp_path):
+    """Large diffusers components come as shards listed in an index; a cut download leaves one truncated."""
+    path, _, dit = native_file
+    convert_checkpoint(path, tmp_path / "diff", "diffusers")
+    folder = tmp_path / "diff" / "transformer"
+    tensors = load_file(folder / "diffusion_pytorch_model.safetensors")
+    (folder / "diffusion_pytorch_model.safetensors").unlink()
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in halves.items():
+        save_file({k: tensors[k] for k in keys}, folder / shard)
+    weight_map = {k: shard for shard, keys in halves.items() for k in keys}
+    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    assert _same(ltxv.load_transformer(tmp_path / "diff").state_dict(), dit.state_dict())
+    shard = folder / "model-00002-of-00002.safetensors"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors"):
+        open_checkpoint(tmp_path / "diff")
+    shard.write_bytes(whole)
+    index.write_text(
+        json.dumps({"weight_map": {**weight_map, "extra.weight": "model-00001-of-00002.safetensors"}})
+    )
+    with pytest.raises(CheckpointError, match="1 tensors it lists are not in their shard .*'extra.weight'"):
+        open_checkpoint(tmp_path / "diff")
+
+
 def test_pickle_folders_are_refused(tmp_path):
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLLTXVideo"}))

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         default="word",
         help="sentencepiece model type (word: one piece per word of the corpus, for closed caption grammars)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it is an existing folder")
     p.set_defaults(handler=cmd_text_encoder)
 
     from . import evaluate
@@ -117,22 +118,30 @@ def cmd_text_encoder(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data.dataset import read_captions
+    from .files import atomic_folder
     from .text import build_small_t5
 
-    corpus = sorted({item.caption for source in args.captions for item in read_captions(source)})
+    for flag in ("d_model", "layers", "heads", "vocab_size"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.d_model % args.heads:
         raise ValueError(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
-    out = build_small_t5(
-        Path(args.out),
-        corpus,
-        "flat",
-        args.d_model,
-        args.layers,
-        args.heads,
-        args.vocab_size,
-        args.seed,
-        args.tokenizer,
-    )
+    out = Path(args.out)
+    if out.exists() and not (out.is_dir() and args.overwrite):
+        raise ValueError(f"{out} already exists; give a new folder, or pass --overwrite to replace a folder")
+    corpus = sorted({item.caption for source in args.captions for item in read_captions(source)})
+    with atomic_folder(out, replace=args.overwrite) as tmp:  # nothing half-written on an error
+        build_small_t5(
+            tmp,
+            corpus,
+            "flat",
+            args.d_model,
+            args.layers,
+            args.heads,
+            args.vocab_size,
+            args.seed,
+            args.tokenizer,
+        )
     print(f"wrote a {args.d_model}-d, {args.layers}-layer T5-style encoder to {out} ({len(corpus)} captions)")
     return EXIT_OK
 

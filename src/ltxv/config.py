@@ -641,14 +641,25 @@ def to_dict(obj: Any) -> Any:
 
 def from_dict(cls: type[T], data: Any) -> T:
     """Plain dict -> dataclass `cls`; unknown keys raise, missing keys take the declared defaults."""
+    return cls(**coerce_fields(cls, data))
+
+
+def coerce_fields(cls: type, data: Any, where: str = "") -> dict[str, Any]:
+    """Plain dict -> the same keys with values of `cls`'s field types (JSON lists -> tuples, "3" -> 3, ...),
+    or a ValueError naming `where` (e.g. the file it came from), the key and the value."""
     if not isinstance(data, dict):
-        raise ValueError(f"expected a mapping for {cls.__name__}, got {type(data).__name__}")
+        raise ValueError(
+            f"{where or cls.__name__}: expected a mapping of {cls.__name__} fields, got {data!r}"
+        )
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; known keys: {sorted(names)}")
-    return cls(**{k: _coerce(hints[k], v, f"{cls.__name__}.{k}") for k, v in data.items()})
+        prefix = f"{where}: unknown" if where else "unknown"
+        raise ValueError(f"{prefix} {cls.__name__} keys {unknown}; known keys: {sorted(names)}")
+    return {
+        k: _coerce(hints[k], v, f"{where}: {k}" if where else f"{cls.__name__}.{k}") for k, v in data.items()
+    }
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

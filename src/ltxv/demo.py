@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import SampleConfig, SampleConfigError
+from .config import SampleConfig, SampleConfigError, coerce_fields
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 GENERATION_FILE = "generation.json"
@@ -67,11 +67,7 @@ def generation_defaults(model: str | os.PathLike[str]) -> dict[str, Any]:
         values = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
-    known = set(SampleConfig.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown generation settings {unknown}; known: {sorted(known)}")
-    return values
+    return coerce_fields(SampleConfig, values, str(path))
 
 
 def add_generation_flag(parser: argparse.ArgumentParser, flag: str, text: str, **kw: Any) -> None:

@@ -466,10 +466,11 @@ def _conditions(
                     f"-{cfg.num_frames} (from the end) or 0 .. {cfg.num_frames - 1}"
                 )
             frame += cfg.num_frames
-        if chained and frame >= cfg.num_frames:
+        if frame >= cfg.num_frames:  # past the end, or in the padding to 8k+1 frames that is cropped away
+            where = "in a chain, conditions apply to the first segment" if chained else "the video has"
             raise ValueError(
-                f"--condition {path}@{frame}: in a chain, conditions apply to the first segment (frames "
-                f"0..{cfg.num_frames - 1}); place it there, or make longer segments (--frames)"
+                f"--condition {path}@{frame}: {where} frames 0..{cfg.num_frames - 1} (-1 is the last); place "
+                "it there, or ask for more frames (--frames)"
             )
         media, _ = read_media(path, max_frames=frames)
         n = media.shape[2]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")  # readable b
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # writable: H.264 in these containers
 MAX_SIDE = 8192  # pixels; far beyond any LTX-Video resolution, catches swapped or garbage arguments
 MAX_FRAMES = 1025  # 8 * 128 + 1
+RANGE_SLACK = 0.5  # values this far outside [0, 1] are another range ([-1, 1], 0-255), not overshoot
 _NTSC_BASES = (24, 30, 48, 60, 120)  # 23.976, 29.97, ... are written as exact n * 1000 / 1001
 
 
@@ -40,9 +42,19 @@ def to_uint8_frames(video: Tensor) -> np.ndarray:
             f"expected a video of shape (3, F, H, W) or (1, 3, F, H, W), got {tuple(video.shape)}; "
             "for a batch pass one sample, e.g. video[i]"
         )
+    if not video.is_floating_point():
+        raise ValueError(
+            f"expected a float video in [0, 1], got dtype {video.dtype}; for 0-255 frames pass video / 255"
+        )
+    if video.shape[1] == 0:
+        raise ValueError(f"the video has no frames (shape {tuple(video.shape)}); nothing to write")
     if not torch.isfinite(video).all():
         bad = int((~torch.isfinite(video)).sum())
         raise ValueError(f"video has {bad} NaN/inf values; it cannot be written (the generation diverged)")
+    low, high = float(video.min()), float(video.max())
+    if low < -RANGE_SLACK or high > 1 + RANGE_SLACK:  # clamping would silently destroy the picture
+        hint = "(video + 1) / 2 (read_video returns [-1, 1])" if low < -RANGE_SLACK else "video / 255"
+        raise ValueError(f"expected a video in [0, 1], got values in [{low:.3g}, {high:.3g}]; pass {hint}")
     frames = (video.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()  # (3, F, H, W) -> (F, H, W, 3)
 
@@ -289,7 +301,7 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(np.rot90(frame.to_ndarray(format="rgb24"), display_quarter_turns(frame)))
                 if len(frames) == max_frames:
                     break
     except (av.FFmpegError, OSError, ValueError) as err:
@@ -299,6 +311,12 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
     if not rate:
         raise ValueError(f"cannot read video {str(path)!r}: it has no frame rate")
     return from_uint8_frames(np.stack(frames)), float(rate)
+
+
+def display_quarter_turns(frame: Any) -> int:
+    """Counter-clockwise quarter turns that show a decoded PyAV frame upright, from its file's display matrix
+    (portrait phone videos store landscape frames and a -90 degree rotation); 0 for PyAV without it."""
+    return round(getattr(frame, "rotation", 0) / 90) % 4
 
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:

@@ -261,6 +261,12 @@ class Pipeline:
                 f"STG blocks {bad} do not exist in this {n}-block transformer: use indices 0..{n - 1} "
                 "(stg_blocks, CLI --stg-blocks)"
             )
+        for cond in conditions:  # a frame in the padding to 8k+1 frames would be cropped away unseen
+            if not 0 <= cond.frame < cfg.num_frames:
+                raise ValueError(
+                    f"condition at frame {cond.frame}: the video has frames 0..{cfg.num_frames - 1}; "
+                    "place it there, or ask for more frames (num_frames)"
+                )
         st, ss, _ = self.vae.scale_factors
         height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
         seed = None if generator is not None else self.pick_seed(cfg)

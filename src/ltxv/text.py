@@ -41,7 +41,11 @@ def _resolve(path: str) -> tuple[str, str, str]:
 def _check_local(encoder_dir: Path, tokenizer_dir: Path) -> None:
     """Fail early, with one line, on folders that are not a T5 encoder + tokenizer (or hold only pickles)."""
     config_file = encoder_dir / "config.json"
-    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    try:
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type != "t5":
         raise ValueError(f"{encoder_dir}: expected a T5 config.json (model_type 't5'), got {model_type!r}")
     has_safetensors = any(encoder_dir.glob("*.safetensors"))

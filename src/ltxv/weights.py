@@ -161,6 +161,15 @@ def _diffusers_tensors(folder: Path) -> dict[str, tuple[str, str]]:
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     if index.is_file():
         weight_map = _json(index).get("weight_map", {})
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{index}: 'weight_map' must map tensor names to shard file names")
+        shards = {f: set(read_header(str(folder / f))[0]) for f in set(weight_map.values())}  # each readable
+        missing = [k for k, f in weight_map.items() if k not in shards[f]]
+        if missing:
+            raise CheckpointError(
+                f"{index}: {len(missing)} tensors it lists are not in their shard (e.g. {missing[0]!r} in "
+                f"{weight_map[missing[0]]}); the folder is incomplete or mixed: download it again"
+            )
         return {k: (str(folder / f), k) for k, f in weight_map.items()}
     files = sorted(folder.glob("*.safetensors"))
     if not files:

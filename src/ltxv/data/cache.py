@@ -295,6 +295,7 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_preprocess(args: argparse.Namespace) -> int:
     """`ltxv preprocess`: probe and bucket the dataset, print its summary, encode it into --out."""
+    from ..devices import resolve_device
     from ..text import TextEncoder
     from ..weights import load_vae
 
@@ -308,6 +309,7 @@ def run_preprocess(args: argparse.Namespace) -> int:
     for flag, value in (("--max-tokens", args.max_tokens), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
+    device = resolve_device(args.device)  # before probing the dataset: a bad --device is named at once
     text_path = args.text_encoder
     if text_path is None:
         if not (Path(args.model) / "text_encoder").is_dir():
@@ -318,7 +320,6 @@ def run_preprocess(args: argparse.Namespace) -> int:
     dataset = VideoDataset(args.data, parse_buckets(args.buckets))
     counts = sorted(Counter(dataset.buckets_of).items())
     print(f"{dataset.summary()}; buckets: " + ", ".join(f"{b} x{n}" for b, n in counts))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     vae = load_vae(args.model, device, torch.float32)
     text_encoder = TextEncoder.from_pretrained(text_path, device="cpu", dtype=torch.float32)
 

@@ -21,7 +21,15 @@ from typing import Any
 
 import torch
 
-from ..media import IMAGE_SUFFIXES, MAX_FRAMES, MAX_SIDE, VIDEO_SUFFIXES, read_media, resize_center_crop
+from ..media import (
+    IMAGE_SUFFIXES,
+    MAX_FRAMES,
+    MAX_SIDE,
+    VIDEO_SUFFIXES,
+    display_quarter_turns,
+    read_media,
+    resize_center_crop,
+)
 
 COLUMNS = ("media_path", "caption")
 CAPTION_FILES = tuple(
@@ -212,8 +220,16 @@ def _probe_video(path: Path) -> tuple[int, int, int]:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
-            frames = stream.frames or sum(1 for _ in container.decode(stream))
+            decoded, turns = 0, 0
+            for frame in container.decode(stream):  # the first frame's rotation; all frames when uncounted
+                turns = turns if decoded else display_quarter_turns(frame)
+                decoded += 1
+                if stream.frames:
+                    break
+            frames = stream.frames or decoded
             height, width = stream.codec_context.height, stream.codec_context.width
+            if turns % 2:  # a portrait phone clip: read_video turns its frames upright
+                height, width = width, height
     except (av.FFmpegError, OSError, ValueError, EOFError) as err:
         raise ValueError(f"cannot read video {path}: {err}") from None
     if not (frames and height and width):

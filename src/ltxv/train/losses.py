@@ -254,6 +254,12 @@ class LPIPS(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> LPIPS:
         """Strictly load a safetensors file with the keys listed above; frozen and in eval mode."""
+        from ..weights import read_header
+
+        try:
+            read_header(str(path))  # a one-line error for a folder, a missing file, a pickle (.pth) ...
+        except ValueError as err:
+            raise ValueError(f"vae.lpips_path: {err} (convert the LPIPS .pth to safetensors first)") from None
         state = load_file(str(path))
         with torch.device("meta"):
             model = cls()
