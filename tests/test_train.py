@@ -200,6 +200,37 @@ def test_ema_and_resume_by_rerunning(world, tmp_path):
         train(replace(cfg, seed=1), split, progress=False)
 
 
+def test_a_run_folder_that_no_longer_fits_is_named(world, tmp_path):
+    """Resuming loads the last checkpoint; one that does not fit the model (config.json edited or deleted),
+    a damaged one, or an unreadable config.json is refused by name instead of training a mix."""
+    from ltxv.weights import open_checkpoint
+
+    run = tmp_path / "run"
+    cfg = config(world, "dit", 2, save_every=1)
+    train(cfg, run, progress=False)
+    assert open_checkpoint(run).dit is not None  # a finished run's folder opens as its model.safetensors
+    deeper = apply_overrides(replace(cfg, steps=3), ["model.dit.num_layers=3"])
+    config_json = (run / "config.json").read_text()
+    (run / "config.json").unlink()
+    with pytest.raises(
+        ValueError,
+        match=r"step_00000002 does not fit this run's model \(25 missing, 0 unexpected.*blocks\.2",
+    ):
+        train(deeper, run, progress=False)
+    (run / "config.json").write_text("{cut")
+    with pytest.raises(
+        ValueError, match="config.json is not a run config .*restore it or choose a new --out"
+    ):
+        train(replace(cfg, steps=3), run, progress=False)
+    (run / "config.json").write_text(config_json)
+    model = run / "checkpoints" / "step_00000002" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:100])
+    with pytest.raises(
+        ValueError, match="step_00000002 is damaged .*delete that folder to resume from the one"
+    ):
+        train(replace(cfg, steps=3), run, progress=False)
+
+
 def _cli(*args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ltxv", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
@@ -682,7 +713,8 @@ def test_distill_with_keyframes_keeps_them_out_of_the_target():
 @pytest.mark.parametrize(
     "bad",
     ["vae.kl=nan", "vae.mse=-1", "vae.foreground=nan", "flow.t_shift=nan", "lora.alpha=nan", "lora.rank=0",
-     "joint.flow=-1", "optim.weight_decay=inf", "flow.foreground_threshold=nan", "flow.extension_p=nan"],
+     "joint.flow=-1", "optim.weight_decay=inf", "flow.foreground_threshold=nan", "flow.extension_p=nan",
+     "seed=-1", "data.frame_rate=0", "joint.stats_momentum=5", "val_every=-1"],
 )  # fmt: skip
 def test_nan_and_negative_settings_are_refused_before_training(bad):
     with pytest.raises(ValueError, match=bad.split("=")[0].replace(".", r"\.")):

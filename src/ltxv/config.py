@@ -564,6 +564,17 @@ class TrainConfig:
             raise ValueError(f"parallel {self.parallel!r}: use ddp or fsdp")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.joint.stats_momentum < 1.0:
+            raise ValueError(f"joint.stats_momentum must be in [0, 1), got {self.joint.stats_momentum}")
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64 - 1] (torch.Generator), got {self.seed}")
+        if self.val_every < 0:
+            raise ValueError(f"val_every must be >= 0 (0 = only at the end), got {self.val_every}")
+        fps = self.data.frame_rate
+        if not MIN_FRAME_RATE <= fps <= MAX_FRAME_RATE:
+            raise ValueError(
+                f"data.frame_rate must be in [{MIN_FRAME_RATE}, {MAX_FRAME_RATE:g}] fps, got {fps}"
+            )
         positive = {  # learning rates, scales and thresholds > 0
             "optim.lr": self.optim.lr,
             "vae.disc_lr": self.vae.disc_lr,

@@ -93,8 +93,10 @@ def _json(path: Path) -> dict[str, Any]:
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Identify the format of `path` (file or folder) and map every tensor to our names."""
     p = Path(path)
-    if p.is_dir() and (p / "model.safetensors").is_file() and not (p / "config.json").is_file():
-        return open_checkpoint(p / "model.safetensors")  # a model folder (ours: model + text encoder + ...)
+    if p.is_dir() and (p / "model.safetensors").is_file():
+        config = p / "config.json"  # absent in our model folders; a training run's config has its stage
+        if not config.is_file() or "stage" in _json(config):
+            return open_checkpoint(p / "model.safetensors")  # a model folder, or a finished run's folder
     if p.is_dir():
         return _open_diffusers(p)
     keys, meta = read_header(str(p))

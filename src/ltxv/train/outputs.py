@@ -44,7 +44,17 @@ def check_run_folder(cfg: TrainConfig, run: Path, d: Dist) -> None:
     if path.is_file() and st.checkpoint_dirs(run):
         import json
 
-        diff = sorted(differences(json.loads(path.read_text()), to_dict(cfg)) - set(RESUMABLE_CHANGES))
+        try:
+            pinned = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path} is not a run config ({err}); restore it or choose a new --out"
+            ) from None
+        if not isinstance(pinned, dict):
+            raise ValueError(
+                f"{path} is not a run config (not a JSON object); restore it or choose a new --out"
+            )
+        diff = sorted(differences(pinned, to_dict(cfg)) - set(RESUMABLE_CHANGES))
         if diff:
             raise ValueError(
                 f"{run} holds a run with a different config ({', '.join(diff)}); "
@@ -86,6 +96,7 @@ def resume(run: Path, stage: Stage, disc: Any, optimizers: dict, ema: Any, d: Di
     step, model_sd, optim_sds, ema_sd = st.load_training_checkpoint(ckpts[-1])
     disc_sd = {k[5:]: v for k, v in model_sd.items() if k.startswith("disc.")}
     model_sd = {k: v for k, v in model_sd.items() if not k.startswith("disc.")}
+    check_same_tensors(ckpts[-1], model_sd, get_model_state_dict(stage, options=FULL))
     set_model_state_dict(stage, model_sd, options=StateDictOptions(full_state_dict=True))
     set_optimizer_state_dict(
         stage, optimizers["model"], optim_sds["model"], options=StateDictOptions(full_state_dict=True)
@@ -102,6 +113,24 @@ def resume(run: Path, stage: Stage, disc: Any, optimizers: dict, ema: Any, d: Di
         st.truncate_metrics(run, step)
         print(f"resuming {run} from step {step} ({ckpts[-1].name})", file=sys.stderr)
     return step
+
+
+def check_same_tensors(where: Path, saved: dict[str, Any], model: dict[str, Any]) -> None:
+    """A checkpoint must hold exactly the model's tensors: loading fills missing ones from the model as it
+    is (fresh weights) and would resume a different model silently, e.g. after RUN/config.json was edited."""
+    missing, extra = sorted(set(model) - set(saved)), sorted(set(saved) - set(model))
+    shapes = [k for k in sorted(set(saved) & set(model)) if tuple(saved[k].shape) != tuple(model[k].shape)]
+    if not (missing or extra or shapes):
+        return
+    if missing or extra:
+        first = f"{missing[0]!r} missing" if missing else f"{extra[0]!r} unexpected"
+    else:
+        key = shapes[0]
+        first = f"{key!r} is {tuple(saved[key].shape)}, the model's {tuple(model[key].shape)}"
+    raise ValueError(
+        f"checkpoint {where} does not fit this run's model ({len(missing)} missing, {len(extra)} unexpected, "
+        f"{len(shapes)} reshaped tensors; {first}): resume with the run's settings or choose a new --out"
+    )
 
 
 def set_latent_statistics(

@@ -122,14 +122,21 @@ def save_training_checkpoint(
 def load_training_checkpoint(
     path: Path,
 ) -> tuple[int, dict[str, Tensor], dict[str, dict[str, Any]], dict[str, Tensor] | None]:
-    """(step, model tensors, optimiser state dicts by name, EMA tensors or None) of one checkpoint."""
-    state = json.loads((path / "state.json").read_text())
-    optimizers = {
-        name: unflatten_optimizer(load_file(path / f"optim_{name}.safetensors"), groups)
-        for name, groups in state["param_groups"].items()
-    }
-    ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
-    return state["step"], load_file(path / "model.safetensors"), optimizers, ema
+    """(step, model tensors, optimiser state dicts by name, EMA tensors or None) of one checkpoint; a damaged
+    one (a file cut short, edited or missing) is a one-line ValueError naming it."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        optimizers = {
+            name: unflatten_optimizer(load_file(path / f"optim_{name}.safetensors"), groups)
+            for name, groups in state["param_groups"].items()
+        }
+        ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
+        return int(state["step"]), load_file(path / "model.safetensors"), optimizers, ema
+    except Exception as err:  # safetensors, json and a hand-edited state.json raise many kinds
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"checkpoint {path} is damaged ({reason}); delete that folder to resume from the one before it"
+        ) from None
 
 
 # -- metrics ----------------------------------------------------------------------------------------------
