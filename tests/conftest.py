@@ -103,6 +103,24 @@ def position_sensitive_dit(causal: bool, seed: int = 2):
     return dit
 
 
+def shard_safetensors(file, index_name: str) -> dict[str, str]:
+    """Split a safetensors `file` into two shards beside it (tensors alternately), listed by a Hugging Face
+    index `index_name` there, as large repos store weights; the file itself is removed. -> the weight map."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(file)
+    file.unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, file.parent / shard)
+    weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+    (file.parent / index_name).write_text(json.dumps({"weight_map": weight_map}))
+    return weight_map
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 

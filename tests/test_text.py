@@ -154,18 +154,11 @@ def test_spiece_only_tokenizer(t5_folders: tuple[Path, Path], encoder: TextEncod
 
 def test_sharded_weights_load(t5_folders: tuple[Path, Path], encoder: TextEncoder, tmp_path: Path) -> None:
     """T5-XXL repos store the encoder in shards listed by model.safetensors.index.json."""
-    from safetensors.torch import load_file, save_file
+    from conftest import shard_safetensors
 
     folder = tmp_path / "sharded"
     shutil.copytree(t5_folders[1], folder)
-    sd = load_file(folder / "model.safetensors")
-    (folder / "model.safetensors").unlink()
-    keys = sorted(sd)
-    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
-    for name, part in shards.items():
-        save_file({k: sd[k] for k in part}, folder / name)
-    weight_map = {k: name for name, part in shards.items() for k in part}
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    shard_safetensors(folder / "model.safetensors", "model.safetensors.index.json")
     emb, _ = TextEncoder.from_pretrained(folder).encode([CAPTIONS[1]], 16)
     torch.testing.assert_close(emb, encoder.encode([CAPTIONS[1]], 16)[0], atol=0, rtol=0)
 

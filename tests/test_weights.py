@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DIFFUSERS_DIT_CONFIG, DIFFUSERS_VAE_CONFIGS, randomize_
+from conftest import DIFFUSERS_DIT_CONFIG, DIFFUSERS_VAE_CONFIGS, randomize_, shard_safetensors
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -155,15 +155,8 @@ def test_sharded_diffusers_folders_load_and_bad_shards_are_named(native_file, tm
     path, _, dit = native_file
     convert_checkpoint(path, tmp_path / "diff", "diffusers")
     folder = tmp_path / "diff" / "transformer"
-    tensors = load_file(folder / "diffusion_pytorch_model.safetensors")
-    (folder / "diffusion_pytorch_model.safetensors").unlink()
-    names = sorted(tensors)
-    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
-    for shard, keys in halves.items():
-        save_file({k: tensors[k] for k in keys}, folder / shard)
-    weight_map = {k: shard for shard, keys in halves.items() for k in keys}
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
-    index.write_text(json.dumps({"weight_map": weight_map}))
+    weight_map = shard_safetensors(folder / "diffusion_pytorch_model.safetensors", index.name)
     assert _same(ltxv.load_transformer(tmp_path / "diff").state_dict(), dit.state_dict())
     shard = folder / "model-00002-of-00002.safetensors"
     whole = shard.read_bytes()
