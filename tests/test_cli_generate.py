@@ -3,6 +3,7 @@ frame count, size and fps; image-to-video; bad input exits 2 with one line and w
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -137,6 +138,12 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--segments", "0"], "--segments must be >= 1"),
         (["--then", "b", "--segments", "1"], "--segments 1 is fewer than the 2 prompts given"),
         (["--segments", "2", "--video", "IMAGE"], "--video does not combine with a chain of segments"),
+        (["--video", "CLIP", "--skip-steps", "2"], "--skip-steps 2 of 2 steps leaves no step; use 1..1"),
+        (
+            ["--video", "CLIP", "--skip-steps", "0"],
+            "leaves the video replaced by pure noise (t = 1); use 1..1",
+        ),
+        (["--video", "CLIP", "--steps", "1"], "--video needs 2 or more steps (--steps 1)"),
         (["--segments", "2", "--adain", "2"], "--adain must be a finite number in [0, 1], got 2.0"),
         (
             ["--segments", "2", "--overlap-strength", "0"],
@@ -154,7 +161,12 @@ def test_bad_input_exits_2(models, tmp_path, extra, message):
     root, t5 = models
     out = tmp_path / "bad.mp4"
     base = ["--model", str(root / "native.safetensors"), "--text-encoder", str(t5), *SMALL, "--out", str(out)]
-    extra = [a.replace("IMAGE", str(root / "image.png")).replace("OUT", str(tmp_path / "o")) for a in extra]
+    extra = [
+        a.replace("IMAGE", str(root / "image.png"))
+        .replace("CLIP", str(root / "clip.mp4"))
+        .replace("OUT", str(tmp_path / "o"))
+        for a in extra
+    ]
     r = run("a prompt", *base, *extra)
     assert r.returncode == 2, r.stderr
     assert (
@@ -205,6 +217,11 @@ def test_video_to_video(models, tmp_path):
             "--video", str(root / "clip.mp4"), "--skip-steps", "1", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert probe(out) == (9, 64, 64, 12.0) and "step 1/1" in r.stderr  # 2 steps, the first skipped
+    # the default skip (half the steps) counts --timesteps when given, not --steps
+    timesteps = ["--steps", "20", "--timesteps", "0.9,0.5"]
+    r = run("the same clip", "--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL,
+            *timesteps, "--video", str(root / "clip.mp4"), "--out", str(out))  # fmt: skip
+    assert r.returncode == 0 and "step 1/1" in r.stderr, r.stderr
 
 
 def test_a_chain_of_segments_writes_one_long_video(models, tmp_path):
@@ -253,3 +270,12 @@ def test_a_multiscale_chain(models, tmp_path):
     assert r.returncode == 0, r.stderr
     assert probe(out) == (9 + 8, 64, 64, 12.0) and "(17 frames" in r.stdout
     assert "step 6/6" in r.stderr  # 2 first-pass steps + 1 second-pass step, per segment
+    # a temporal upsampler, or one for other latents, is refused before the first pass
+    wrong = tmp_path / "wrong.safetensors"
+    for bad, message in (
+        (dict(spatial_upsample=False, temporal_upsample=True), "a temporal upsampler; the second pass needs"),
+        (dict(in_channels=32), "made for 32-channel latents; this model's have 16"),
+    ):
+        save_upsampler(wrong, LatentUpsampler(dataclasses.replace(config, **bad)))
+        r = run("a red circle", *args[:-2], "--out", str(tmp_path / "no.mp4"), "--upsampler", str(wrong))
+        assert r.returncode == 2 and message in r.stderr and "step" not in r.stderr, r.stderr

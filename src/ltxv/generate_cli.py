@@ -321,8 +321,16 @@ def run(args: argparse.Namespace) -> int:
     outs = _numbered(output_path(args.out, total_frames), args.num_videos)
     conditions = _conditions(args, cfg, size, chained=len(prompts) > 1)
     source = _source_video(args, cfg, size)
-    if source is not None and args.skip_steps is None:
-        cfg = dataclasses.replace(cfg, skip_initial_steps=cfg.steps // 2)
+    if source is not None:  # video-to-video: start part-way down the schedule, below t = 1
+        n = len(cfg.timesteps) or cfg.steps
+        skip = n // 2 if args.skip_steps is None else args.skip_steps
+        starts_below_1 = skip >= 1 or (cfg.timesteps and cfg.timesteps[0] < 1)
+        if n < 2 and not starts_below_1:
+            raise ValueError(f"--video needs 2 or more steps (--steps {n}) to start part-way down")
+        if not (skip < n and starts_below_1):
+            left = "no step" if skip >= n else "the video replaced by pure noise (t = 1)"
+            raise ValueError(f"--video: --skip-steps {skip} of {n} steps leaves {left}; use 1..{n - 1}")
+        cfg = dataclasses.replace(cfg, skip_initial_steps=skip)
     if len(prompts) > 1:
         _note(
             f"note: {len(prompts)} segments of {cfg.num_frames} frames, each continuing the last "
@@ -532,6 +540,17 @@ def _multiscale(
     second_ts = _floats(args.second_timesteps, "--second-timesteps")
     second = dataclasses.replace(cfg, timesteps=second_ts, skip_initial_steps=0 if second_ts else skip)
     upsampler = load_upsampler(args.upsampler, "cpu" if args.offload else pipe.device, pipe.dtype)
+    up, channels = upsampler.config, pipe.dit.cfg.in_channels
+    if up.temporal_upsample or not up.spatial_upsample:
+        raise ValueError(
+            f"--upsampler {args.upsampler}: a temporal upsampler; the second pass needs the spatial x2 one "
+            "(ltxv-spatial-upscaler-*.safetensors)"
+        )
+    if up.in_channels != channels:
+        raise ValueError(
+            f"--upsampler {args.upsampler}: made for {up.in_channels}-channel latents; "
+            f"this model's have {channels}"
+        )
     return second, upsampler, 2 / 3 if args.downscale is None else args.downscale
 
 
