@@ -129,6 +129,7 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--condition", "IMAGE@-10"], "@-10: the video has only 9 frames; use -1 .. -9 (from the end)"),
         (["--block-cache", "nan"], "block_cache threshold must be a number >= 0"),
         (["--lora", "x.safetensors:nan"], "the scale 'nan' is not a finite number"),
+        (["--lora", "IMAGE:0,5"], "the scale '0,5' is not a number"),  # the path exists, the scale is wrong
         (["--then", "b", "--overlap", "4"], "--overlap must be 1 or 8k+1 frames"),
         (
             ["--then", "b", "--overlap", "9"],

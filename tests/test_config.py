@@ -267,12 +267,23 @@ def test_sample_config_rejects_non_finite_and_out_of_range_floats(field, value, 
         ({"stg_blocks": (-1,)}, "stg_blocks"),
         ({"width": 9000}, "width"),
         ({"skip_initial_steps": -1}, "skip_initial_steps"),
+        ({"steps": 2.5}, "steps"),  # types: each field's declared one
+        ({"stg_blocks": 1}, "stg_blocks"),
+        ({"timesteps": 0.5}, "timesteps"),
+        ({"negative_prompt": None}, "negative_prompt"),
+        ({"cfg_star": 1}, "cfg_star"),
+        ({"seed": 1.5}, "seed"),
     ],
 )
 def test_sample_config_rejects_bad_integers(change, field):
     with pytest.raises(SampleConfigError, match=f"^{field} ") as e:
         SampleConfig(**change)
     assert e.value.field == field
+
+
+def test_sample_config_takes_lists_as_tuples():
+    cfg = SampleConfig(stg_blocks=[1, 2], guidance_timesteps=[1.0, 0.5], stg_blocks_schedule=[[1], [2]])
+    assert cfg.stg_blocks == (1, 2) and cfg.stg_blocks_schedule == ((1,), (2,)) and hash(cfg)
 
 
 def test_sample_config_accepts_the_edges():

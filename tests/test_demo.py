@@ -234,3 +234,6 @@ def test_words_outside_the_vocabulary_are_named(tmp_path, capsys):
     args = ["generate", "a red dog moving left", "--out", str(tmp_path / "dog.mp4"), "--steps", "2"]
     assert main(args) == 0
     assert "note: the text encoder does not know 'dog' (read as <unk>)" in capsys.readouterr().err
+    long = " ".join(["a red circle moving right on a black background"] * 10)  # 91 tokens with EOS
+    assert main([*args[:1], long, *args[2:], "--max-tokens", "32"]) == 0
+    assert "note: a prompt of 91 tokens is read as its first 32 (--max-tokens)" in capsys.readouterr().err

@@ -124,3 +124,22 @@ def test_bad_loras(tmp_path):
     save_file({"vae.encoder.conv_in.conv.weight": torch.ones(1)}, tmp_path / "d.safetensors")
     with pytest.raises(ValueError, match="not a LoRA tensor"):
         read_lora(tmp_path / "d.safetensors")
+    q = "transformer_blocks.0.attn1.to_q"
+    for tensors, message in (
+        ({f"{q}.lora_A.weight": torch.ones(16), f"{q}.lora_B.weight": torch.ones(16, 1)}, "not two matrices"),
+        (
+            {
+                f"{q}.lora_A.weight": torch.ones(1, 16),
+                f"{q}.lora_B.weight": torch.ones(16, 1),
+                f"{q}.alpha": torch.ones(2),
+            },
+            r"alpha must be one number, got shape \(2,\)",
+        ),
+        (
+            {"lora_unet_transformer_blocks_0_attn1_to_q.lora_down.weight": torch.ones(1, 16)},
+            "kohya's underscore-joined module names, which are not supported",
+        ),
+    ):
+        save_file(tensors, tmp_path / "e.safetensors")
+        with pytest.raises(ValueError, match=message):
+            read_lora(tmp_path / "e.safetensors")

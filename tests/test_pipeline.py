@@ -235,6 +235,23 @@ def test_conditions_are_validated(pipe):
         pipe.generate("a prompt", CFG)
 
 
+def test_condition_media_and_prompts_of_the_wrong_kind_are_named(pipe):
+    with pytest.raises(ValueError, match=r"float in \[-1, 1\], got torch.uint8; from 0-255: x / 127.5 - 1"):
+        Condition(torch.zeros(1, 3, 1, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"in \[-1, 1\], got values in \[0, 255\]"):
+        Condition(torch.full((1, 3, 1, 64, 64), 255.0).index_fill_(-1, torch.tensor([0]), 0))
+    with pytest.raises(ValueError, match=r"an image \(3, H, W\) is media\[None, :, None\]"):
+        Condition(torch.zeros(3, 64, 64))
+    text, neg = _text()
+    pair = Condition(torch.zeros(2, 3, 1, 64, 64))  # a batch of 2 for a batch-1 generation
+    with pytest.raises(ValueError, match="a batch of 2; this generation's batch is 1"):
+        pipe.generate(text, CFG, negative=neg, conditions=[pair])
+    with pytest.raises(ValueError, match="non-empty list of strings, got \\[\\]"):
+        pipe.generate([], CFG)
+    with pytest.raises(ValueError, match="LoRA scale must be a finite number, got nan"):
+        pipe.load_lora("unused.safetensors", float("nan"))
+
+
 def test_a_condition_past_the_last_frame_names_it(pipe):
     text, neg = _text()
     with pytest.raises(ValueError, match=r"frame 500: the video has frames 0\.\.16"):

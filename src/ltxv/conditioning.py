@@ -15,19 +15,29 @@ from einops import rearrange
 from torch import Tensor
 
 NUM_PREFIX_LATENT_FRAMES = 2  # official `num_prefix_latent_frames`
+MEDIA_SLACK = 0.05  # resampling overshoot allowed outside [-1, 1]; 0-255 pixels are far outside
 
 
 @dataclass(frozen=True)
 class Condition:
     """An image (n = 1) or clip (n = 8k+1 frames) placed at pixel frame `frame` with a strength in (0, 1]."""
 
-    media: Tensor  # (1 or B, 3, n, H, W) in [-1, 1], already at the generation size
+    media: Tensor  # (1 or B, 3, n, H, W) float in [-1, 1]; another size is stretched to the generation's, as
+    # the official pipeline does (`ltxv.media.resize_center_crop` first keeps the aspect, as `--image` does)
     frame: int = 0
     strength: float = 1.0
 
     def __post_init__(self) -> None:
         if self.media.ndim != 5 or self.media.shape[1] != 3:
-            raise ValueError(f"condition media must be (B, 3, n, H, W), got {tuple(self.media.shape)}")
+            hint = "; an image (3, H, W) is media[None, :, None]" if self.media.ndim == 3 else ""
+            raise ValueError(f"condition media must be (B, 3, n, H, W), got {tuple(self.media.shape)}{hint}")
+        if not self.media.is_floating_point():
+            raise ValueError(
+                f"condition media must be float in [-1, 1], got {self.media.dtype}; from 0-255: x / 127.5 - 1"
+            )
+        low, high = float(self.media.min()), float(self.media.max())
+        if not (-1 - MEDIA_SLACK <= low and high <= 1 + MEDIA_SLACK):  # NaN fails too
+            raise ValueError(f"condition media must be in [-1, 1], got values in [{low:.3g}, {high:.3g}]")
         if self.frame < 0:
             raise ValueError(f"condition frame {self.frame} must be >= 0")
         if not 0.0 < self.strength <= 1.0:

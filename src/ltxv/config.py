@@ -285,6 +285,7 @@ class SampleConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if self.stg_mode not in STG_MODES:
             raise SampleConfigError("stg_mode", f"{self.stg_mode!r}: choose from {', '.join(STG_MODES)}")
         for name in ("width", "height", "num_frames", "steps"):
@@ -383,6 +384,37 @@ class SampleConfigError(ValueError):
     def __init__(self, field: str, text: str) -> None:
         super().__init__(f"{field} {text}")
         self.field, self.text = field, text
+
+
+def _check_field_types(cfg: Any) -> None:
+    """SampleConfigError naming the first field of dataclass `cfg` whose value is not of its declared type
+    (ints for ints, numbers for floats, tuples for tuples: a list is taken as its tuple)."""
+
+    def fits(tp: Any, value: Any) -> bool:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            return any(fits(a, value) for a in args)
+        if origin is tuple:
+            if not isinstance(value, tuple):
+                return False
+            items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+            return len(items) == len(value) and all(map(fits, items, value))
+        if tp is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if tp is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return tp is type(None) and value is None or tp is not type(None) and isinstance(value, tp)
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, list):  # JSON and hand-written configs give lists
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            object.__setattr__(cfg, f.name, value)
+        if not fits(hints[f.name], value):
+            tp = hints[f.name]
+            name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+            raise SampleConfigError(f.name, f"must be {name}, got {value!r}")
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

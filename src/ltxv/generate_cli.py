@@ -191,6 +191,10 @@ def _parse_lora(spec: str) -> tuple[str, float]:
     try:
         parsed = (path, float(scale)) if sep and path else (spec, 1.0)
     except ValueError:
+        if os.path.exists(path) and not os.path.exists(spec):  # "file:0,5": the scale, not the path, is wrong
+            raise ValueError(
+                f"--lora {spec!r}: the scale {scale!r} is not a number; use PATH[:SCALE]"
+            ) from None
         return spec, 1.0  # a path that contains ':' and no scale
     if not math.isfinite(parsed[1]):
         raise ValueError(f"--lora {spec!r}: the scale {scale!r} is not a finite number; use PATH[:SCALE]")
@@ -346,6 +350,13 @@ def run(args: argparse.Namespace) -> int:
     if unknown:  # the bundled model knows only its captions' words: say so rather than draw silently
         _note(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
     defaults = pipe.default_config()
+    limit = pipe.text_tokens(cfg)
+    for prompt in dict.fromkeys(prompts):  # a long prompt is cut: say so, rather than drop words silently
+        n = len(tokenizer.ids(prompt)) if hasattr(tokenizer, "ids") else 0
+        if n > limit:
+            _note(
+                f"note: a prompt of {n} tokens is read as its first {limit} (--max-tokens); the rest is cut"
+            )
     cfg = dataclasses.replace(
         cfg,
         stg_blocks=cfg.stg_blocks if args.stg_blocks else defaults.stg_blocks,  # flag, else the model's

@@ -1,10 +1,12 @@
 """LoRA for the transformer: read peft / diffusers / ComfyUI / kohya safetensors and merge (W += s·B·A).
 
 Accepted key layouts, for any linear layer of the DiT: `<prefix><module>.lora_A.weight` / `.lora_B.weight`
-(peft, diffusers, LTX-Video-Trainer) and `.lora_down.weight` / `.lora_up.weight` (kohya), with the
-prefixes `transformer.`, `diffusion_model.`, `model.diffusion_model.`, `base_model.model.` or none; module
-names in the official layout or diffusers' (`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by
-alpha/rank; otherwise the scale is 1 (peft's default when alpha == rank)."""
+(peft, diffusers, LTX-Video-Trainer) and `.lora_down.weight` / `.lora_up.weight` (kohya's suffixes, with
+dotted module names as ComfyUI saves them), with the prefixes `transformer.`, `diffusion_model.`,
+`model.diffusion_model.`, `base_model.model.` or none; module names in the official layout or diffusers'
+(`proj_in`, `time_embed`, ...). A per-module `.alpha` scales by alpha/rank; otherwise the scale is 1 (peft's
+default when alpha == rank). Kohya's underscore-joined names (`lora_unet_transformer_blocks_0_...`) are
+refused by name: their dots cannot be told from the underscores inside module names."""
 
 from __future__ import annotations
 
@@ -46,6 +48,11 @@ def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
         if name.endswith(".alpha"):
             parts.setdefault(name[: -len(".alpha")], {})["alpha"] = value
             continue
+        if name.startswith(("lora_unet_", "lora_te")):
+            raise CheckpointError(
+                f"{path}: {key!r} uses kohya's underscore-joined module names, which are not supported; "
+                "convert the file to the peft / diffusers layout (transformer.<module>.lora_A.weight)"
+            )
         m = _PATTERN.match(name)
         if m is None:
             raise CheckpointError(
@@ -59,6 +66,13 @@ def read_lora(path: str | os.PathLike[str]) -> dict[str, LoraLayer]:
         if "down" not in p or "up" not in p:
             raise CheckpointError(
                 f"{path}: LoRA for {module!r} lacks its {'up' if 'down' in p else 'down'} matrix"
+            )
+        if p["down"].ndim != 2 or p["up"].ndim != 2:
+            shapes = f"down {tuple(p['down'].shape)}, up {tuple(p['up'].shape)}"
+            raise CheckpointError(f"{path}: LoRA for {module!r} is not two matrices ({shapes})")
+        if "alpha" in p and p["alpha"].numel() != 1:
+            raise CheckpointError(
+                f"{path}: {module!r}.alpha must be one number, got shape {tuple(p['alpha'].shape)}"
             )
         alpha = float(p["alpha"]) if "alpha" in p else None
         layers[ours] = LoraLayer(p["down"], p["up"], alpha)

@@ -171,6 +171,8 @@ class Pipeline:
         """Merge a LoRA file into the transformer (scale multiplies alpha/rank); returns the layers merged."""
         from .lora import merge_lora, read_lora
 
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"LoRA scale must be a finite number, got {scale!r}")
         return merge_lora(self.dit, read_lora(path), scale)
 
     @contextlib.contextmanager
@@ -463,11 +465,17 @@ class Pipeline:
                 raise ValueError("guidance > 1 with prompt embeddings needs `negative` embeddings too")
             return prompt, negative
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        max_tokens = cfg.max_tokens or (128 if self.spec.scheduler.kind == "sd3" else 256)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        max_tokens = self.text_tokens(cfg)
         text = self.encode_text(prompts, max_tokens)
         if needs_neg and negative is None:
             negative = self.encode_text([cfg.negative_prompt] * len(prompts), max_tokens)
         return text, negative
+
+    def text_tokens(self, cfg: SampleConfig) -> int:
+        """T5 tokens a prompt is read with (EOS included): cfg.max_tokens, else the checkpoint era's."""
+        return cfg.max_tokens or (128 if self.spec.scheduler.kind == "sd3" else 256)
 
     def pick_seed(self, cfg: SampleConfig) -> int:
         """cfg.seed, else a random one, drawn by rank 0 for every process of a torchrun job (same noise)."""
@@ -510,6 +518,11 @@ class Pipeline:
             noise = t0 * noise + (1 - t0) * init_latents.to(noise)  # official `prepare_latents`
         encoded = []
         for cond in conditions:
+            if cond.media.shape[0] not in (1, b):
+                raise ValueError(
+                    f"condition media has a batch of {cond.media.shape[0]}; this generation's batch is {b} "
+                    f"(one per prompt): give 1 (shared) or {b}"
+                )
             n = trim_frames(cond.media.shape[2], cond.frame, frames, self.vae.scale_factors[0])
             media = cond.media[:, :, :n]
             if media.shape[-2:] != (height, width):
