@@ -270,32 +270,35 @@ def test_kill_9_then_resume_matches_uninterrupted(world, tmp_path):
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_gloo_processes_match_one(world, tmp_path, parallel):
     common = ["--data", str(world / "data"), "--buckets", BUCKET, "--text-encoder", str(world / "t5")]
-    common += ["--steps", "4", "--batch-size", "4", "--log-every", "1", "--lr", "0.003"]
-    one = _cli("train", "dit", *common, "--out", str(tmp_path / "one"))
+    common += ["--batch-size", "4", "--log-every", "1", "--lr", "0.003"]
+    one = _cli("train", "dit", *common, "--steps", "4", "--out", str(tmp_path / "one"))
     assert one.wait(timeout=600) == 0, one.stderr.read().decode()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with socket.socket() as sock:  # a free port (torchrun's port 0 does not work with the static rendezvous)
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
-    two = subprocess.run(
-        [
-            *torchrun,
-            "-m",
-            "ltxv",
-            "train",
-            "dit",
-            *common,
-            "--out",
-            str(tmp_path / "two"),
-            "--set",
-            f"parallel={parallel}",
-        ],
-        capture_output=True,
-        env=env,
-        timeout=600,
-    )
-    assert two.returncode == 0, two.stderr.decode()[-3000:]
+    for steps in ("2", "4"):  # two steps, then resumed to four on both processes
+        two = subprocess.run(
+            [
+                *torchrun,
+                "-m",
+                "ltxv",
+                "train",
+                "dit",
+                *common,
+                "--steps",
+                steps,
+                "--out",
+                str(tmp_path / "two"),
+            ]
+            + ["--set", f"parallel={parallel}"],
+            capture_output=True,
+            env=env,
+            timeout=600,
+        )
+        assert two.returncode == 0, two.stderr.decode()[-3000:]
+    assert "resuming" in two.stderr.decode()
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-4)
     a, b = (
         load_file(tmp_path / "one" / "model.safetensors"),

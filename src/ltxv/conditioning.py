@@ -31,6 +31,8 @@ class Condition:
         if self.media.ndim != 5 or self.media.shape[1] != 3:
             hint = "; an image (3, H, W) is media[None, :, None]" if self.media.ndim == 3 else ""
             raise ValueError(f"condition media must be (B, 3, n, H, W), got {tuple(self.media.shape)}{hint}")
+        if self.media.numel() == 0:
+            raise ValueError(f"condition media is empty: shape {tuple(self.media.shape)}")
         if not self.media.is_floating_point():
             raise ValueError(
                 f"condition media must be float in [-1, 1], got {self.media.dtype}; from 0-255: x / 127.5 - 1"

@@ -598,7 +598,7 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.joint.stats_momentum < 1.0:
             raise ValueError(f"joint.stats_momentum must be in [0, 1), got {self.joint.stats_momentum}")
-        if not 0 <= self.seed < 2**64:
+        if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be in [0, 2**64 - 1] (torch.Generator), got {self.seed}")
         if self.val_every < 0:
             raise ValueError(f"val_every must be >= 0 (0 = only at the end), got {self.val_every}")

@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions
 from ..config import TRANSFORMER_STAGES, TrainConfig
 from .stages import Stage
 
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on the CPU, every rank
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors on the CPU, on rank 0 only
 
 
 @dataclass

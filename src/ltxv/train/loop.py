@@ -356,7 +356,7 @@ def _discriminator(cfg: TrainConfig, d: Dist) -> nn.Module | None:
         return None
     from .losses import DiscriminatorConfig, PairDiscriminator
 
-    torch.manual_seed(cfg.seed + 1)
+    torch.manual_seed((cfg.seed + 1) % 2**64)
     disc = PairDiscriminator(DiscriminatorConfig()).to(d.device)
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel

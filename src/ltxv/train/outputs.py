@@ -96,7 +96,7 @@ def resume(run: Path, stage: Stage, disc: Any, optimizers: dict, ema: Any, d: Di
     step, model_sd, optim_sds, ema_sd = st.load_training_checkpoint(ckpts[-1])
     disc_sd = {k[5:]: v for k, v in model_sd.items() if k.startswith("disc.")}
     model_sd = {k: v for k, v in model_sd.items() if not k.startswith("disc.")}
-    check_same_tensors(ckpts[-1], model_sd, get_model_state_dict(stage, options=FULL))
+    check_same_tensors(ckpts[-1], model_sd, get_model_state_dict(stage))  # local shards report full shapes
     set_model_state_dict(stage, model_sd, options=StateDictOptions(full_state_dict=True))
     set_optimizer_state_dict(
         stage, optimizers["model"], optim_sds["model"], options=StateDictOptions(full_state_dict=True)

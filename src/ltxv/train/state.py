@@ -132,6 +132,8 @@ def load_training_checkpoint(
         }
         ema = load_file(path / "ema.safetensors") if (path / "ema.safetensors").is_file() else None
         return int(state["step"]), load_file(path / "model.safetensors"), optimizers, ema
+    except (OSError, MemoryError):  # the disk or the machine, not the checkpoint: never "delete it"
+        raise
     except Exception as err:  # safetensors, json and a hand-edited state.json raise many kinds
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
