@@ -274,7 +274,10 @@ def test_a_multiscale_chain(models, tmp_path):
     # a temporal upsampler, or one for other latents, is refused before the first pass
     wrong = tmp_path / "wrong.safetensors"
     for bad, message in (
-        (dict(spatial_upsample=False, temporal_upsample=True), "a temporal upsampler; the second pass needs"),
+        (
+            dict(spatial_upsample=False, temporal_upsample=True),
+            "not a spatial-only x2 upsampler (temporal: True)",
+        ),
         (dict(in_channels=32), "made for 32-channel latents; this model's have 16"),
     ):
         save_upsampler(wrong, LatentUpsampler(dataclasses.replace(config, **bad)))

@@ -283,7 +283,12 @@ def test_sample_config_rejects_bad_integers(change, field):
 
 def test_sample_config_takes_lists_as_tuples():
     cfg = SampleConfig(stg_blocks=[1, 2], guidance_timesteps=[1.0, 0.5], stg_blocks_schedule=[[1], [2]])
-    assert cfg.stg_blocks == (1, 2) and cfg.stg_blocks_schedule == ((1,), (2,)) and hash(cfg)
+    assert cfg.stg_blocks == (1, 2) and cfg.stg_blocks_schedule == ((1,), (2,))
+    hash(cfg)  # frozen and hashable: no list left inside
+    import numpy as np
+
+    typed = SampleConfig(steps=np.int64(3), frame_rate=np.float32(12), timesteps=np.array([1.0, 0.5]))
+    assert (type(typed.steps), type(typed.frame_rate), typed.timesteps) == (int, float, (1.0, 0.5))
 
 
 def test_sample_config_accepts_the_edges():

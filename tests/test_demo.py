@@ -94,6 +94,12 @@ def test_bad_generation_file_is_reported(model_folder, tmp_path, capsys):
     (bad / "generation.json").write_text(json.dumps({"steps": "ten"}))
     with pytest.raises(ValueError, match=r"generation.json: steps: expected int, got 'ten'"):
         demo.generation_defaults(bad)
+    (bad / "generation.json").write_text(json.dumps({"guidance": True}))
+    with pytest.raises(ValueError, match=r"generation.json: guidance: expected float, got True"):
+        demo.generation_defaults(bad)
+    (bad / "generation.json").write_text(json.dumps({"negative_prompt": None}))
+    with pytest.raises(ValueError, match=r"negative_prompt: expected a string, got None"):
+        demo.generation_defaults(bad)
     (bad / "generation.json").write_text("20")
     with pytest.raises(
         ValueError, match="generation.json: expected a mapping of SampleConfig fields, got 20"

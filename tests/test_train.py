@@ -209,6 +209,10 @@ def test_a_run_folder_that_no_longer_fits_is_named(world, tmp_path):
     cfg = config(world, "dit", 2, save_every=1)
     train(cfg, run, progress=False)
     assert open_checkpoint(run).dit is not None  # a finished run's folder opens as its model.safetensors
+    (tmp_path / "lora_run").mkdir()
+    (tmp_path / "lora_run" / "lora.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="a LoRA run's folder; pass its base model as the model and --lora"):
+        open_checkpoint(tmp_path / "lora_run")
     deeper = apply_overrides(replace(cfg, steps=3), ["model.dit.num_layers=3"])
     config_json = (run / "config.json").read_text()
     (run / "config.json").unlink()

@@ -59,17 +59,14 @@ class LatentState:
 
 def trim_frames(num_media_frames: int, start: int, num_frames: int, temporal: int = 8) -> int:
     """Official `trim_conditioning_sequence`: the longest 8k+1 prefix that fits into the video from
-    `start`; at least 1 (a start past the video's end is `check_condition`'s error, not an empty clip)."""
+    `start`; at least 1 (a start past the video's end is `Pipeline.generate`'s error, not an empty clip)."""
     n = max(min(num_media_frames, num_frames - start), 1)
     return (n - 1) // temporal * temporal + 1
 
 
 def check_condition(cond: Condition, num_frames: int, temporal: int = 8) -> None:
-    if cond.frame >= num_frames:
-        raise ValueError(
-            f"condition at frame {cond.frame} is past the video's last frame ({num_frames - 1}): "
-            f"place it at a frame in 0..{num_frames - 1}"
-        )
+    """A trimmed condition fits the padded `num_frames` (its start frame is checked against the requested
+    frames before, in `Pipeline.generate`)."""
     n = cond.media.shape[2]
     if n % temporal != 1:
         raise ValueError(

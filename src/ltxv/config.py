@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -387,34 +388,15 @@ class SampleConfigError(ValueError):
 
 
 def _check_field_types(cfg: Any) -> None:
-    """SampleConfigError naming the first field of dataclass `cfg` whose value is not of its declared type
-    (ints for ints, numbers for floats, tuples for tuples: a list is taken as its tuple)."""
-
-    def fits(tp: Any, value: Any) -> bool:
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if origin in (typing.Union, types.UnionType):
-            return any(fits(a, value) for a in args)
-        if origin is tuple:
-            if not isinstance(value, tuple):
-                return False
-            items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
-            return len(items) == len(value) and all(map(fits, items, value))
-        if tp is float:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        if tp is int:
-            return isinstance(value, int) and not isinstance(value, bool)
-        return tp is type(None) and value is None or tp is not type(None) and isinstance(value, tp)
-
+    """Each field of dataclass `cfg` as its declared type (lists -> tuples, numpy numbers -> Python's), or a
+    SampleConfigError naming the first that is not (a string for a number, a number for a tuple, ...)."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, list):  # JSON and hand-written configs give lists
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-            object.__setattr__(cfg, f.name, value)
-        if not fits(hints[f.name], value):
-            tp = hints[f.name]
-            name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
-            raise SampleConfigError(f.name, f"must be {name}, got {value!r}")
+        try:
+            value = _coerce(hints[f.name], getattr(cfg, f.name), f.name, strict=True)
+        except ValueError as err:
+            raise SampleConfigError(f.name, str(err).removeprefix(f"{f.name}: ")) from None
+        object.__setattr__(cfg, f.name, value)  # frozen: __post_init__ may still normalise
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -705,27 +687,38 @@ def coerce_fields(cls: type, data: Any, where: str = "") -> dict[str, Any]:
     }
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def _coerce(tp: Any, value: Any, where: str, strict: bool = False) -> Any:
+    """`value` as type `tp` (JSON lists -> tuples), or a ValueError naming `where`. Lenient (command lines,
+    JSON): "3" -> 3, "true" -> True. Strict (Python callers): numbers must be numbers (numpy's become
+    Python's), strings strings."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        return _coerce(next(a for a in args if a is not type(None)), value, where)
+        return _coerce(next(a for a in args if a is not type(None)), value, where, strict)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value)
     if origin is tuple:
+        if hasattr(value, "tolist"):  # a numpy array or tensor of values
+            value = value.tolist()
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
         if len(item_types) != len(value):
             raise ValueError(f"{where}: expected {len(item_types)} values, got {value!r}")
-        return tuple(_coerce(t, v, where) for t, v in zip(item_types, value, strict=True))
+        return tuple(_coerce(t, v, where, strict) for t, v in zip(item_types, value, strict=True))
     if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        if not strict and isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")
         if not isinstance(value, bool):
             raise ValueError(f"{where}: expected true/false, got {value!r}")
         return value
+    if tp is str and not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    if tp in (int, float):
+        wrong = isinstance(value, bool) or (strict and not isinstance(value, numbers.Real))
+        if wrong or (strict and tp is int and not isinstance(value, numbers.Integral)):
+            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
     if tp is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{where}: expected an integer, got {value!r}")  # int(1.5) would truncate
     if tp in (int, float, str):

@@ -325,16 +325,8 @@ def run(args: argparse.Namespace) -> int:
     outs = _numbered(output_path(args.out, total_frames), args.num_videos)
     conditions = _conditions(args, cfg, size, chained=len(prompts) > 1)
     source = _source_video(args, cfg, size)
-    if source is not None:  # video-to-video: start part-way down the schedule, below t = 1
-        n = len(cfg.timesteps) or cfg.steps
-        skip = n // 2 if args.skip_steps is None else args.skip_steps
-        starts_below_1 = skip >= 1 or (cfg.timesteps and cfg.timesteps[0] < 1)
-        if n < 2 and not starts_below_1:
-            raise ValueError(f"--video needs 2 or more steps (--steps {n}) to start part-way down")
-        if not (skip < n and starts_below_1):
-            left = "no step" if skip >= n else "the video replaced by pure noise (t = 1)"
-            raise ValueError(f"--video: --skip-steps {skip} of {n} steps leaves {left}; use 1..{n - 1}")
-        cfg = dataclasses.replace(cfg, skip_initial_steps=skip)
+    if source is not None:
+        cfg = dataclasses.replace(cfg, skip_initial_steps=_video_skip(args.skip_steps, cfg))
     if len(prompts) > 1:
         _note(
             f"note: {len(prompts)} segments of {cfg.num_frames} frames, each continuing the last "
@@ -343,20 +335,8 @@ def run(args: argparse.Namespace) -> int:
         )
     pipe = _pipeline(args, device, speed)
     loaded = time.perf_counter()
-    tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
-    words = " ".join(dict.fromkeys(prompts))
-    unknown = tokenizer.unknown_words(words) if hasattr(tokenizer, "unknown_words") else []
-    unknown = list(dict.fromkeys(unknown))  # each word once, however many prompts have it
-    if unknown:  # the bundled model knows only its captions' words: say so rather than draw silently
-        _note(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
+    _prompt_notes(pipe, prompts, cfg)
     defaults = pipe.default_config()
-    limit = pipe.text_tokens(cfg)
-    for prompt in dict.fromkeys(prompts):  # a long prompt is cut: say so, rather than drop words silently
-        n = len(tokenizer.ids(prompt)) if hasattr(tokenizer, "ids") else 0
-        if n > limit:
-            _note(
-                f"note: a prompt of {n} tokens is read as its first {limit} (--max-tokens); the rest is cut"
-            )
     cfg = dataclasses.replace(
         cfg,
         stg_blocks=cfg.stg_blocks if args.stg_blocks else defaults.stg_blocks,  # flag, else the model's
@@ -554,8 +534,8 @@ def _multiscale(
     up, channels = upsampler.config, pipe.dit.cfg.in_channels
     if up.temporal_upsample or not up.spatial_upsample:
         raise ValueError(
-            f"--upsampler {args.upsampler}: a temporal upsampler; the second pass needs the spatial x2 one "
-            "(ltxv-spatial-upscaler-*.safetensors)"
+            f"--upsampler {args.upsampler}: not a spatial-only x2 upsampler (temporal: "
+            f"{up.temporal_upsample}); the second pass needs ltxv-spatial-upscaler-*.safetensors"
         )
     if up.in_channels != channels:
         raise ValueError(
@@ -563,6 +543,38 @@ def _multiscale(
             f"this model's have {channels}"
         )
     return second, upsampler, 2 / 3 if args.downscale is None else args.downscale
+
+
+def _video_skip(given: int | None, cfg: SampleConfig) -> int:
+    """Video-to-video's --skip-steps: given, else half the steps (of --timesteps when given); the start must
+    leave a step and lie below t = 1, or a ValueError says what to use."""
+    n = len(cfg.timesteps) or cfg.steps
+    skip = n // 2 if given is None else given
+    lowest = 0 if cfg.timesteps and cfg.timesteps[0] < 1 else 1  # skipping 0 steps starts at t = 1 otherwise
+    if n <= lowest:
+        raise ValueError(f"--video needs 2 or more steps (--steps {n}) to start part-way down")
+    if not lowest <= skip < n:
+        left = "no step" if skip >= n else "the video replaced by pure noise (t = 1)"
+        raise ValueError(f"--video: --skip-steps {skip} of {n} steps leaves {left}; use {lowest}..{n - 1}")
+    return skip
+
+
+def _prompt_notes(pipe: Pipeline, prompts: list[str], cfg: SampleConfig) -> None:
+    """Notes on what the text encoder will not read as written: unknown words (the bundled model knows only
+    its captions'), and prompts longer than its tokens (cut)."""
+    tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
+    words = " ".join(dict.fromkeys(prompts))
+    unknown = tokenizer.unknown_words(words) if hasattr(tokenizer, "unknown_words") else []
+    unknown = list(dict.fromkeys(unknown))  # each word once, however many prompts have it
+    if unknown:
+        _note(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
+    limit = pipe.text_tokens(cfg)
+    for prompt in dict.fromkeys(prompts):
+        n = len(tokenizer.ids(prompt)) if hasattr(tokenizer, "ids") else 0
+        if n > limit:
+            _note(
+                f"note: a prompt of {n} tokens is read as its first {limit} (--max-tokens); the rest is cut"
+            )
 
 
 def _note(message: str) -> None:

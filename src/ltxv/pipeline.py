@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -171,7 +172,7 @@ class Pipeline:
         """Merge a LoRA file into the transformer (scale multiplies alpha/rank); returns the layers merged."""
         from .lora import merge_lora, read_lora
 
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
             raise ValueError(f"LoRA scale must be a finite number, got {scale!r}")
         return merge_lora(self.dit, read_lora(path), scale)
 

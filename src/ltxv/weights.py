@@ -97,6 +97,10 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         config = p / "config.json"  # absent in our model folders; a training run's config has its stage
         if not config.is_file() or "stage" in _json(config):
             return open_checkpoint(p / "model.safetensors")  # a model folder, or a finished run's folder
+    if p.is_dir() and (p / "lora.safetensors").is_file():
+        raise CheckpointError(
+            f"{p}: a LoRA run's folder; pass its base model as the model and --lora {p / 'lora.safetensors'}"
+        )
     if p.is_dir():
         return _open_diffusers(p)
     keys, meta = read_header(str(p))
