@@ -29,11 +29,14 @@ DITV8_STEPS=${DITV8_STEPS:-2500}
 CLIP4_STEPS=${CLIP4_STEPS:-6000}
 CLIP5_STEPS=${CLIP5_STEPS:-6000}
 OUT=${OUT:-demo}
+once() {  # FILE COMMAND...: run COMMAND unless FILE, the last one it writes, exists: a re-run skips finished
+    [ -e "$1" ] || "${@:2}"  # data, text encoder, cache and model folder steps (training runs resume themselves)
+}
 
-ltxv data synth data/img --clips 4096 --size 128 --frames 1 --seed 2             # VAE stage 1: still images
-ltxv data synth data/vae --clips 1024 --size 128 --frames 9 --seed 1             # VAE / decoder clips
-ltxv data synth data/dit4k --clips 4096 --size 128 --frames 49 --seed 3 --holdout  # 2 s clips, 8 combos held out
-ltxv data text-encoder t5 --captions data/vae                                   # 64-d T5-style, word tokenizer
+once data/img/captions.jsonl ltxv data synth data/img --clips 4096 --size 128 --frames 1 --seed 2             # VAE stage 1: still images
+once data/vae/captions.jsonl ltxv data synth data/vae --clips 1024 --size 128 --frames 9 --seed 1             # VAE / decoder clips
+once data/dit4k/captions.jsonl ltxv data synth data/dit4k --clips 4096 --size 128 --frames 49 --seed 3 --holdout  # 2 s clips, 8 combos held out
+once t5 ltxv data text-encoder t5 --captions data/vae                                  # 64-d T5-style, word tokenizer
 
 # The VAE learns to draw the object on still images first (1-frame clips: 5x the samples per second, and the
 # object appears within ~1,000 steps where 9-frame clips took >4,500 steps to draw none), then on 9-frame clips.
@@ -54,7 +57,7 @@ ltxv train decoder --init runs/vae/model.safetensors --data data/vae --buckets 9
 # the transformer learns on cached latents of 4,096 two-second clips (~13 per (colour, shape, motion,
 # background) combination)
 cache_stage() {  # OUT VAE_FILE: the VAE's latents and the T5 embeddings of the 2 s clips
-    ltxv preprocess data/dit4k --model "$2" --text-encoder t5 --out "$1" --buckets 49x128x128 --max-tokens 32 \
+    once "$1/meta.json" ltxv preprocess data/dit4k --model "$2" --text-encoder t5 --out "$1" --buckets 49x128x128 --max-tokens 32 \
         --batch-size 8
 }
 cache_stage cache4k runs/dec/model.safetensors
@@ -141,10 +144,11 @@ vae_stage runs/clip4 runs/ditv8/model.safetensors data/dit4k 25x128x128 "$CLIP4_
 vae_stage runs/clip5 runs/clip4/model.safetensors data/dit4k 25x128x128 "$CLIP5_STEPS" 2 5e-5 100
 
 mkdir -p "$OUT"
-ltxv convert runs/clip5/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
-cp -r t5 "$OUT/text_encoder"
+once "$OUT/model.safetensors" ltxv convert runs/clip5/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+once "$OUT/text_encoder" cp -r t5 "$OUT/text_encoder"
 # the decoder decodes at t = 0 (where the VAE stages trained it), without decode noise (MODELS.md)
 cat > "$OUT/generation.json" <<'JSON'
 {"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
- "stg": 0.0, "negative_prompt": "", "max_tokens": 32, "decode_timestep": 0.0, "decode_noise_scale": 0.0}
+ "stg": 0.0, "negative_prompt": "", "max_tokens": 32, "decode_timestep": 0.0, "decode_noise_scale": 0.0,
+ "keyframe_guidance": true}
 JSON
