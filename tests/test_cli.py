@@ -134,3 +134,29 @@ def test_usage_errors_are_one_line():
     ):
         out = run(*args)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+class _BadClips:  # a dataset whose clips fail to decode (module level: DataLoader workers pickle it)
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        raise ValueError("clip.mp4: decoded 3 frames; re-encode the file")
+
+
+def test_an_error_in_a_dataloader_worker_is_one_line(capsys):
+    """torch re-raises a worker's error with the worker's whole traceback in its message: the CLI prints the
+    original message only."""
+    import argparse
+
+    import torch
+
+    from ltxv.cli import run_handler
+
+    def handler(_: argparse.Namespace) -> int:
+        return len(list(torch.utils.data.DataLoader(_BadClips(), num_workers=1)))
+
+    assert run_handler(handler, argparse.Namespace(command="preprocess")) == 2
+    assert (
+        capsys.readouterr().err == "ltxv preprocess: error: clip.mp4: decoded 3 frames; re-encode the file\n"
+    )

@@ -63,6 +63,11 @@ def test_csv_json_jsonl_and_folder_read_the_same_rows(tmp_path):
     ]
     for name in ("captions.csv", "captions.json", "captions.jsonl"):
         assert read_captions(tmp_path / name) == expected, name
+    odd = tmp_path / "odd.jsonl"  # a caption with U+2028, written unescaped: still one JSON line
+    odd.write_text(
+        json.dumps({"media_path": "a.mp4", "caption": "two\u2028lines"}, ensure_ascii=False) + "\r\n"
+    )
+    assert read_captions(odd) == [MediaItem(tmp_path / "a.mp4", "two\u2028lines", 0)]
     (tmp_path / "metadata.csv").write_text("media_path,caption\nother.mp4,other\n")
     assert read_captions(tmp_path) == expected  # a folder: captions.jsonl comes first
     (tmp_path / "captions.jsonl").write_text("\n" + json.dumps(ROWS[1]) + "\n\n")  # blank lines skipped
@@ -92,10 +97,20 @@ def test_csv_json_jsonl_and_folder_read_the_same_rows(tmp_path):
         ("d.json", '[{"media_path": "a",,}]', ["d.json, line 1", "invalid JSON"]),
         ("d.json", "[]", ["no rows"]),
         ("d.txt", "a.mp4 caption", ["unsupported", ".csv, .json or .jsonl"]),
+        (
+            "d.csv",
+            "media_path, caption\na.mp4,x\n",
+            ["missing column(s) caption", "' caption'", "without spaces"],
+        ),
+        ("d.jsonl", '{"media_path": "a", "caption": 5}\n', ["line 1", "int (not text) caption for 'a'"]),
+        ("d.csv", "media_path,caption\na.mp4,caf\xe9\n".encode("cp1252"), ["not UTF-8", "save it as UTF-8"]),
     ],
 )
 def test_caption_file_errors_name_file_line_and_fix(tmp_path, name, text, expected):
-    (tmp_path / name).write_text(text)
+    if isinstance(text, bytes):
+        (tmp_path / name).write_bytes(text)
+    else:
+        (tmp_path / name).write_text(text)
     with pytest.raises(ValueError) as err:
         read_captions(tmp_path / name)
     message = str(err.value)
@@ -142,6 +157,10 @@ def test_choose_bucket_aspect_then_frames_then_area():
     assert choose_bucket(9, 128, 64, buckets) == Bucket(9, 96, 96)  # 1:2 is closer to 1:1 than to 2:1
     assert choose_bucket(1, 64, 90, buckets) == Bucket(1, 64, 96)  # an image only fits 1-frame buckets
     assert choose_bucket(5, 64, 64, parse_buckets("9x64x64")) is None
+    mixed = parse_buckets("1x64x96;49x64x64")  # a 96x64 video stays a video (not a still of its first frame)
+    assert (
+        choose_bucket(49, 64, 96, mixed) == Bucket(49, 64, 64) and choose_bucket(1, 64, 96, mixed).frames == 1
+    )
 
 
 # files ----------------------------------------------------------------------------------------------------
@@ -183,6 +202,13 @@ def test_probe_matches_decoded_shape_including_exif_rotation(tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"\x00garbage" * 50)
     with pytest.raises(ValueError, match="cannot read video"):
         probe_media(tmp_path / "bad.mp4")
+    import numpy as np
+
+    Image.fromarray(np.zeros((32, 32), np.int32)).save(
+        tmp_path / "deep.tif"
+    )  # read_image refuses it: so must
+    with pytest.raises(ValueError, match="32-bit integer pixels"):  # the probe, or one file stops preprocess
+        probe_media(tmp_path / "deep.tif")
 
 
 def test_bucketing_of_videos_and_images(tmp_path):
@@ -242,6 +268,12 @@ def test_nothing_kept_raises_with_the_summary(tmp_path):
         VideoDataset(write_jsonl(tmp_path / "c.jsonl", rows), parse_buckets("9x32x32"))
     with pytest.raises(ValueError, match="no buckets"):
         VideoDataset(tmp_path / "c.jsonl", ())
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tmp_path / "still.png")
+    images = write_jsonl(tmp_path / "i.jsonl", [{"media_path": "still.png", "caption": "a"}])
+    with pytest.raises(
+        ValueError, match="1 too short .*for still images add a 1-frame bucket, e.g. --buckets 1x"
+    ):
+        VideoDataset(images, parse_buckets("9x32x32"))
 
 
 def test_collate_refuses_mixed_buckets():

@@ -218,7 +218,7 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
         sys.stdout.flush()  # here, so that a reader gone away is met below and not at the interpreter's exit
         return code
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as err:
-        print(f"ltxv {args.command}: error: {err}", file=sys.stderr)
+        print(f"ltxv {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"ltxv {args.command}: interrupted", file=sys.stderr)
@@ -226,6 +226,16 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     except BrokenPipeError:  # the reader of stdout went away (`ltxv info FILE | head`): stop quietly
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message; for one re-raised from a DataLoader worker (the worker's whole traceback in the
+    message), its last line, the original message."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if last.startswith(f"{type(err).__name__}: ") else last
 
 
 def _silence_stdout() -> None:

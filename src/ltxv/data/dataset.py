@@ -58,7 +58,11 @@ def read_captions(path: str | os.PathLike[str]) -> list[MediaItem]:
         raise ValueError(f"{path}: unsupported caption file type; use .csv, .json or .jsonl")
     try:
         text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: spreadsheet CSVs often start with a BOM
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"cannot read caption file {path}: not UTF-8 ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
+    except OSError as err:
         raise ValueError(f"cannot read caption file {path}: {err}") from None
     records = _records(path, text)
     if not records:
@@ -84,12 +88,13 @@ def _records(path: Path, text: str) -> list[tuple[str, Any]]:
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(
-                f"{path}, line 1: missing column(s) {', '.join(missing)}; name them in the header"
+                f"{path}, line 1: missing column(s) {', '.join(missing)} in the header {reader.fieldnames}; "
+                "name them exactly, separated by ',' without spaces"
             )
         return [(f"line {reader.line_num}", record) for record in reader]  # line_num: the row's last line
     if path.suffix.lower() == ".jsonl":
         records = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit inside a caption
             try:
                 records += [(f"line {n}", json.loads(line))] if line.strip() else []
             except json.JSONDecodeError as err:
@@ -121,7 +126,8 @@ def _item(path: Path, where: str, row: int, record: Any) -> MediaItem:
             f"{path.parent}, or absolute) and 'caption'"
         )
     if not isinstance(caption, str) or not caption.strip():
-        what = "missing" if caption is None else "empty"
+        kind = "missing" if caption is None else f"{type(caption).__name__} (not text)"
+        what = "empty" if isinstance(caption, str) else kind
         raise ValueError(f"{path}, {where}: {what} caption for {media!r}; write a caption or remove the row")
     return MediaItem(path.parent / Path(media.strip()).expanduser(), caption.strip(), row)
 
@@ -173,9 +179,12 @@ def parse_buckets(spec: str) -> tuple[Bucket, ...]:
 
 
 def choose_bucket(frames: int, height: int, width: int, buckets: Sequence[Bucket]) -> Bucket | None:
-    """Among buckets with at most `frames` frames, the closest in aspect ratio (distance |log(a_b / a)|, so
-    2:1 and 1:2 are equally far from 1:1); ties: most frames, then largest area. None when none fits."""
+    """Among buckets with at most `frames` frames (for a video, multi-frame ones when any fits), the closest
+    in aspect ratio (distance |log(a_b / a)|, so 2:1 and 1:2 are equally far from 1:1); ties: most frames,
+    then largest area. None when none fits."""
     fitting = [b for b in buckets if b.frames <= frames]
+    if frames > 1 and any(b.frames > 1 for b in fitting):  # a video stays a video where a video bucket fits
+        fitting = [b for b in fitting if b.frames > 1]
     if not fitting:
         return None
     aspect = width / height
@@ -207,6 +216,8 @@ def _probe_image(path: Path) -> tuple[int, int, int]:
             width, height = image.size
             if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):
                 width, height = height, width
+            if image.mode == "I" and image.format != "PNG":  # read_image refuses it: skip it here, counted
+                raise ValueError("32-bit integer pixels have no defined white")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
     return 1, height, width
@@ -227,6 +238,8 @@ def _probe_video(path: Path) -> tuple[int, int, int]:
                 if stream.frames:
                     break
             frames = stream.frames or decoded
+            if not (stream.average_rate or stream.guessed_rate or stream.base_rate):  # read_video refuses it
+                raise ValueError("no frame rate")
             height, width = stream.codec_context.height, stream.codec_context.width
             if turns % 2:  # a portrait phone clip: read_video turns its frames upright
                 height, width = width, height
@@ -274,7 +287,10 @@ class VideoDataset(torch.utils.data.Dataset):
                 self.items.append(item)
                 self.buckets_of.append(bucket)
         if not self.items:
-            raise ValueError(f"{self.source}: {self.summary()}; nothing to train on")
+            short = self.skipped.get("too short", [])
+            images = any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in short)
+            hint = "; for still images add a 1-frame bucket, e.g. --buckets 1x512x512" if images else ""
+            raise ValueError(f"{self.source}: {self.summary()}; nothing to train on{hint}")
 
     def summary(self) -> str:
         """e.g. 'kept 10 of 13 clips: 1 missing, 1 corrupt, 1 too short (fewer than 9 frames)'."""
