@@ -299,7 +299,7 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            rate = stream_rate(stream)
             for frame in container.decode(stream):
                 frames.append(np.rot90(frame.to_ndarray(format="rgb24"), display_quarter_turns(frame)))
                 if len(frames) == max_frames:
@@ -353,9 +353,19 @@ def _deep_grey(image, file_format: str | None) -> np.ndarray | None:  # noqa: AN
                 "rescale the image or save it as 8- or 16-bit"
             )
         return grey
-    if mode == "I":
-        raise ValueError("32-bit integer pixels (mode 'I') have no defined white; save it as 8- or 16-bit")
+    check_pixel_mode(mode, file_format)
     return None
+
+
+def check_pixel_mode(mode: str, file_format: str | None) -> None:
+    """ValueError for the pixels `read_image` cannot map to [0, 1] (the dataset probe refuses them too)."""
+    if mode == "I" and file_format != "PNG":  # a PNG's mode "I" holds at most 16 bits
+        raise ValueError("32-bit integer pixels (mode 'I') have no defined white; save it as 8- or 16-bit")
+
+
+def stream_rate(stream: Any) -> Fraction | None:
+    """A PyAV video stream's frame rate from its header, None (or 0) when it has none."""
+    return stream.average_rate or stream.guessed_rate or stream.base_rate
 
 
 def read_media(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[Tensor, float | None]:

@@ -265,7 +265,7 @@ class Pipeline:
                 "(stg_blocks, CLI --stg-blocks)"
             )
         for cond in conditions:  # a frame in the padding to 8k+1 frames would be cropped away unseen
-            if not 0 <= cond.frame < cfg.num_frames:
+            if cond.frame >= cfg.num_frames:  # (Condition refuses negative frames)
                 raise ValueError(
                     f"condition at frame {cond.frame}: the video has frames 0..{cfg.num_frames - 1}; "
                     "place it there, or ask for more frames (num_frames)"

@@ -26,9 +26,11 @@ from ..media import (
     MAX_FRAMES,
     MAX_SIDE,
     VIDEO_SUFFIXES,
+    check_pixel_mode,
     display_quarter_turns,
     read_media,
     resize_center_crop,
+    stream_rate,
 )
 
 COLUMNS = ("media_path", "caption")
@@ -216,8 +218,7 @@ def _probe_image(path: Path) -> tuple[int, int, int]:
             width, height = image.size
             if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):
                 width, height = height, width
-            if image.mode == "I" and image.format != "PNG":  # read_image refuses it: skip it here, counted
-                raise ValueError("32-bit integer pixels have no defined white")
+            check_pixel_mode(image.mode, image.format)  # what read_image refuses is skipped here, counted
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
     return 1, height, width
@@ -231,14 +232,13 @@ def _probe_video(path: Path) -> tuple[int, int, int]:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
-            decoded, turns = 0, 0
-            for frame in container.decode(stream):  # the first frame's rotation; all frames when uncounted
-                turns = turns if decoded else display_quarter_turns(frame)
-                decoded += 1
-                if stream.frames:
-                    break
-            frames = stream.frames or decoded
-            if not (stream.average_rate or stream.guessed_rate or stream.base_rate):  # read_video refuses it
+            decoded = container.decode(stream)
+            first = next(
+                decoded, None
+            )  # its rotation; every frame is decoded only when the header has no count
+            turns = display_quarter_turns(first) if first is not None else 0
+            frames = stream.frames or (first is not None) + sum(1 for _ in decoded)
+            if not stream_rate(stream):  # read_video refuses it: skipped here, counted
                 raise ValueError("no frame rate")
             height, width = stream.codec_context.height, stream.codec_context.width
             if turns % 2:  # a portrait phone clip: read_video turns its frames upright
