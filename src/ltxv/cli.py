@@ -111,6 +111,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, choices=("ltxv", "native", "diffusers"), help="target format")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="cast floating tensors (default: keep)")
     p.set_defaults(handler=cmd_convert)
+
+    p = sub.add_parser(
+        "grow",
+        help="add layers that start as the identity (same outputs), to train on with --init",
+        formatter_class=fmt,
+    )
+    p.add_argument("src", help="checkpoint to grow (any supported format)")
+    p.add_argument("dst", help="new ltxv .safetensors file to write")
+    p.add_argument(
+        "--dit-layers",
+        type=int,
+        default=0,
+        help="transformer blocks after growing, a multiple of the current count: each block is followed by "
+        "copies of itself with zeroed output projections",
+    )
+    p.add_argument(
+        "--encoder-res",
+        action="store_true",
+        help="a res stage (second convolution zero) after each VAE encoder compression that lacks one",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the new encoder stages' first convolutions")
+    p.set_defaults(handler=cmd_grow)
     return parser
 
 
@@ -181,6 +203,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     ckpt = convert_checkpoint(args.src, args.dst, args.to, dtype)
     parts = [n for n, c in (("vae", ckpt.vae), ("transformer", ckpt.dit)) if c is not None]
     print(f"wrote {args.dst} ({args.to}; {' + '.join(parts)} from {ckpt.format} {ckpt.version})")
+    return EXIT_OK
+
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    from .grow import GrowConfig, grow_checkpoint
+
+    spec = grow_checkpoint(args.src, args.dst, GrowConfig(args.dit_layers, args.encoder_res, args.seed))
+    blocks = " ".join(b.kind for b in spec.vae.encoder_blocks)
+    print(f"wrote {args.dst}: {spec.dit.num_layers} transformer blocks; encoder {blocks}")
     return EXIT_OK
 
 

@@ -455,7 +455,7 @@ def convert_checkpoint(
     cast every floating tensor (e.g. bf16 to halve a file). `dst` must be new: nothing is overwritten."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown target format {fmt!r}; choose from {', '.join(FORMATS)}")
-    _check_new_target(src, dst, fmt)  # before any tensor is read
+    check_new_target(src, dst, fmt)  # before any tensor is read
     ckpt = open_checkpoint(src)
     vae_sd, dit_sd = read_state_dicts(ckpt)
     if dtype is not None:
@@ -467,13 +467,13 @@ def convert_checkpoint(
     return ckpt
 
 
-def _check_new_target(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str) -> None:
+def check_new_target(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str) -> None:
     """A conversion target is a new .safetensors file (ltxv, native) or a new folder (diffusers)."""
     out = Path(dst)
     folder = fmt == "diffusers"
     if out.resolve() == Path(src).resolve():
         raise ValueError(
-            f"cannot convert {str(src)!r} onto itself; give a new {'folder' if folder else 'file'}"
+            f"cannot write {str(src)!r} onto itself; give a new {'folder' if folder else 'file'}"
         )
     if out.exists() and not out.is_dir():
         raise ValueError(f"{str(out)!r} already exists; give a new name or remove it first")
