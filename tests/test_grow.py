@@ -92,8 +92,9 @@ def test_grown_encoder_encodes_the_same_and_trains_from_init(model_file, tmp_pat
 
 
 def test_grown_encoder_block_list_only_adds_after_bare_compressions():
-    blocks, where = grown_encoder_blocks(PRESETS["2b"].vae.encoder_blocks)  # official: res stages everywhere
-    assert blocks == PRESETS["2b"].vae.encoder_blocks and where == {i: i for i in range(len(blocks))}
+    for preset in ("2b", "ltxv-2b-0.9"):  # official encoders: a res stage after every compression
+        blocks, where = grown_encoder_blocks(PRESETS[preset].vae.encoder_blocks)
+        assert blocks == PRESETS[preset].vae.encoder_blocks and where == {i: i for i in range(len(blocks))}
 
 
 def test_grow_cli_writes_and_names_bad_requests(model_file, tmp_path, capsys):

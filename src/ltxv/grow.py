@@ -76,7 +76,7 @@ def grown_encoder_blocks(blocks: tuple[VAEBlock, ...]) -> tuple[tuple[VAEBlock, 
         where[i] = len(grown)
         grown.append(block)
         following = blocks[i + 1].kind if i + 1 < len(blocks) else ""
-        if _is_compression(block) and following != "res_x":
+        if _is_compression(block) and following not in ("res_x", "res_x_y"):
             grown.append(VAEBlock("res_x", 1, 1))
     return tuple(grown), where
 
