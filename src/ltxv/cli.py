@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
         "--dit-layers",
         type=int,
         default=0,
-        help="transformer blocks after growing, a multiple of the current count: each block is followed by "
-        "copies of itself with zeroed output projections",
+        help="transformer blocks after growing (0: as now), a multiple of the current count: each block is "
+        "followed by copies of itself with zeroed output projections",
     )
     p.add_argument(
         "--encoder-res",
