@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="transformer blocks after growing (0: as now), a multiple of the current count: each block is "
-        "followed by copies of itself with zeroed output projections",
+        "preceded by copies of itself with zeroed output projections",
     )
     p.add_argument(
         "--encoder-res",
@@ -209,9 +209,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_grow(args: argparse.Namespace) -> int:
     from .grow import GrowConfig, grow_checkpoint
 
-    spec = grow_checkpoint(args.src, args.dst, GrowConfig(args.dit_layers, args.encoder_res, args.seed))
-    blocks = " ".join(b.kind for b in spec.vae.encoder_blocks)
-    print(f"wrote {args.dst}: {spec.dit.num_layers} transformer blocks; encoder {blocks}")
+    grown = grow_checkpoint(args.src, args.dst, GrowConfig(args.dit_layers, args.encoder_res, args.seed))
+    parts = []
+    if args.dit_layers:
+        parts.append(f"{grown.spec.dit.num_layers} transformer blocks")
+    if args.encoder_res:
+        parts.append("encoder " + " ".join(b.kind for b in grown.spec.vae.encoder_blocks))
+    print(f"wrote {args.dst}: {'; '.join(parts)}")
+    for note in grown.notes:
+        print(f"note: {note}")
     return EXIT_OK
 
 

@@ -468,7 +468,7 @@ def convert_checkpoint(
 
 
 def check_new_target(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str) -> None:
-    """A conversion target is a new .safetensors file (ltxv, native) or a new folder (diffusers)."""
+    """A target written from `src` is a new .safetensors file (ltxv, native) or a new folder (diffusers)."""
     out = Path(dst)
     folder = fmt == "diffusers"
     if out.resolve() == Path(src).resolve():

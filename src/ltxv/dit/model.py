@@ -102,6 +102,9 @@ class FeedForward(nn.Module):
 class DiTBlock(nn.Module):
     """Modulated self-attention (RoPE) -> cross-attention to text (no norm, no gate) -> modulated FFN."""
 
+    # the linears whose outputs are added to the residual stream: with them zero the block is the identity
+    OUTPUT_PROJECTIONS = ("attn1.to_out.0", "attn2.to_out.0", "ff.net.2")
+
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
         d = cfg.hidden_dim

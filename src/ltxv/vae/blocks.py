@@ -34,6 +34,8 @@ def spatial_noise(x: Tensor, scale: Tensor, generator: torch.Generator | None) -
 class ResBlock(nn.Module):
     """x + conv2(act(norm(conv1(act(norm(x)))))); shortcut: LayerNorm + 1x1x1 conv when widths differ."""
 
+    OUTPUT_CONV = "conv2"  # zero (and equal widths): the block is the identity
+
     def __init__(
         self,
         in_ch: int,
