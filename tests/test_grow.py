@@ -49,7 +49,9 @@ def test_grown_transformer_gives_the_same_velocity_and_its_copies_train(model_fi
         latents, t, text, mask = inputs
         per_token = torch.rand(2, 2 * 2 * 3, generator=torch.Generator().manual_seed(5))
         ctx_old, ctx_new = dit.prepare_text(text, mask), grown.prepare_text(text, mask)
-        torch.testing.assert_close(grown(latents, per_token, ctx_new), dit(latents, per_token, ctx_old))
+        torch.testing.assert_close(
+            grown(latents, per_token, ctx_new), dit(latents, per_token, ctx_old), atol=1e-6, rtol=1e-5
+        )
         # STG on old block 1 is STG on new block 3·1 + 2 (the last block stays an original one)
         skip = dict(batch_mask=torch.tensor([True, False]))
         for mode in STG_MODES:
