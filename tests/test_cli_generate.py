@@ -250,6 +250,7 @@ def test_several_videos_load_the_model_once_and_are_each_seeds_video(models, tmp
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out_0.png", "out_1.png"]
     assert "seed 1)" in r.stdout and "seed 2)" in r.stdout
+    assert "(1 frame, 64x64, seed 1)" in r.stdout and "realtime" not in r.stdout  # an image has no frame rate
     alone = run("a red circle", *args, "--seed", "2", "--out", str(tmp_path / "alone.png"))
     assert alone.returncode == 0, alone.stderr
     second = read_image(tmp_path / "out_1.png")

@@ -351,24 +351,31 @@ def run(args: argparse.Namespace) -> int:
     multiscale = _multiscale(args, pipe, cfg)
     init = pipe.encode_video(source) if source is not None else None  # video-to-video: once for every video
     first = pipe.pick_seed(cfg)  # --seed, else one drawn (by rank 0 for every process of a torchrun job)
-    seconds, size_text = total_frames / cfg.frame_rate, f"{cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
+    seconds = total_frames / cfg.frame_rate
+    if total_frames == 1:  # an image: no frame rate, no realtime factor
+        size_text = f"1 frame, {cfg.width}x{cfg.height}"
+    else:
+        size_text = f"{total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
     for i, out in enumerate(outs):
         begun = time.perf_counter()
         video_cfg = dataclasses.replace(cfg, seed=first + i)
         _render(pipe, video_cfg, prompts, chain, conditions, init, multiscale, out)
         if not is_main():
             continue
-        made = f"wrote {out} ({total_frames} frames, {size_text}, seed {first + i})"
+        made = f"wrote {out} ({size_text}, seed {first + i})"
         if i > 0:  # the model was loaded before the first
             took = time.perf_counter() - begun
-            print(f"{made} in {took:.1f} s after the one before; realtime factor {seconds / took:.2f}")
+            factor = f"; realtime factor {seconds / took:.2f}" if total_frames > 1 else ""
+            print(f"{made} in {took:.1f} s after the one before{factor}")
             continue
         wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
         generating = time.perf_counter() - loaded  # the writing included
-        print(
-            f"{made} in {wall:.1f} s from process start, {generating:.1f} s of it generating; realtime "
-            f"factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
+        factor = (
+            f"; realtime factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
+            if total_frames > 1
+            else ""
         )
+        print(f"{made} in {wall:.1f} s from process start, {generating:.1f} s of it generating{factor}")
     return 0
 
 
