@@ -352,7 +352,8 @@ def run(args: argparse.Namespace) -> int:
     init = pipe.encode_video(source) if source is not None else None  # video-to-video: once for every video
     first = pipe.pick_seed(cfg)  # --seed, else one drawn (by rank 0 for every process of a torchrun job)
     seconds = total_frames / cfg.frame_rate
-    if total_frames == 1:  # an image: no frame rate, no realtime factor
+    image = total_frames == 1  # no frame rate, no realtime factor
+    if image:
         size_text = f"1 frame, {cfg.width}x{cfg.height}"
     else:
         size_text = f"{total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
@@ -365,16 +366,16 @@ def run(args: argparse.Namespace) -> int:
         made = f"wrote {out} ({size_text}, seed {first + i})"
         if i > 0:  # the model was loaded before the first
             took = time.perf_counter() - begun
-            factor = f"; realtime factor {seconds / took:.2f}" if total_frames > 1 else ""
+            factor = "" if image else f"; realtime factor {seconds / took:.2f}"
             print(f"{made} in {took:.1f} s after the one before{factor}")
             continue
         wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
         generating = time.perf_counter() - loaded  # the writing included
-        factor = (
-            f"; realtime factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
-            if total_frames > 1
-            else ""
-        )
+        factor = ""
+        if not image:
+            factor = (
+                f"; realtime factor {seconds / wall:.2f} end to end, {seconds / generating:.2f} generating"
+            )
         print(f"{made} in {wall:.1f} s from process start, {generating:.1f} s of it generating{factor}")
     return 0
 
