@@ -110,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cache.run_preprocess)
     train_command.add_subcommands(sub, fmt)
 
+    from . import serve
+
+    serve.add_arguments(
+        sub.add_parser(
+            "serve",
+            help="keep a model loaded behind a local web page and JSON endpoint (a video per request)",
+            formatter_class=fmt,
+        )
+    )
+
     p = sub.add_parser("info", help="show what a checkpoint contains", formatter_class=fmt)
     p.add_argument(
         "path", help="official .safetensors file, diffusers folder (root, vae/ or transformer/), or ltxv file"

@@ -687,6 +687,12 @@ def coerce_fields(cls: type, data: Any, where: str = "") -> dict[str, Any]:
     }
 
 
+def coerce_value(cls: type, field: str, value: Any, where: str) -> Any:
+    """One value as the type of `cls`'s `field` (leniently, as `coerce_fields`), or a ValueError naming
+    `where` and the value."""
+    return _coerce(typing.get_type_hints(cls)[field], value, where)
+
+
 def _coerce(tp: Any, value: Any, where: str, strict: bool = False) -> Any:
     """`value` as type `tp` (JSON lists -> tuples), or a ValueError naming `where`. Lenient (command lines,
     JSON): "3" -> 3, "true" -> True. Strict (Python callers): numbers must be numbers (numpy's become

@@ -94,14 +94,17 @@ def sample_fields(model: str | os.PathLike[str] | None, given: dict[str, Any]) -
     return fields | given
 
 
-def sample_config(model: str | os.PathLike[str] | None, given: dict[str, Any]) -> SampleConfig:
-    """The validated SampleConfig of `sample_fields`. A bad value is reported by where it came from: its flag
-    (FIELD_FLAGS) when `given`, else the model's generation.json."""
+def sample_config(
+    model: str | os.PathLike[str] | None, given: dict[str, Any], names: dict[str, str] = FIELD_FLAGS
+) -> SampleConfig:
+    """The validated SampleConfig of `sample_fields`. A bad value is reported by where it came from: its name
+    in `names` (the command line's flags; `ltxv serve` passes its request keys) when `given`, else the model's
+    generation.json."""
     try:
         return SampleConfig(**sample_fields(model, given))
     except SampleConfigError as err:
-        if err.field in given and err.field in FIELD_FLAGS:
-            raise ValueError(f"{FIELD_FLAGS[err.field]} {err.text}") from None
+        if err.field in given and err.field in names:
+            raise ValueError(f"{names[err.field]} {err.text}") from None
         if model is not None and err.field in generation_defaults(model):
             raise ValueError(f"{Path(model) / GENERATION_FILE}: {err}") from None
         raise

@@ -335,13 +335,9 @@ def run(args: argparse.Namespace) -> int:
         )
     pipe = _pipeline(args, device, speed)
     loaded = time.perf_counter()
-    _prompt_notes(pipe, prompts, cfg)
-    defaults = pipe.default_config()
-    cfg = dataclasses.replace(
-        cfg,
-        stg_blocks=cfg.stg_blocks if args.stg_blocks else defaults.stg_blocks,  # flag, else the model's
-        stochastic=args.stochastic or defaults.stochastic,
-    )
+    for note in prompt_notes(pipe, prompts, cfg):
+        _note(note)
+    cfg = with_model_defaults(pipe, cfg, stg_blocks_given=bool(args.stg_blocks), stochastic=args.stochastic)
     if size != (cfg.height, cfg.width, cfg.num_frames):
         height, width, frames = size
         _note(
@@ -456,28 +452,44 @@ def _sample_config(args: argparse.Namespace) -> SampleConfig:
 def _conditions(
     args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int], chained: bool = False
 ) -> list[Any]:
-    """--image and --condition media, fitted to the request: resized, centre-cropped, padded to `size`. In a
-    chain they condition the first segment."""
+    """--image and --condition media, fitted to the request (`fit_conditions`). In a chain they condition
+    the first segment."""
+    strength = 1.0 if args.image_strength is None else args.image_strength
+    items = [(args.image, 0, strength, f"--image {args.image}")] if args.image else []
+    for spec in args.condition:
+        path, frame, strength = _parse_condition(spec)
+        items.append((path, frame, strength, f"--condition {spec}"))
+    return fit_conditions(items, cfg, size, args.cond_crf, chained)
+
+
+def fit_conditions(
+    items: list[tuple[str, int, float, str]],
+    cfg: SampleConfig,
+    size: tuple[int, int, int],
+    cond_crf: int,
+    chained: bool = False,
+) -> list[Any]:
+    """Conditions from (media file, frame, strength, its name in messages) items: each read, resized,
+    centre-cropped and padded to `size` = (H, W, F) padded; a frame < 0 counts from the end of the requested
+    `cfg.num_frames`; `cond_crf` > 0: the official blur and H.264 round trip. ValueError naming the item."""
     from .conditioning import Condition, trim_frames
     from .media import pad_video, preprocess_condition, read_media, resize_center_crop
 
     height, width, frames = size
-    strength = 1.0 if args.image_strength is None else args.image_strength
-    items = [(args.image, 0, strength)] if args.image else []
     conditions = []
-    for path, frame, strength in items + [_parse_condition(c) for c in args.condition]:
+    for path, frame, strength, name in items:
         if frame < 0:  # from the end of the requested video (of the first segment in a chain)
             if frame + cfg.num_frames < 0:
                 raise ValueError(
-                    f"--condition {path}@{frame}: the video has only {cfg.num_frames} frames; use -1 .. "
+                    f"{name}: the video has only {cfg.num_frames} frames; use -1 .. "
                     f"-{cfg.num_frames} (from the end) or 0 .. {cfg.num_frames - 1}"
                 )
             frame += cfg.num_frames
         if frame >= cfg.num_frames:  # past the end, or in the padding to 8k+1 frames that is cropped away
             where = "in a chain, conditions apply to the first segment" if chained else "the video has"
             raise ValueError(
-                f"--condition {path}@{frame}: {where} frames 0..{cfg.num_frames - 1} (-1 is the last); place "
-                "it there, or ask for more frames (--frames)"
+                f"{name}: {where} frames 0..{cfg.num_frames - 1} (-1 is the last); place it there, or ask "
+                "for more frames"
             )
         media, _ = read_media(path, max_frames=frames)
         n = media.shape[2]
@@ -486,8 +498,8 @@ def _conditions(
             note = f"note: {path}: using its first {used} of {n} frames (8k+1 from frame {frame})"
             _note(note)
         fitted = resize_center_crop(media, cfg.height, cfg.width)
-        if args.cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
-            fitted = preprocess_condition(fitted, args.cond_crf)
+        if cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
+            fitted = preprocess_condition(fitted, cond_crf)
         conditions.append(Condition(pad_video(fitted, height, width), frame, strength))  # centred
     return conditions
 
@@ -567,22 +579,37 @@ def _video_skip(given: int | None, cfg: SampleConfig) -> int:
     return skip
 
 
-def _prompt_notes(pipe: Pipeline, prompts: list[str], cfg: SampleConfig) -> None:
+def with_model_defaults(
+    pipe: Pipeline, cfg: SampleConfig, *, stg_blocks_given: bool, stochastic: bool
+) -> SampleConfig:
+    """`cfg` with the loaded model's STG blocks unless some were given, and stochastic sampling when asked
+    for or the model's default."""
+    defaults = pipe.default_config()
+    return dataclasses.replace(
+        cfg,
+        stg_blocks=cfg.stg_blocks if stg_blocks_given else defaults.stg_blocks,
+        stochastic=stochastic or defaults.stochastic,
+    )
+
+
+def prompt_notes(pipe: Pipeline, prompts: list[str], cfg: SampleConfig) -> list[str]:
     """Notes on what the text encoder will not read as written: unknown words (the bundled model knows only
     its captions'), and prompts longer than its tokens (cut)."""
+    notes = []
     tokenizer = getattr(pipe.text_encoder, "tokenizer", None)
     words = " ".join(dict.fromkeys(prompts))
     unknown = tokenizer.unknown_words(words) if hasattr(tokenizer, "unknown_words") else []
     unknown = list(dict.fromkeys(unknown))  # each word once, however many prompts have it
     if unknown:
-        _note(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
+        notes.append(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
     limit = pipe.text_tokens(cfg)
     for prompt in dict.fromkeys(prompts):
         n = len(tokenizer.ids(prompt)) if hasattr(tokenizer, "ids") else 0
         if n > limit:
-            _note(
+            notes.append(
                 f"note: a prompt of {n} tokens is read as its first {limit} (--max-tokens); the rest is cut"
             )
+    return notes
 
 
 def _note(message: str) -> None:

@@ -1,0 +1,290 @@
+"""`ltxv serve`: a tiny model folder behind the server in a thread; each request's video is the one the
+pipeline makes with the same settings (text-to-video, image-to-video, one frame); bad requests get 400 and
+a message naming the key; the command starts, answers and stops on Ctrl-C, refuses a bad port with exit 2."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import randomize_
+from tiny_t5 import make_tiny_t5
+
+import ltxv
+from ltxv.generate_cli import fit_conditions
+from ltxv.media import padded_size, read_image, write_video
+from ltxv.pipeline import Pipeline
+from ltxv.presets import PRESETS
+from ltxv.serve import MAX_BODY, make_server
+from ltxv.weights import save_checkpoint
+
+GENERATION = {"width": 64, "height": 64, "num_frames": 9, "frame_rate": 12, "steps": 2}  # SampleConfig fields
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A model folder: model.safetensors, text_encoder/ + tokenizer/, generation.json, and a PNG."""
+    root = tmp_path_factory.mktemp("served")
+    spec = PRESETS["tiny"]
+    vae, dit = randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit), 2)
+    save_checkpoint(root / "model.safetensors", spec, vae, dit, "ltxv")
+    make_tiny_t5(root, "root")
+    (root / "generation.json").write_text(json.dumps(GENERATION))
+    return root
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """A 80x48 PNG: fitted to the 64x64 request by the resize and centre crop of --image."""
+    return write_video(tmp_path_factory.mktemp("media") / "image.png", torch.rand(1, 3, 1, 48, 80), 1)
+
+
+@pytest.fixture(scope="module")
+def served(folder):
+    """(server, pipe, made): `made` records every GenerationResult the server's pipeline returns."""
+    pipe = Pipeline.from_pretrained(folder)
+    made, generate = [], pipe.generate
+
+    def recording(*args, **kwargs):
+        made.append(generate(*args, **kwargs))
+        return made[-1]
+
+    pipe.generate = recording
+    server = make_server(pipe, str(folder), port=0, quiet=True)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield server, pipe, made
+    server.shutdown()
+    server.server_close()
+
+
+def call(server, method: str, path: str, body: object = None, raw: bytes | None = None):
+    """(status, headers, body bytes) of one request."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    reply = conn.getresponse()
+    result = reply.status, dict(reply.getheaders()), reply.read()
+    conn.close()
+    return result
+
+
+def check_made(served, data: bytes, tmp_path, prompt: str, conditions=(), **fields) -> None:
+    """The server's last video is the one `Pipeline.generate` makes with these settings (the model's defaults
+    for the rest), exactly, and the file it sent holds that many frames of that size. (The file's pixels are
+    not compared: these noise-like random-model videos lose ~20 dB to H.264 and 4:2:0 chroma, and libx264
+    does not always make the same file from them twice; the one-frame PNG test compares exactly.)"""
+    _, pipe, made = served
+    cfg = dataclasses.replace(pipe.default_config(), **fields)
+    got = made[-1].video[0]
+    assert torch.equal(got, pipe.generate(prompt, cfg, conditions=list(conditions)).video[0])
+    assert decoded(data, tmp_path).shape == (*got.shape[1:], 3)
+
+
+def decoded(data: bytes, tmp_path) -> np.ndarray:
+    """An mp4's frames, (F, H, W, 3) uint8."""
+    path = tmp_path / "decoded.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+
+
+def data_url(path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_text_to_video_is_the_pipelines_video(served, tmp_path):
+    server = served[0]
+    status, headers, data = call(server, "POST", "/generate", {"prompt": "a red circle", "seed": 5})
+    assert status == 200 and headers["Content-Type"] == "video/mp4", data[:200]
+    assert headers["X-Ltxv-Seed"] == "5" and float(headers["X-Ltxv-Seconds"]) > 0
+    assert decoded(data, tmp_path).shape == (9, 64, 64, 3)  # generation.json's size and frames
+    check_made(served, data, tmp_path, "a red circle", seed=5)
+
+
+def test_request_settings_override_the_models(served, tmp_path):
+    server, _, made = served
+    body = {"prompt": "a blue square", "seed": 1, "width": 96, "frames": 17, "guidance": 1, "steps": 3}
+    status, _, data = call(server, "POST", "/generate", body)
+    assert status == 200, data[:200]
+    assert decoded(data, tmp_path).shape == (17, 64, 96, 3)
+    settings = {"width": 96, "num_frames": 17, "guidance": 1.0, "steps": 3}
+    check_made(served, data, tmp_path, "a blue square", seed=1, **settings)
+    status, headers, data = call(server, "POST", "/generate", {"prompt": "a dot", "frames": 1, "seed": 2})
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    (tmp_path / "frame.png").write_bytes(data)  # lossless: exactly the frame made
+    sent = read_image(tmp_path / "frame.png")[0, :, 0]  # (3, H, W) in [-1, 1]
+    assert torch.equal(((sent + 1) * 127.5).round(), (made[-1].video[0, :, 0] * 255).round())
+
+
+def test_no_seed_draws_one_that_reproduces_the_video(served):
+    server, _, made = served
+    status, headers, _ = call(server, "POST", "/generate", {"prompt": "a red circle"})
+    assert status == 200
+    first = made[-1].video
+    status, _, _ = call(
+        server, "POST", "/generate", {"prompt": "a red circle", "seed": int(headers["X-Ltxv-Seed"])}
+    )
+    assert status == 200 and torch.equal(made[-1].video, first)
+
+
+def test_image_to_video_is_the_pipelines_video(served, image, tmp_path):
+    server, pipe, made = served
+    body = {"prompt": "the circle moves", "seed": 3, "image": data_url(image)}
+    status, _, data = call(server, "POST", "/generate", body)
+    assert status == 200, data[:200]
+    with_image = made[-1].video
+    conditions = fit_conditions(
+        [(str(image), 0, 1.0, "image")], pipe.default_config(), padded_size(64, 64, 9), 29
+    )
+    check_made(served, data, tmp_path, "the circle moves", conditions, seed=3)
+    call(server, "POST", "/generate", {"prompt": "the circle moves", "seed": 3})
+    assert not torch.allclose(made[-1].video, with_image, atol=0.05)  # the image was used
+
+
+def test_requests_at_once_are_made_one_after_the_other(served):
+    server, pipe, made = served
+    replies = {}
+
+    def post(seed: int) -> None:
+        replies[seed] = call(
+            server, "POST", "/generate", {"prompt": "a red circle", "seed": seed, "steps": 1}
+        )
+
+    threads = [threading.Thread(target=post, args=(seed,)) for seed in (11, 12, 13)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(replies) == [11, 12, 13] and all(r[0] == 200 for r in replies.values())
+    by_seed = {result.seed: result.video for result in made[-3:]}
+    for seed in (11, 12, 13):
+        cfg = dataclasses.replace(pipe.default_config(), seed=seed, steps=1)
+        assert torch.equal(by_seed[seed], pipe.generate("a red circle", cfg).video)
+
+
+def test_notes_come_back_in_a_header(served):
+    server = served[0]
+    body = {"prompt": "a red circle moving right on a black background", "max_tokens": 3, "seed": 0}
+    status, headers, _ = call(server, "POST", "/generate", body)
+    assert status == 200
+    assert any("is read as its first 3" in note for note in json.loads(headers["X-Ltxv-Notes"]))
+    status, headers, _ = call(server, "POST", "/generate", {"prompt": " ", "seed": 0})
+    assert status == 200 and "generating unconditionally" in headers["X-Ltxv-Notes"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"nope", "the body is not JSON"),
+        ([], "must be a JSON object"),
+        ({"seed": 1}, '"prompt" must be a string'),
+        ({"prompt": 3}, '"prompt" must be a string'),
+        ({"prompt": "x", "stepz": 1}, "unknown request keys ['stepz']; known keys:"),
+        ({"prompt": "x", "frames": "ten"}, "\"frames\": expected int, got 'ten'"),
+        ({"prompt": "x", "frames": 0}, '"frames" must be >= 1'),
+        ({"prompt": "x", "guidance": -1}, '"guidance"'),
+        ({"prompt": "x", "image": "abc"}, "image: not valid base64"),
+        ({"prompt": "x", "image": base64.b64encode(b"not a picture").decode()}, "image"),
+        ({"prompt": "x", "image": "data:text/plain;base64,YQ=="}, "media type 'text/plain' is not read"),
+        ({"prompt": "x", "image_strength": 0.5}, '"image_strength" only applies with "image"'),
+        ({"prompt": "x", "conditions": "a.png"}, '"conditions" must be a list'),
+        ({"prompt": "x", "conditions": [{"frame": 0}]}, 'conditions[0] must be an object with "media"'),
+        ({"prompt": "x", "conditions": [{"media": "YQ==", "frame": "0"}]}, '"frame" must be an integer'),
+        ({"prompt": "x", "conditions": [{"media": "YQ==", "frame": 0, "at": 1}]}, "unknown keys ['at']"),
+        ({"prompt": "x", "conditions": [{"media": "YQ==", "frame": 0, "strength": 2}]}, "in (0, 1]"),
+    ],
+)
+def test_bad_requests_get_400_naming_the_key(served, body, message):
+    server = served[0]
+    raw = body if isinstance(body, bytes) else None
+    status, headers, data = call(server, "POST", "/generate", None if raw else body, raw)
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert message in json.loads(data)["error"]
+
+
+def test_a_condition_past_the_end_is_named(served, image):
+    server = served[0]
+    media = data_url(image)
+    body = {"prompt": "x", "conditions": [{"media": media, "frame": 0}, {"media": media, "frame": 40}]}
+    status, _, data = call(server, "POST", "/generate", body)
+    assert status == 400
+    assert "conditions[1]: the video has frames 0..8 (-1 is the last)" in json.loads(data)["error"]
+
+
+def test_page_config_and_unknown_paths(served):
+    server = served[0]
+    status, headers, page = call(server, "GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<form id="form">' in page and b'"frames": 9' in page  # the model's defaults as placeholders
+    status, _, data = call(server, "GET", "/config")
+    config = json.loads(data)
+    assert status == 200 and config["defaults"]["frames"] == 9 and config["defaults"]["width"] == 64
+    assert config["defaults"]["stg_blocks"] == [1]  # the tiny 2-block transformer's last block, as generate's
+    assert call(server, "GET", "/nothing")[0] == 404
+    assert call(server, "POST", "/other", {"prompt": "x"})[0] == 404
+
+
+def test_a_body_over_the_limit_is_refused_unread(served):
+    server = served[0]
+    with socket.create_connection(server.server_address[:2], timeout=30) as s:
+        s.sendall(f"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(4096):  # until the server closes the connection
+            chunks.append(chunk)
+    reply = b"".join(chunks).decode()
+    assert reply.startswith("HTTP/1.0 413") and "the limit is" in reply
+
+
+def test_the_command_serves_and_stops_on_ctrl_c(folder):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltxv", "serve", "--model", str(folder), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving {folder} at http://127.0.0.1:"), line + proc.stderr.read()
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/config")
+        assert json.loads(conn.getresponse().read())["defaults"]["frames"] == 9
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert "stopped" in proc.stderr.read()
+    finally:
+        proc.kill()
+
+
+def test_the_command_refuses_a_bad_or_busy_port(folder):
+    def serve(port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ltxv", "serve", "--model", str(folder), "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    r = serve("70000")
+    assert r.returncode == 2 and "--port must be in 0..65535" in r.stderr and "Traceback" not in r.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = serve(str(port))
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert "pick another --port" in r.stderr and "Traceback" not in r.stderr
