@@ -105,6 +105,7 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--model", "missing.safetensors"], "no such file"),
         (["--image", "missing.png"], "missing.png"),
         (["--frames", "0"], "--frames must be >= 1"),
+        (["--steps", "100000000000"], "--steps 100000000000 is too large (max 1000)"),
         (["--condition", "nope"], "PATH@FRAME"),
         (["--stg-blocks", "9"], "STG blocks [9] do not exist in this 2-block transformer: use indices 0..1"),
         (["--text-encoder", "/nonexistent/t5"], "t5"),

@@ -295,9 +295,13 @@ class SampleConfig:
         for name in ("skip_initial_steps", "skip_final_steps"):
             if getattr(self, name) < 0:
                 raise SampleConfigError(name, f"must be >= 0, got {getattr(self, name)}")
-        for name, most in (("width", 8192), ("height", 8192), ("num_frames", 1025)):
+        # steps: 20-50 in the official configs; 1e30 (a typo, or JSON to `ltxv serve`) would build a schedule
+        # that never finishes
+        for name, most in (("width", 8192), ("height", 8192), ("num_frames", 1025), ("steps", MAX_STEPS)):
             if getattr(self, name) > most:
                 raise SampleConfigError(name, f"{getattr(self, name)} is too large (max {most})")
+        if len(self.timesteps) > MAX_STEPS:
+            raise SampleConfigError("timesteps", f"has {len(self.timesteps)} values (max {MAX_STEPS})")
         # name: (low, high), both inclusive; every float must also be finite (NaN would pass `x >= 0`)
         ranges = {
             "frame_rate": (MIN_FRAME_RATE, MAX_FRAME_RATE),  # a video container needs a usable rate
@@ -376,6 +380,9 @@ class ChainConfig:
                 f"{(frames - 2) // 8 * 8 + 1}",
             )
         return frames + (segments - 1) * (frames - self.overlap)
+
+
+MAX_STEPS = 1000  # sampling steps (SampleConfig.steps)
 
 
 class SampleConfigError(ValueError):
