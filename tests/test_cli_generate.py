@@ -193,7 +193,10 @@ def test_a_conditioning_clip_cut_to_fit_is_named(models, tmp_path):
     r = run("a prompt", "--model", str(root / "ours.safetensors"), "--text-encoder", str(t5), *SMALL,
             "--condition", f"{root / 'clip.mp4'}@8", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert f"note: {root / 'clip.mp4'}: using its first 1 of 9 frames (8k+1 from frame 8)" in r.stderr
+    assert (
+        f"note: --condition {root / 'clip.mp4'}@8: using its first 1 of 9 frames (8k+1 from frame 8)"
+        in r.stderr
+    )
 
 
 def test_a_negative_condition_frame_counts_from_the_end(models):

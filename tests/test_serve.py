@@ -8,11 +8,13 @@ import base64
 import dataclasses
 import http.client
 import json
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import av
 import numpy as np
@@ -22,11 +24,12 @@ from conftest import randomize_
 from tiny_t5 import make_tiny_t5
 
 import ltxv
-from ltxv.generate_cli import fit_conditions
+from ltxv.generate_cli import fit_conditions, with_model_defaults
 from ltxv.media import padded_size, read_image, write_video
 from ltxv.pipeline import Pipeline
 from ltxv.presets import PRESETS
-from ltxv.serve import MAX_BODY, make_server
+from ltxv.serve import make_server
+from ltxv.serve_request import MAX_BODY, parse_request
 from ltxv.weights import save_checkpoint
 
 GENERATION = {"width": 64, "height": 64, "num_frames": 9, "frame_rate": 12, "steps": 2}  # SampleConfig fields
@@ -52,13 +55,17 @@ def image(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(folder):
-    """(server, pipe, made): `made` records every GenerationResult the server's pipeline returns."""
+    """(server, pipe, made): `made` records every GenerationResult the server's pipeline returns, each with
+    `.interval`, the (start, end) of its generation."""
     pipe = Pipeline.from_pretrained(folder)
     made, generate = [], pipe.generate
 
     def recording(*args, **kwargs):
-        made.append(generate(*args, **kwargs))
-        return made[-1]
+        begun = time.perf_counter()
+        result = generate(*args, **kwargs)
+        result.interval = (begun, time.perf_counter())
+        made.append(result)
+        return result
 
     pipe.generate = recording
     server = make_server(pipe, str(folder), port=0, quiet=True)
@@ -146,7 +153,7 @@ def test_image_to_video_is_the_pipelines_video(served, image, tmp_path):
     status, _, data = call(server, "POST", "/generate", body)
     assert status == 200, data[:200]
     with_image = made[-1].video
-    conditions = fit_conditions(
+    conditions, _ = fit_conditions(
         [(str(image), 0, 1.0, "image")], pipe.default_config(), padded_size(64, 64, 9), 29
     )
     check_made(served, data, tmp_path, "the circle moves", conditions, seed=3)
@@ -169,6 +176,10 @@ def test_requests_at_once_are_made_one_after_the_other(served):
     for thread in threads:
         thread.join()
     assert sorted(replies) == [11, 12, 13] and all(r[0] == 200 for r in replies.values())
+    intervals = sorted(result.interval for result in made[-3:])
+    assert all(
+        end <= start for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False)
+    )  # one at a time
     by_seed = {result.seed: result.video for result in made[-3:]}
     for seed in (11, 12, 13):
         cfg = dataclasses.replace(pipe.default_config(), seed=seed, steps=1)
@@ -195,12 +206,17 @@ def test_notes_come_back_in_a_header(served):
         ({"prompt": "x", "stepz": 1}, "unknown request keys ['stepz']; known keys:"),
         ({"prompt": "x", "frames": "ten"}, "\"frames\": expected int, got 'ten'"),
         ({"prompt": "x", "frames": 0}, '"frames" must be >= 1'),
-        ({"prompt": "x", "guidance": -1}, '"guidance"'),
+        ({"prompt": "x", "guidance": -1}, '"guidance" must be a finite number >= 0, got -1.0'),
+        ({"prompt": "x", "conditions": {}}, '"conditions" must be a list'),
+        ({"prompt": "x", "width": 2048, "height": 2048, "frames": 1025}, "over this server's limit of"),
         ({"prompt": "x", "steps": 1e30}, '"steps" 1000000000000000019884624838656 is too large (max 1000)'),
         ({"prompt": "x", "seed": True}, '"seed": expected int, got True'),
         ({"prompt": "x", "stg_blocks": [9]}, "STG blocks [9] do not exist"),
         ({"prompt": "x", "image": "abc"}, "image: not valid base64"),
-        ({"prompt": "x", "image": base64.b64encode(b"not a picture").decode()}, "image"),
+        (
+            {"prompt": "x", "image": base64.b64encode(b"not a picture").decode()},
+            "cannot read 'image': neither a readable image nor video",
+        ),
         ({"prompt": "x", "image": "data:text/plain;base64,YQ=="}, "media type 'text/plain' is not read"),
         ({"prompt": "x", "image_strength": 0.5}, '"image_strength" only applies with "image"'),
         ({"prompt": "x", "conditions": "a.png"}, '"conditions" must be a list'),
@@ -227,6 +243,38 @@ def test_a_condition_past_the_end_is_named(served, image):
     assert "conditions[1]: the video has frames 0..8 (-1 is the last)" in json.loads(data)["error"]
 
 
+def test_null_and_empty_values_mean_the_models_default(served):
+    request = parse_request(
+        {"prompt": "x", "image_strength": None, "stg_blocks": [], "seed": None, "steps": 3}
+    )
+    assert request.given == {"steps": 3} and request.media == []
+    assert parse_request({"prompt": "x", "stochastic": False}).given == {"stochastic": False}
+    pipe = served[1]
+    pipe.generation["stochastic"] = True  # a model whose default is stochastic sampling
+    try:
+        cfg = pipe.default_config()
+        assert with_model_defaults(pipe, cfg, stg_blocks_given=False, stochastic=False).stochastic is False
+        assert with_model_defaults(pipe, cfg, stg_blocks_given=False, stochastic=None).stochastic is True
+    finally:
+        del pipe.generation["stochastic"]
+
+
+def test_media_notes_and_sizes(served, tmp_path):
+    """A 12-frame clip at frame 0 of a 17-frame video: its first 9 frames (8k+1), said in a note; an image
+    wider than 8192 pixels: refused before its pixels are decoded."""
+    server = served[0]
+    clip = write_video(tmp_path / "clip.mp4", torch.rand(3, 12, 32, 32), 12).read_bytes()
+    media = "data:video/mp4;base64," + base64.b64encode(clip).decode()
+    conditions = [{"media": media, "frame": 0, "strength": 0.5}]
+    body = {"prompt": "x", "seed": 0, "frames": 17, "conditions": conditions}
+    status, headers, data = call(server, "POST", "/generate", body)
+    assert status == 200, data[:300]
+    assert "conditions[0]: using its first 9 of 12 frames" in headers["X-Ltxv-Notes"]
+    wide = write_video(tmp_path / "wide.png", torch.rand(3, 1, 2, 9000), 1)
+    status, _, data = call(server, "POST", "/generate", {"prompt": "x", "image": data_url(wide)})
+    assert status == 400 and "9000x2 pixels; at most 8192 a side" in json.loads(data)["error"]
+
+
 def test_page_config_and_unknown_paths(served):
     server = served[0]
     status, headers, page = call(server, "GET", "/")
@@ -243,12 +291,63 @@ def test_page_config_and_unknown_paths(served):
 def test_a_body_over_the_limit_is_refused_unread(served):
     server = served[0]
     with socket.create_connection(server.server_address[:2], timeout=30) as s:
-        s.sendall(f"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode())
-        chunks = []
-        while chunk := s.recv(4096):  # until the server closes the connection
-            chunks.append(chunk)
-    reply = b"".join(chunks).decode()
+        reply = raw_reply(s, post_head(MAX_BODY + 1))
     assert reply.startswith("HTTP/1.0 413") and "the limit is" in reply
+
+
+def post_head(length: int) -> bytes:
+    head = f"POST /generate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    return head.encode()
+
+
+def raw_reply(s: socket.socket, data: bytes) -> str:
+    """Send `data` on `s` and read the reply until the server closes the connection."""
+    s.sendall(data)
+    chunks = []
+    while chunk := s.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "message"),
+    [
+        ({"Content-Type": "text/plain"}, b"{}", 415, "Content-Type: application/json"),
+        ({"Content-Type": "application/json", "Content-Length": "\u00b2"}, b"", 411, "Content-Length"),
+        ({"Content-Type": "application/json"}, b"[" * 200_000, 400, "nested too deeply"),
+        ({"Content-Type": "application/json", "Host": "evil.example"}, b"{}", 421, "localhost"),
+    ],
+)
+def test_requests_that_cannot_be_read_are_refused(served, headers, body, status, message):
+    """Other web pages (text/plain posts, DNS-rebound names), broken lengths, JSON bombs: refused, with a
+    reply."""
+    server = served[0]
+    lines = [f"{name}: {value}" for name, value in headers.items()]
+    if "Content-Length" not in headers:
+        lines.append(f"Content-Length: {len(body)}")
+    with socket.create_connection(server.server_address[:2], timeout=30) as s:
+        reply = raw_reply(
+            s, ("POST /generate HTTP/1.1\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        )
+    assert reply.startswith(f"HTTP/1.0 {status}") and message in reply
+
+
+def test_a_request_during_shutdown_gets_503_not_a_hang(served):
+    """Half a request, the server stopped, then the rest: the reply says so (it used to wait forever)."""
+    _, pipe, _ = served
+    server = make_server(pipe, str(served[0].model), port=0, quiet=True)
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    body = json.dumps({"prompt": "a red circle", "seed": 1}).encode()
+    with socket.create_connection(server.server_address[:2], timeout=30) as s:
+        s.sendall(post_head(len(body)) + body[:10])
+        time.sleep(0.3)
+        server.shutdown()
+        runner.join(timeout=30)
+        assert not runner.is_alive()
+        reply = raw_reply(s, body[10:])
+    server.server_close()
+    assert reply.startswith("HTTP/1.0 503") and "stopping" in reply
 
 
 def test_the_command_serves_and_stops_on_ctrl_c(folder):
@@ -259,6 +358,7 @@ def test_the_command_serves_and_stops_on_ctrl_c(folder):
         text=True,
     )
     try:
+        assert select.select([proc.stdout], [], [], 120)[0], "no 'serving' line within 120 s"
         line = proc.stdout.readline()
         assert line.startswith(f"serving {folder} at http://127.0.0.1:"), line + proc.stderr.read()
         port = int(line.rsplit(":", 1)[1].split("/")[0])

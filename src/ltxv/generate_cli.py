@@ -32,15 +32,7 @@ if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltx
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="what the video shows")
-    p.add_argument(
-        "--model",
-        default=argparse.SUPPRESS,
-        help="checkpoint: official .safetensors, diffusers folder, ltxv file or model folder "
-        "(default: the bundled demo model)",
-    )
-    p.add_argument(
-        "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
-    )
+    add_model_flags(p)
     p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
     p.add_argument(
         "--num-videos",
@@ -52,8 +44,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _add_sampling_flags(p)
     _add_conditioning_flags(p)
     _add_chain_flags(p)
-    _add_runtime_flags(p)
+    add_runtime_flags(p)
     p.set_defaults(handler=run)
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--model, --text-encoder, --lora: what `load_pipeline` loads (`ltxv generate`, `ltxv serve`)."""
+    p.add_argument(
+        "--model",
+        default=argparse.SUPPRESS,
+        help="checkpoint: official .safetensors, diffusers folder, ltxv file or model folder "
+        "(default: the bundled demo model)",
+    )
+    p.add_argument(
+        "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
+    )
+    p.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
+    )
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -104,18 +116,10 @@ def _add_conditioning_flags(p: argparse.ArgumentParser) -> None:
         help="image or 8k+1-frame clip placed at FRAME (keyframes, extension); FRAME < 0 counts from the end "
         "(-1: the last frame); repeatable",
     )
-    p.add_argument("--cond-crf", type=int, default=29, help="conditioning media get the official blur and "
-                   "H.264 round trip at this crf, 1..51 (0 = use them unchanged)")  # fmt: skip
+    add_cond_crf_flag(p)
     p.add_argument("--video", help="video-to-video: start from this video's latents instead of pure noise")
     p.add_argument(
         "--skip-steps", type=int, help="video-to-video: skip this many initial steps (default: half)"
-    )
-    p.add_argument(
-        "--lora",
-        action="append",
-        default=[],
-        metavar="PATH[:SCALE]",
-        help="LoRA file merged into the transformer (peft, diffusers or ComfyUI keys); repeatable",
     )
     p.add_argument("--upsampler", help="latent upsampler file: enables the multi-scale pipeline (0.9.7+)")
     p.add_argument(
@@ -159,7 +163,20 @@ def _add_chain_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+COND_CRF = 29  # the official conditioning media's H.264 round trip
+
+
+def add_cond_crf_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cond-crf", type=int, default=COND_CRF, help="conditioning media get the official blur "
+                   "and H.264 round trip at this crf, 1..51 (0 = use them unchanged)")  # fmt: skip
+
+
+def check_cond_crf(crf: int, name: str = "--cond-crf") -> None:
+    if not 0 <= crf <= 51:
+        raise ValueError(f"{name} must be in 0..51 (0 = no H.264 round trip), got {crf}")
+
+
+def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     from .speed import add_speed_arguments
 
     p.add_argument(
@@ -186,7 +203,7 @@ def _parse_condition(spec: str) -> tuple[str, int, float]:
         raise ValueError(f"--condition {spec!r}: use PATH@FRAME[:STRENGTH], e.g. end.png@120:1.0") from None
 
 
-def _parse_lora(spec: str) -> tuple[str, float]:
+def parse_lora(spec: str) -> tuple[str, float]:
     path, sep, scale = spec.rpartition(":")
     try:
         parsed = (path, float(scale)) if sep and path else (spec, 1.0)
@@ -239,15 +256,14 @@ def _check_flags(args: argparse.Namespace, segments: int) -> None:
                 raise ValueError(f"{flag} only applies to a chain of segments: add --then or --segments 2+")
     if args.video is not None and args.upsampler is not None:
         raise ValueError("--video (video-to-video) does not combine with --upsampler: drop one")
-    if not 0 <= args.cond_crf <= 51:
-        raise ValueError(f"--cond-crf must be in 0..51 (0 = no H.264 round trip), got {args.cond_crf}")
+    check_cond_crf(args.cond_crf)
     if args.downscale is not None and not (math.isfinite(args.downscale) and 0 < args.downscale <= 1):
         raise ValueError(f"--downscale must be a finite number in (0, 1], got {args.downscale}")
     for flag, value in (("--skip-steps", args.skip_steps), ("--second-skip", args.second_skip)):
         if value is not None and value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
     for spec in args.lora:  # the scales now, before minutes of loading
-        _parse_lora(spec)
+        parse_lora(spec)
 
 
 def _segment_prompts(args: argparse.Namespace) -> list[str]:
@@ -333,11 +349,12 @@ def run(args: argparse.Namespace) -> int:
             f"{chain.overlap} of the one before: {total_frames} frames, "
             f"{total_frames / cfg.frame_rate:.1f} s"
         )
-    pipe = _pipeline(args, device, speed)
+    pipe = load_pipeline(args, device, speed)
     loaded = time.perf_counter()
     for note in prompt_notes(pipe, prompts, cfg):
         _note(note)
-    cfg = with_model_defaults(pipe, cfg, stg_blocks_given=bool(args.stg_blocks), stochastic=args.stochastic)
+    stochastic = True if args.stochastic else None  # the flag turns it on; else the model's default
+    cfg = with_model_defaults(pipe, cfg, stg_blocks_given=bool(args.stg_blocks), stochastic=stochastic)
     if size != (cfg.height, cfg.width, cfg.num_frames):
         height, width, frames = size
         _note(
@@ -430,10 +447,9 @@ def _numbered(path: Path, count: int) -> list[Path]:
 def _sample_config(args: argparse.Namespace) -> SampleConfig:
     """Flag > the model folder's generation.json > SampleConfig's default; sets args.model to the bundled
     model when none is given."""
-    from .demo import demo_model, given_fields, sample_config
+    from .demo import given_fields, sample_config
 
-    if getattr(args, "model", None) is None:
-        args.model = str(demo_model())
+    resolve_model(args)
     given: dict[str, Any] = given_fields(args)
     if args.timesteps:
         given["timesteps"] = _floats(args.timesteps, "--timesteps")
@@ -459,7 +475,10 @@ def _conditions(
     for spec in args.condition:
         path, frame, strength = _parse_condition(spec)
         items.append((path, frame, strength, f"--condition {spec}"))
-    return fit_conditions(items, cfg, size, args.cond_crf, chained)
+    conditions, notes = fit_conditions(items, cfg, size, args.cond_crf, chained)
+    for note in notes:
+        _note(note)
+    return conditions
 
 
 def fit_conditions(
@@ -468,15 +487,16 @@ def fit_conditions(
     size: tuple[int, int, int],
     cond_crf: int,
     chained: bool = False,
-) -> list[Any]:
-    """Conditions from (media file, frame, strength, its name in messages) items: each read, resized,
-    centre-cropped and padded to `size` = (H, W, F) padded; a frame < 0 counts from the end of the requested
-    `cfg.num_frames`; `cond_crf` > 0: the official blur and H.264 round trip. ValueError naming the item."""
+) -> tuple[list[Any], list[str]]:
+    """(conditions, notes) from (media file, frame, strength, its name in messages) items: each read,
+    resized, centre-cropped and padded to `size` = (H, W, F) padded; a frame < 0 counts from the end of the
+    requested `cfg.num_frames`; `cond_crf` > 0: the official blur and H.264 round trip. ValueError naming the
+    item."""
     from .conditioning import Condition, trim_frames
     from .media import pad_video, preprocess_condition, read_media, resize_center_crop
 
     height, width, frames = size
-    conditions = []
+    conditions, notes = [], []
     for path, frame, strength, name in items:
         if frame < 0:  # from the end of the requested video (of the first segment in a chain)
             if frame + cfg.num_frames < 0:
@@ -495,13 +515,12 @@ def fit_conditions(
         n = media.shape[2]
         used = trim_frames(n, frame, frames) if frame < frames else n  # past the end: check_condition says
         if used < n:  # as the official inference: the longest 8k+1 prefix that fits
-            note = f"note: {path}: using its first {used} of {n} frames (8k+1 from frame {frame})"
-            _note(note)
+            notes.append(f"note: {name}: using its first {used} of {n} frames (8k+1 from frame {frame})")
         fitted = resize_center_crop(media, cfg.height, cfg.width)
         if cond_crf > 0:  # official: blur + H.264 round trip, so conditions look like decoded video
             fitted = preprocess_condition(fitted, cond_crf)
         conditions.append(Condition(pad_video(fitted, height, width), frame, strength))  # centred
-    return conditions
+    return conditions, notes
 
 
 def _source_video(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, int, int]) -> Tensor | None:
@@ -517,7 +536,17 @@ def _source_video(args: argparse.Namespace, cfg: SampleConfig, size: tuple[int, 
     return pad_video(resize_center_crop(source, cfg.height, cfg.width), height, width)[:, :, :frames]
 
 
-def _pipeline(args: argparse.Namespace, device: Any, speed: SpeedConfig) -> Pipeline:
+def resolve_model(args: argparse.Namespace) -> str:
+    """args.model, set to the bundled model's folder when not given (a ValueError when there is none)."""
+    from .demo import demo_model
+
+    if getattr(args, "model", None) is None:
+        args.model = str(demo_model())
+    return args.model
+
+
+def load_pipeline(args: argparse.Namespace, device: Any, speed: SpeedConfig) -> Pipeline:
+    """--model (`resolve_model`) with --text-encoder, --dtype, --offload, --t5-cpu, each --lora merged."""
     import torch
 
     from .pipeline import Pipeline
@@ -533,7 +562,7 @@ def _pipeline(args: argparse.Namespace, device: Any, speed: SpeedConfig) -> Pipe
         speed=speed,
     )
     for spec in args.lora:
-        path, scale = _parse_lora(spec)
+        path, scale = parse_lora(spec)
         merged = pipe.load_lora(path, scale)
         _note(f"merged {merged} LoRA layers from {path} (scale {scale:g})")
     return pipe
@@ -580,16 +609,19 @@ def _video_skip(given: int | None, cfg: SampleConfig) -> int:
 
 
 def with_model_defaults(
-    pipe: Pipeline, cfg: SampleConfig, *, stg_blocks_given: bool, stochastic: bool
+    pipe: Pipeline, cfg: SampleConfig, *, stg_blocks_given: bool, stochastic: bool | None
 ) -> SampleConfig:
-    """`cfg` with the loaded model's STG blocks unless some were given, and stochastic sampling when asked
-    for or the model's default."""
+    """`cfg` with the loaded model's STG blocks unless some were given, and its stochastic sampling unless
+    `stochastic` says (None: the model's)."""
     defaults = pipe.default_config()
     return dataclasses.replace(
         cfg,
         stg_blocks=cfg.stg_blocks if stg_blocks_given else defaults.stg_blocks,
-        stochastic=stochastic or defaults.stochastic,
+        stochastic=defaults.stochastic if stochastic is None else stochastic,
     )
+
+
+NOTE_WORDS = 12  # unknown words a note lists (a pasted essay would make a note, or a header, of 64 KiB)
 
 
 def prompt_notes(pipe: Pipeline, prompts: list[str], cfg: SampleConfig) -> list[str]:
@@ -601,7 +633,9 @@ def prompt_notes(pipe: Pipeline, prompts: list[str], cfg: SampleConfig) -> list[
     unknown = tokenizer.unknown_words(words) if hasattr(tokenizer, "unknown_words") else []
     unknown = list(dict.fromkeys(unknown))  # each word once, however many prompts have it
     if unknown:
-        notes.append(f"note: the text encoder does not know {', '.join(map(repr, unknown))} (read as <unk>)")
+        listed = ", ".join(map(repr, unknown[:NOTE_WORDS]))
+        more = f" and {len(unknown) - NOTE_WORDS} more" if len(unknown) > NOTE_WORDS else ""
+        notes.append(f"note: the text encoder does not know {listed}{more} (read as <unk>)")
     limit = pipe.text_tokens(cfg)
     for prompt in dict.fromkeys(prompts):
         n = len(tokenizer.ids(prompt)) if hasattr(tokenizer, "ids") else 0

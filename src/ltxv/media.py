@@ -298,6 +298,7 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
+            _check_media_size(stream.codec_context.width, stream.codec_context.height)
             stream.thread_type = "AUTO"
             rate = stream_rate(stream)
             for frame in container.decode(stream):
@@ -311,6 +312,13 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
     if not rate:
         raise ValueError(f"cannot read video {str(path)!r}: it has no frame rate")
     return from_uint8_frames(np.stack(frames)), float(rate)
+
+
+def _check_media_size(width: int, height: int) -> None:
+    """ValueError for a file wider or taller than MAX_SIDE, before its pixels are decoded (a 12000x12000
+    PNG of 0.4 MB decodes to 1.7 GB of float32)."""
+    if max(width, height) > MAX_SIDE:
+        raise ValueError(f"{width}x{height} pixels; at most {MAX_SIDE} a side: scale it down first")
 
 
 def display_quarter_turns(frame: Any) -> int:
@@ -327,7 +335,8 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
     path = _existing_file(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only: the size is known before the pixels
+            _check_media_size(image.width, image.height)
             upright = ImageOps.exif_transpose(image)
             grey = _deep_grey(upright, image.format)
             array = None if grey is not None else np.asarray(upright.convert("RGB"))

@@ -3,34 +3,45 @@ generation alone (no process start, no loading): a page to type prompts into, an
 
     GET  /          the page (prompt, seed, size, steps, guidance, a first-frame image; the video plays there)
     GET  /config    the model and its generation defaults (JSON)
-    POST /generate  a JSON request (`REQUEST_KEYS`) -> the video (video/mp4; image/png for one frame), its
-                    seed, generation time and notes in X-Ltxv-* headers; bad input -> 400 {"error": ...}
+    POST /generate  a JSON request (`serve_request.REQUEST_KEYS`) -> the video (video/mp4; image/png for one
+                    frame), its seed, generation time and notes in X-Ltxv-* headers
 
-Requests are made one at a time (one model). Reads top-down: the flags, the request (JSON -> SampleConfig
-fields and conditioning media), rendering one request, the HTTP server and its page, `run`.
+Every refusal is {"error": "..."}: 400 bad input (naming the key), 411 no length, 413 over MAX_BODY, 415 not
+sent as application/json (which keeps other web pages' plain posts out), 421 a loopback server addressed by
+another name (DNS rebinding), 503 busy (MAX_WAITING queued) or stopping. Requests are made one at a time
+(one model); the request itself is `serve_request`'s. Reads top-down: the flags, the HTTP server and its
+page, `run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import dataclasses
+import html
+import ipaddress
 import json
-import math
 import queue
 import sys
-import tempfile
 import threading
-import time
 import traceback
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .demo import GENERATION_FLAGS
+from .generate_cli import COND_CRF
+from .serve_request import (
+    KEY_NAMES,
+    MAX_BODY,
+    MAX_PIXELS,
+    SAMPLE_KEYS,
+    Rendered,
+    Request,
+    parse_request,
+    render,
+)
 
 if TYPE_CHECKING:  # torch stays out of `ltxv --help`
     from .pipeline import Pipeline
@@ -39,211 +50,30 @@ if TYPE_CHECKING:  # torch stays out of `ltxv --help`
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .generate_cli import _add_runtime_flags
+    from .generate_cli import add_cond_crf_flag, add_model_flags, add_runtime_flags
 
-    p.add_argument(
-        "--model",
-        help="checkpoint: official .safetensors, diffusers folder, ltxv file or model folder "
-        "(default: the bundled demo model)",
-    )
-    p.add_argument(
-        "--text-encoder", help="T5 folder (text_encoder/ + tokenizer/, or both in one folder) or hub id"
-    )
+    add_model_flags(p)  # --model, --text-encoder, --lora
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one, printed)")
     p.add_argument(
-        "--lora",
-        action="append",
-        default=[],
-        metavar="PATH[:SCALE]",
-        help="LoRA file merged into the transformer at start; repeatable",
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="refuse requests for more than this width x height x frames (default: 1280x720x257)",
     )
-    p.add_argument("--cond-crf", type=int, default=29, help="conditioning media get the official blur and "
-                   "H.264 round trip at this crf, 1..51 (0 = use them unchanged)")  # fmt: skip
-    _add_runtime_flags(p)  # --offload, --t5-cpu, speed-ups, --vae-tiling, --device, --dtype
+    add_cond_crf_flag(p)
+    add_runtime_flags(p)  # --offload, --t5-cpu, speed-ups, --vae-tiling, --device, --dtype
     p.set_defaults(handler=run)
 
 
-# -- the request ---------------------------------------------------------------------------------------------
-
-# request key -> SampleConfig field; the keys are `ltxv generate`'s flags without "--", "-" as "_"
-SAMPLE_KEYS = GENERATION_FLAGS | {
-    "seed": "seed",
-    "timesteps": "timesteps",
-    "stg_blocks": "stg_blocks",
-    "stochastic": "stochastic",
-}
-KEY_NAMES = {field: f'"{key}"' for key, field in SAMPLE_KEYS.items()}  # for `sample_config`'s messages
-MEDIA_KEYS = ("image", "image_strength", "conditions")
-REQUEST_KEYS = ("prompt", *SAMPLE_KEYS, *MEDIA_KEYS)
-MAX_BODY = 64 * 1024 * 1024  # bytes: a request's media are base64 images or short clips
-_SUFFIXES = {  # data-URL media types -> the file suffix `read_media` reads them by
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/bmp": ".bmp",
-    "image/gif": ".gif",
-    "image/tiff": ".tif",
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-    "video/x-matroska": ".mkv",
-}
-
-
-@dataclasses.dataclass
-class Media:
-    """A conditioning image or clip of a request: its file's bytes, placed at `frame` (< 0: from the end)."""
-
-    data: bytes
-    suffix: str  # "" when unknown: read as an image, else as a video
-    frame: int
-    strength: float
-    name: str  # in messages: "image", "conditions[1]"
-
-
-@dataclasses.dataclass
-class Request:
-    prompt: str
-    given: dict[str, Any]  # SampleConfig fields the request sets (the rest: the model's generation.json)
-    media: list[Media]
-
-
-def parse_request(body: dict[str, Any]) -> Request:
-    """A decoded JSON request -> Request, or a ValueError naming the key, the value and what to send."""
-    from .config import SampleConfig, coerce_value
-
-    if not isinstance(body, dict):
-        raise ValueError(
-            f'the request must be a JSON object such as {{"prompt": "a red circle"}}, got {body!r}'
-        )
-    unknown = sorted(set(body) - set(REQUEST_KEYS))
-    if unknown:
-        raise ValueError(f"unknown request keys {unknown}; known keys: {sorted(REQUEST_KEYS)}")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str):
-        raise ValueError(f'"prompt" must be a string (the video\'s description), got {prompt!r}')
-    given = {}
-    for key, field in SAMPLE_KEYS.items():
-        if key in body and body[key] is not None:  # null: the model's default, as an absent key
-            given[field] = coerce_value(SampleConfig, field, body[key], f'"{key}"')
-    media = []
-    if body.get("image") is not None:
-        strength = _number(body.get("image_strength", 1.0), '"image_strength"')
-        media.append(_media(body["image"], 0, strength, "image"))
-    elif body.get("image_strength") is not None:
-        raise ValueError('"image_strength" only applies with "image": add "image" or drop "image_strength"')
-    conditions = body.get("conditions") or []
-    if not isinstance(conditions, list):
-        raise ValueError(
-            f'"conditions" must be a list of {{"media", "frame", "strength"}} objects, got {conditions!r}'
-        )
-    for i, item in enumerate(conditions):
-        name = f"conditions[{i}]"
-        if not isinstance(item, dict) or "media" not in item or "frame" not in item:
-            raise ValueError(f'{name} must be an object with "media" (base64 or a data URL) and "frame"')
-        extra = sorted(set(item) - {"media", "frame", "strength"})
-        if extra:
-            raise ValueError(f'{name}: unknown keys {extra}; known keys: ["frame", "media", "strength"]')
-        frame = item["frame"]
-        if isinstance(frame, bool) or not isinstance(frame, int):
-            raise ValueError(f'{name}: "frame" must be an integer (-1 is the last frame), got {frame!r}')
-        strength = _number(item.get("strength", 1.0), f'{name}: "strength"')
-        media.append(_media(item["media"], frame, strength, name))
-    return Request(prompt, given, media)
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not 0 < value <= 1:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _media(value: Any, frame: int, strength: float, name: str) -> Media:
-    """Base64 text or a data URL ("data:image/png;base64,...") -> Media."""
-    if not isinstance(value, str):
-        raise ValueError(
-            f"{name}: expected an image or clip as base64 text or a data URL, got {type(value).__name__}"
-        )
-    suffix = ""
-    if value.startswith("data:"):
-        head, _, value = value.partition(",")
-        media_type = head[5:].split(";")[0].lower()
-        if ";base64" not in head:
-            raise ValueError(f"{name}: a data URL must be base64 (data:{media_type};base64,...)")
-        if media_type not in _SUFFIXES:
-            raise ValueError(
-                f"{name}: media type {media_type!r} is not read; send one of {sorted(_SUFFIXES)}"
-            )
-        suffix = _SUFFIXES[media_type]
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{name}: not valid base64") from None
-    if not data:
-        raise ValueError(f"{name}: empty")
-    return Media(data, suffix, frame, strength, name)
-
-
-# -- one request ---------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Rendered:
-    data: bytes  # the file: H.264 mp4, or PNG for one frame
-    media_type: str  # "video/mp4" or "image/png"
-    seed: int
-    seconds: float  # generating and encoding
-    notes: list[str]
-
-
-def render(
-    pipe: Pipeline,
-    model: str,
-    request: Request,
-    base: dict[str, Any] | None = None,
-    cond_crf: int = 29,
-) -> Rendered:
-    """One request as `ltxv generate` makes it: `request.given` > `base` (the server's own settings) >
-    `model`'s generation.json; conditioning media fitted as --image/--condition are. ValueError for bad
-    input."""
-    from .demo import sample_config
-    from .generate_cli import fit_conditions, prompt_notes, with_model_defaults
-    from .media import padded_size, write_video
-
-    begun = time.perf_counter()
-    given = (base or {}) | request.given
-    cfg = sample_config(model, given, KEY_NAMES)
-    size = padded_size(cfg.height, cfg.width, cfg.num_frames)
-    if not 0 <= cond_crf <= 51:
-        raise ValueError(f"cond_crf must be in 0..51 (0 = no H.264 round trip), got {cond_crf}")
-    with tempfile.TemporaryDirectory(prefix="ltxv-serve-") as tmp:
-        items = []
-        for media in request.media:
-            path = Path(tmp) / f"{media.name}{media.suffix}"  # so that a message names the request's key
-            path.write_bytes(media.data)
-            items.append((str(path), media.frame, media.strength, media.name))
-        try:
-            conditions = fit_conditions(items, cfg, size, cond_crf)
-        except (ValueError, OSError) as err:  # an unreadable upload: name it, not the temporary file
-            raise ValueError(str(err).replace(str(Path(tmp)) + "/", "")) from None
-        cfg = with_model_defaults(
-            pipe, cfg, stg_blocks_given="stg_blocks" in given, stochastic=cfg.stochastic
-        )
-        notes = prompt_notes(pipe, [request.prompt], cfg)
-        if not request.prompt.strip():
-            notes.append("note: the prompt is empty: generating unconditionally")
-        cfg = dataclasses.replace(cfg, seed=pipe.pick_seed(cfg))
-        result = pipe.generate(request.prompt, cfg, conditions=conditions)
-        out = write_video(Path(tmp) / "out.mp4", result.video[0], cfg.frame_rate)  # one frame: out.png
-        data = out.read_bytes()
-    media_type = "image/png" if out.suffix == ".png" else "video/mp4"
-    return Rendered(data, media_type, cfg.seed, time.perf_counter() - begun, notes)
-
-
 # -- the server ----------------------------------------------------------------------------------------------
+
+MAX_WAITING = 8  # requests queued behind the one being made; more get 503
+READ_TIMEOUT = 60  # seconds a client may take to send its request
+
+
+class Unavailable(Exception):
+    """The server cannot take the request now (busy, or stopping): HTTP 503."""
 
 
 class Server(ThreadingHTTPServer):
@@ -260,12 +90,15 @@ class Server(ThreadingHTTPServer):
         pipe: Pipeline,
         model: str,
         base: dict[str, Any] | None = None,
-        cond_crf: int = 29,
+        cond_crf: int = COND_CRF,
+        max_pixels: int = MAX_PIXELS,
         quiet: bool = False,
     ) -> None:
         super().__init__(address, _Handler)
-        self.pipe, self.model, self.base, self.cond_crf, self.quiet = pipe, model, base or {}, cond_crf, quiet
-        self.jobs: queue.Queue[tuple[Request, Future[Rendered]]] = queue.Queue()
+        self.pipe, self.model, self.base, self.quiet = pipe, model, base or {}, quiet
+        self.cond_crf, self.max_pixels = cond_crf, max_pixels
+        self.jobs: queue.Queue[tuple[Request, Future[Rendered]]] = queue.Queue(MAX_WAITING)
+        self.stopped = threading.Event()  # set when run() returns: queued and later requests get 503
 
     def run(self) -> None:
         """Serve until `shutdown()` (from another thread) or Ctrl-C, rendering on this thread."""
@@ -277,21 +110,39 @@ class Server(ThreadingHTTPServer):
                     request, future = self.jobs.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(render(self.pipe, self.model, request, self.base, self.cond_crf))
-                    except Exception as err:  # noqa: BLE001 - the handler reports it to its client
-                        future.set_exception(err)
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    made = render(self.pipe, self.model, request, self.base, self.cond_crf, self.max_pixels)
+                except Exception as err:  # noqa: BLE001 - the request's thread reports it to its client
+                    future.set_exception(err)
+                except BaseException:  # Ctrl-C: this request's client hears why, then the server stops
+                    future.set_exception(Unavailable("the server was stopped while making this video"))
+                    raise
+                else:
+                    future.set_result(made)
         finally:
+            self.stopped.set()
             self.shutdown()
-            while not self.jobs.empty():  # requests that came while stopping
-                self.jobs.get_nowait()[1].set_exception(RuntimeError("the server is stopping"))
+            while not self.jobs.empty():
+                self.jobs.get_nowait()[1].set_exception(Unavailable("the server is stopping"))
 
     def render(self, request: Request) -> Rendered:
-        """`request` rendered by `run()`'s thread (called from the request's thread; waits for its turn)."""
+        """`request` made by `run()`'s thread; called from the request's thread, which waits for its turn.
+        Unavailable when MAX_WAITING requests wait already, or the server stops first."""
+        if self.stopped.is_set():
+            raise Unavailable("the server is stopping")
         future: Future[Rendered] = Future()
-        self.jobs.put((request, future))
-        return future.result()
+        try:
+            self.jobs.put_nowait((request, future))
+        except queue.Full:
+            raise Unavailable(f"busy: {MAX_WAITING} requests are waiting; try again shortly") from None
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except FutureTimeout:
+                if self.stopped.is_set() and future.cancel():  # queued after run()'s last look
+                    raise Unavailable("the server is stopping") from None
 
     @property
     def url(self) -> str:
@@ -304,9 +155,17 @@ class Server(ThreadingHTTPServer):
         from .generate_cli import with_model_defaults
 
         cfg = sample_config(self.model, self.base, KEY_NAMES)
-        cfg = with_model_defaults(self.pipe, cfg, stg_blocks_given=False, stochastic=cfg.stochastic)
+        cfg = with_model_defaults(self.pipe, cfg, stg_blocks_given=False, stochastic=None)
         fields = dataclasses.asdict(cfg)
         return {key: fields[field] for key, field in SAMPLE_KEYS.items()}
+
+    def host_allowed(self, host: str | None) -> bool:
+        """A loopback server answers only requests addressed to a loopback name: a web page elsewhere
+        cannot reach it through a name of its own that resolves to 127.0.0.1 (DNS rebinding)."""
+        if host is None or not ipaddress.ip_address(self.server_address[0]).is_loopback:
+            return True
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name.strip("[]").lower() in ("localhost", "127.0.0.1", "::1")
 
 
 def make_server(
@@ -315,66 +174,62 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     base: dict[str, Any] | None = None,
-    cond_crf: int = 29,
+    cond_crf: int = COND_CRF,
+    max_pixels: int = MAX_PIXELS,
     quiet: bool = False,
 ) -> Server:
     """A Server bound to host:port (0: any free port; `server.url` says which); call `run()`.
     `model` is the path `pipe` was loaded from (its generation.json gives the defaults). ValueError when the
     address cannot be used."""
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0..65535 (0: any free port), got {port}")
+    check_port(port)
     try:
-        return Server((host, port), pipe, model, base, cond_crf, quiet)
+        return Server((host, port), pipe, model, base, cond_crf, max_pixels, quiet)
     except OSError as err:
         raise ValueError(
             f"cannot listen on {host}:{port} ({err.strerror or err}); pick another --port (0: any free one)"
         ) from None
 
 
+def check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be in 0..65535 (0: any free port), got {port}")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: Server
+    timeout = READ_TIMEOUT
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         path = self.path.split("?")[0]
-        if path in ("/", "/index.html"):
+        if not self.server.host_allowed(self.headers.get("Host")):
+            self._error(HTTPStatus.MISDIRECTED_REQUEST, "this server answers to localhost / 127.0.0.1 only")
+        elif path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, _page(self.server).encode(), "text/html; charset=utf-8")
         elif path == "/config":
             self._json(HTTPStatus.OK, {"model": self.server.model, "defaults": self.server.defaults()})
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {path!r}; GET / or /config, POST /generate"})
+            self._error(HTTPStatus.NOT_FOUND, f"no page {path!r}; GET / or /config, POST /generate")
 
     def do_POST(self) -> None:  # noqa: N802
-        if self.path.split("?")[0] != "/generate":
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path!r}; POST /generate"})
-            return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._json(HTTPStatus.LENGTH_REQUIRED, {"error": "send the JSON body with a Content-Length"})
-            return
-        if int(length) > MAX_BODY:
-            self.close_connection = True  # the unread body is not read
-            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"the request is {length} bytes; the "
-                       f"limit is {MAX_BODY} (send smaller or fewer conditioning media)"})  # fmt: skip
+        request = self._read_request()
+        if request is None:  # refused: the reply is sent
             return
         try:
-            body = json.loads(self.rfile.read(int(length)))
-            request = parse_request(body)
             made = self.server.render(request)
-        except json.JSONDecodeError as err:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": f"the body is not JSON ({err})"})
-            return
         except (ValueError, FileNotFoundError) as err:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": str(err)})
+            self._error(HTTPStatus.BAD_REQUEST, str(err))
+            return
+        except Unavailable as err:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(err))
             return
         except Exception as err:  # a bug: the traceback on the server's stderr, the message to the client
             traceback.print_exc()
-            self._json(
-                HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(err).__name__}: {err}"}
-            )
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(err).__name__}: {err}")
             return
         if not self.server.quiet:
+            prompt = request.prompt if len(request.prompt) <= 60 else request.prompt[:57] + "..."
             print(
-                f"made {made.media_type} in {made.seconds:.2f} s, seed {made.seed}: {request.prompt!r}",
+                f"made {made.media_type} in {made.seconds:.2f} s, seed {made.seed}: {prompt!r}",
                 file=sys.stderr,
             )
         headers = {
@@ -383,6 +238,44 @@ class _Handler(BaseHTTPRequestHandler):
             "X-Ltxv-Notes": json.dumps(made.notes),  # ASCII (json escapes the rest)
         }
         self._send(HTTPStatus.OK, made.data, made.media_type, headers)
+
+    def _read_request(self) -> Request | None:
+        """The POST's Request, or None after replying why not (4xx)."""
+        if self.path.split("?")[0] != "/generate":
+            self._error(HTTPStatus.NOT_FOUND, f"no endpoint {self.path!r}; POST /generate")
+            return None
+        if not self.server.host_allowed(self.headers.get("Host")):
+            self._error(HTTPStatus.MISDIRECTED_REQUEST, "this server answers to localhost / 127.0.0.1 only")
+            return None
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":  # also what keeps other web pages out: theirs would need a preflight
+            self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"send the request as JSON with Content-Type: "
+                        f"application/json (got {kind or 'none'!r})")  # fmt: skip
+            return None
+        length = self.headers.get("Content-Length", "")
+        if not (length.isascii() and length.isdigit()):
+            self._error(HTTPStatus.LENGTH_REQUIRED, "send the JSON body with a Content-Length")
+            return None
+        if int(length) > MAX_BODY:
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the request is {length} bytes; the limit is "
+                        f"{MAX_BODY} (send smaller or fewer conditioning media)")  # fmt: skip
+            return None
+        try:
+            return parse_request(json.loads(self.rfile.read(int(length))))
+        except TimeoutError:
+            self._error(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {READ_TIMEOUT} s")
+        except json.JSONDecodeError as err:
+            self._error(HTTPStatus.BAD_REQUEST, f"the body is not JSON ({err})")
+        except RecursionError:
+            self._error(HTTPStatus.BAD_REQUEST, "the body's JSON is nested too deeply")
+        except ValueError as err:
+            self._error(HTTPStatus.BAD_REQUEST, str(err))
+        return None
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        if status not in (HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND):
+            self.close_connection = True  # the body may be unread
+        self._json(status, {"error": message})
 
     def _json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json")
@@ -409,123 +302,43 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _page(server: Server) -> str:
-    """The page: a form whose empty fields leave the model's defaults (shown as placeholders)."""
+    """assets/serve.html with the model's name and defaults filled in (its empty fields leave them)."""
     defaults = {k: v for k, v in server.defaults().items() if k in _PAGE_FIELDS}
-    return _PAGE.replace("__DEFAULTS__", json.dumps(defaults)).replace(
-        "__MODEL__", _html(Path(server.model).name)
+    page = (Path(__file__).parent / "assets" / "serve.html").read_text()
+    return page.replace("__DEFAULTS__", json.dumps(defaults)).replace(
+        "__MODEL__", html.escape(Path(server.model).name)
     )
 
 
-def _html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-
-
 _PAGE_FIELDS = ("seed", "width", "height", "frames", "steps", "guidance")
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ltxv</title>
-<style>
-body { font: 15px system-ui, sans-serif; max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }
-input[type=text] { width: 100%; box-sizing: border-box; padding: .4rem; font-size: 1rem; }
-.row { display: flex; gap: .6rem; flex-wrap: wrap; margin: .6rem 0; }
-.row label { display: flex; flex-direction: column; font-size: .85rem; }
-.row input { width: 6rem; }
-#out video, #out img { max-width: 100%; image-rendering: pixelated; min-width: 256px; }
-#status { color: #555; margin: .5rem 0; white-space: pre-wrap; }
-#status.error { color: #b00; }
-</style></head>
-<body>
-<h1>ltxv <small style="font-weight:normal;color:#777">__MODEL__</small></h1>
-<form id="form">
-<input type="text" id="prompt" value="a red circle moving right on a black background" autofocus>
-<div class="row" id="fields"></div>
-<div class="row"><label>first frame (image-to-video, optional)<input type="file" id="image" accept="image/*"
- style="width:auto"></label></div>
-<button type="submit" id="go">Generate</button>
-</form>
-<div id="status"></div>
-<div id="out"></div>
-<script>
-const defaults = __DEFAULTS__;
-const fields = document.getElementById("fields");
-for (const [key, value] of Object.entries(defaults)) {
-  const label = document.createElement("label");
-  label.textContent = key;
-  const input = document.createElement("input");
-  input.id = key; input.type = "number"; input.step = "any";
-  input.placeholder = value === null ? "random" : value;
-  label.appendChild(input); fields.appendChild(label);
-}
-function dataUrl(file) {
-  return new Promise((ok, fail) => {
-    const reader = new FileReader();
-    reader.onload = () => ok(reader.result); reader.onerror = fail; reader.readAsDataURL(file);
-  });
-}
-document.getElementById("form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const status = document.getElementById("status"), go = document.getElementById("go");
-  const body = { prompt: document.getElementById("prompt").value };
-  for (const key of Object.keys(defaults)) {
-    const text = document.getElementById(key).value;
-    if (text !== "") body[key] = Number(text);
-  }
-  const file = document.getElementById("image").files[0];
-  if (file) body.image = await dataUrl(file);
-  status.className = ""; status.textContent = "generating..."; go.disabled = true;
-  const begun = performance.now();
-  try {
-    const reply = await fetch("/generate", { method: "POST", body: JSON.stringify(body) });
-    if (!reply.ok) {
-      status.className = "error"; status.textContent = (await reply.json()).error; return;
-    }
-    const blob = await reply.blob(), url = URL.createObjectURL(blob);
-    const out = document.getElementById("out");
-    out.innerHTML = blob.type === "image/png" ? `<img src="${url}">`
-      : `<video src="${url}" autoplay loop controls muted playsinline></video>`;
-    const seed = reply.headers.get("X-Ltxv-Seed");
-    const notes = JSON.parse(reply.headers.get("X-Ltxv-Notes") || "[]");
-    status.textContent = `seed ${seed}: ${reply.headers.get("X-Ltxv-Seconds")} s on the server, `
-      + `${((performance.now() - begun) / 1000).toFixed(2)} s here`
-      + (notes.length ? "\\n" + notes.join("\\n") : "");
-    const link = document.createElement("a");
-    link.href = url; link.download = blob.type === "image/png" ? "ltxv.png" : "ltxv.mp4";
-    link.textContent = "download"; status.append("  ", link);
-  } catch (err) {
-    status.className = "error"; status.textContent = String(err);
-  } finally { go.disabled = false; }
-});
-</script>
-</body></html>
-"""
 
 
 # -- the run -------------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    from .demo import demo_model, sample_config
+    from .demo import sample_config
     from .devices import resolve_device
-    from .generate_cli import _parse_lora, _pipeline
+    from .generate_cli import check_cond_crf, load_pipeline, parse_lora, resolve_model
     from .parallel import world_size
     from .speed import speed_from_args
 
     if world_size() > 1:
         raise ValueError("ltxv serve runs in one process; start it without torchrun")
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
-    if not 0 <= args.cond_crf <= 51:
-        raise ValueError(f"--cond-crf must be in 0..51 (0 = no H.264 round trip), got {args.cond_crf}")
+    check_port(args.port)
+    check_cond_crf(args.cond_crf)
+    if args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     for spec in args.lora:
-        _parse_lora(spec)
-    if args.model is None:
-        args.model = str(demo_model())
+        parse_lora(spec)
+    model = resolve_model(args)
     base = {} if args.vae_tiling == "auto" else {"vae_tiling": args.vae_tiling == "on"}
-    sample_config(args.model, base)  # a bad generation.json fails before the loading
+    sample_config(model, base)  # a bad generation.json fails before the loading
     speed = speed_from_args(args)
     device = resolve_device(args.device)
-    pipe = _pipeline(args, device, speed)
-    server = make_server(pipe, args.model, args.host, args.port, base, args.cond_crf)
-    print(f"serving {args.model} at {server.url} (Ctrl-C stops)", flush=True)
+    pipe = load_pipeline(args, device, speed)
+    server = make_server(pipe, model, args.host, args.port, base, args.cond_crf, args.max_pixels)
+    print(f"serving {model} at {server.url} (Ctrl-C stops)", flush=True)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -1,0 +1,210 @@
+"""The JSON request of `ltxv serve` (`parse_request`: JSON -> SampleConfig fields and conditioning media) and
+one request made into a file (`render`: as `ltxv generate` makes it), without the HTTP around them.
+
+Keys: `ltxv generate`'s sampling flags without the dashes (`SAMPLE_KEYS`), `prompt`, and the conditioning
+media (`MEDIA_KEYS`: `image`, `image_strength`, `conditions`). A value of null is as if the key were left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .demo import GENERATION_FLAGS
+from .generate_cli import COND_CRF
+
+if TYPE_CHECKING:  # torch stays out of `ltxv --help`
+    from .pipeline import Pipeline
+
+MAX_PIXELS = 1280 * 720 * 257  # a request's width x height x frames (`ltxv serve --max-pixels`)
+
+# -- parsing -------------------------------------------------------------------------------------------------
+
+# request key -> SampleConfig field; the keys are `ltxv generate`'s flags without "--", "-" as "_"
+SAMPLE_KEYS = GENERATION_FLAGS | {
+    "seed": "seed",
+    "timesteps": "timesteps",
+    "stg_blocks": "stg_blocks",
+    "stochastic": "stochastic",
+}
+KEY_NAMES = {field: f'"{key}"' for key, field in SAMPLE_KEYS.items()}  # for `sample_config`'s messages
+MEDIA_KEYS = ("image", "image_strength", "conditions")
+REQUEST_KEYS = ("prompt", *SAMPLE_KEYS, *MEDIA_KEYS)
+MAX_BODY = 64 * 1024 * 1024  # bytes: a request's media are base64 images or short clips
+_SUFFIXES = {  # data-URL media types -> the file suffix `read_media` reads them by
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/bmp": ".bmp",
+    "image/gif": ".gif",
+    "image/tiff": ".tif",
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "video/x-matroska": ".mkv",
+}
+
+
+@dataclasses.dataclass
+class Media:
+    """A conditioning image or clip of a request: its file's bytes, placed at `frame` (< 0: from the end)."""
+
+    data: bytes
+    suffix: str  # "" when unknown: read as an image, else as a video
+    frame: int
+    strength: float
+    name: str  # in messages: "image", "conditions[1]"
+
+
+@dataclasses.dataclass
+class Request:
+    prompt: str
+    given: dict[str, Any]  # SampleConfig fields the request sets (the rest: the model's generation.json)
+    media: list[Media]
+
+
+def parse_request(body: dict[str, Any]) -> Request:
+    """A decoded JSON request -> Request, or a ValueError naming the key, the value and what to send."""
+    from .config import SampleConfig, coerce_value
+
+    if not isinstance(body, dict):
+        raise ValueError(
+            f'the request must be a JSON object such as {{"prompt": "a red circle"}}, got {body!r}'
+        )
+    unknown = sorted(set(body) - set(REQUEST_KEYS))
+    if unknown:
+        raise ValueError(f"unknown request keys {unknown}; known keys: {sorted(REQUEST_KEYS)}")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValueError(f'"prompt" must be a string (the video\'s description), got {prompt!r}')
+    body = {key: value for key, value in body.items() if value is not None}  # null: as if left out
+    if body.get("stg_blocks") == []:  # as an empty --stg-blocks: the model's blocks
+        del body["stg_blocks"]
+    given = {}
+    for key, field in SAMPLE_KEYS.items():
+        if key in body:
+            given[field] = coerce_value(SampleConfig, field, body[key], f'"{key}"')
+    media = []
+    if "image" in body:
+        strength = _strength(body.get("image_strength", 1.0), '"image_strength"')
+        media.append(_media(body["image"], 0, strength, "image"))
+    elif "image_strength" in body:
+        raise ValueError('"image_strength" only applies with "image": add "image" or drop "image_strength"')
+    conditions = body.get("conditions", [])
+    if not isinstance(conditions, list):
+        raise ValueError(
+            f'"conditions" must be a list of {{"media", "frame", "strength"}} objects, got {conditions!r}'
+        )
+    for i, item in enumerate(conditions):
+        name = f"conditions[{i}]"
+        if not isinstance(item, dict) or "media" not in item or "frame" not in item:
+            raise ValueError(f'{name} must be an object with "media" (base64 or a data URL) and "frame"')
+        extra = sorted(set(item) - {"media", "frame", "strength"})
+        if extra:
+            raise ValueError(f'{name}: unknown keys {extra}; known keys: ["frame", "media", "strength"]')
+        frame = item["frame"]
+        if isinstance(frame, bool) or not isinstance(frame, int):
+            raise ValueError(f'{name}: "frame" must be an integer (-1 is the last frame), got {frame!r}')
+        strength = _strength(item.get("strength", 1.0), f'{name}: "strength"')
+        media.append(_media(item["media"], frame, strength, name))
+    return Request(prompt, given, media)
+
+
+def _strength(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _media(value: Any, frame: int, strength: float, name: str) -> Media:
+    """Base64 text or a data URL ("data:image/png;base64,...") -> Media."""
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{name}: expected an image or clip as base64 text or a data URL, got {type(value).__name__}"
+        )
+    suffix = ""
+    if value.startswith("data:"):
+        head, _, value = value.partition(",")
+        media_type = head[5:].split(";")[0].lower()
+        if ";base64" not in head:
+            raise ValueError(f"{name}: a data URL must be base64 (data:{media_type};base64,...)")
+        if media_type not in _SUFFIXES:
+            raise ValueError(
+                f"{name}: media type {media_type!r} is not read; send one of {sorted(_SUFFIXES)}"
+            )
+        suffix = _SUFFIXES[media_type]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name}: not valid base64") from None
+    if not data:
+        raise ValueError(f"{name}: empty")
+    return Media(data, suffix, frame, strength, name)
+
+
+# -- one request ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Rendered:
+    data: bytes  # the file: H.264 mp4, or PNG for one frame
+    media_type: str  # "video/mp4" or "image/png"
+    seed: int
+    seconds: float  # generating and encoding
+    notes: list[str]
+
+
+def render(
+    pipe: Pipeline,
+    model: str,
+    request: Request,
+    base: dict[str, Any] | None = None,
+    cond_crf: int = COND_CRF,
+    max_pixels: int = MAX_PIXELS,
+) -> Rendered:
+    """One request as `ltxv generate` makes it: `request.given` > `base` (the server's own settings) >
+    `model`'s generation.json; conditioning media fitted as --image/--condition are. ValueError for bad
+    input, before the model runs."""
+    from .demo import sample_config
+    from .generate_cli import check_cond_crf, fit_conditions, prompt_notes, with_model_defaults
+    from .media import padded_size, write_video
+
+    begun = time.perf_counter()
+    check_cond_crf(cond_crf, "cond_crf")
+    given = (base or {}) | request.given
+    cfg = sample_config(model, given, KEY_NAMES)
+    size = padded_size(cfg.height, cfg.width, cfg.num_frames)
+    if math.prod(size) > max_pixels:
+        raise ValueError(
+            f"{cfg.width}x{cfg.height}x{cfg.num_frames} (width x height x frames, padded {size[1]}x{size[0]}x"
+            f"{size[2]}) is over this server's limit of {max_pixels} pixels (ltxv serve --max-pixels)"
+        )
+    stochastic = given.get("stochastic")  # None: the model's
+    cfg = with_model_defaults(pipe, cfg, stg_blocks_given="stg_blocks" in given, stochastic=stochastic)
+    with tempfile.TemporaryDirectory(prefix="ltxv-serve-") as tmp:
+        items = []
+        for media in request.media:
+            path = Path(tmp) / f"{media.name}{media.suffix}"  # so that a message names the request's key
+            path.write_bytes(media.data)
+            items.append((str(path), media.frame, media.strength, media.name))
+        try:
+            conditions, notes = fit_conditions(items, cfg, size, cond_crf)
+        except (ValueError, OSError) as err:  # an unreadable upload: name it, not the temporary folder
+            raise ValueError(str(err).replace(str(Path(tmp)) + "/", "")) from None
+        notes += prompt_notes(pipe, [request.prompt], cfg)
+        if not request.prompt.strip():
+            notes.append("note: the prompt is empty: generating unconditionally")
+        cfg = dataclasses.replace(cfg, seed=pipe.pick_seed(cfg))
+        result = pipe.generate(request.prompt, cfg, conditions=conditions)
+        out = write_video(Path(tmp) / "out.mp4", result.video[0], cfg.frame_rate)  # one frame: out.png
+        data = out.read_bytes()
+    media_type = "image/png" if out.suffix == ".png" else "video/mp4"
+    return Rendered(data, media_type, cfg.seed, time.perf_counter() - begun, notes)
