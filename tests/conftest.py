@@ -84,6 +84,15 @@ def randomize_(module: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> to
     return module
 
 
+def tiny_random_models():
+    """(spec, vae, dit): the tiny preset with random weights (randomize_), as CLI and server tests save."""
+    import ltxv
+    from ltxv.presets import PRESETS
+
+    spec = PRESETS["tiny"]
+    return spec, randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit), 2)
+
+
 def position_sensitive_dit(causal: bool, seed: int = 2):
     """Tiny DiT whose output depends on token positions: head_dim 24 (8 RoPE frequencies, not 2), weights at
     scale 1 and self-attention q/k norms x10. With the tiny preset at randomize_'s default scale, attention is

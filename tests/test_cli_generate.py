@@ -10,12 +10,10 @@ import sys
 import av
 import pytest
 import torch
-from conftest import randomize_
+from conftest import randomize_, tiny_random_models
 from tiny_t5 import make_tiny_t5
 
-import ltxv
 from ltxv.media import write_video
-from ltxv.presets import PRESETS
 from ltxv.weights import save_checkpoint
 
 SMALL = ["--width", "64", "--height", "64", "--frames", "9", "--fps", "12", "--steps", "2", "--seed", "1"]
@@ -24,8 +22,7 @@ SMALL = ["--width", "64", "--height", "64", "--frames", "9", "--fps", "12", "--s
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    spec = PRESETS["tiny"]
-    vae, dit = randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit), 2)
+    spec, vae, dit = tiny_random_models()
     save_checkpoint(root / "native.safetensors", spec, vae, dit, "native")
     save_checkpoint(root / "ours.safetensors", spec, vae, dit, "ltxv")
     save_checkpoint(root / "diffusers", spec, vae, dit, "diffusers")

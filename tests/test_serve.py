@@ -20,14 +20,12 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
+from conftest import tiny_random_models
 from tiny_t5 import make_tiny_t5
 
-import ltxv
 from ltxv.generate_cli import fit_conditions, with_model_defaults
 from ltxv.media import padded_size, read_image, write_video
 from ltxv.pipeline import Pipeline
-from ltxv.presets import PRESETS
 from ltxv.serve import make_server
 from ltxv.serve_request import MAX_BODY, parse_request
 from ltxv.weights import save_checkpoint
@@ -39,8 +37,7 @@ GENERATION = {"width": 64, "height": 64, "num_frames": 9, "frame_rate": 12, "ste
 def folder(tmp_path_factory):
     """A model folder: model.safetensors, text_encoder/ + tokenizer/, generation.json, and a PNG."""
     root = tmp_path_factory.mktemp("served")
-    spec = PRESETS["tiny"]
-    vae, dit = randomize_(ltxv.VideoVAE(spec.vae), 1, 0.2), randomize_(ltxv.VideoDiT(spec.dit), 2)
+    spec, vae, dit = tiny_random_models()
     save_checkpoint(root / "model.safetensors", spec, vae, dit, "ltxv")
     make_tiny_t5(root, "root")
     (root / "generation.json").write_text(json.dumps(GENERATION))
