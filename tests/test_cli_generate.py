@@ -285,3 +285,20 @@ def test_a_multiscale_chain(models, tmp_path):
         save_upsampler(wrong, LatentUpsampler(dataclasses.replace(config, **bad)))
         r = run("a red circle", *args[:-2], "--out", str(tmp_path / "no.mp4"), "--upsampler", str(wrong))
         assert r.returncode == 2 and message in r.stderr and "step" not in r.stderr, r.stderr
+
+
+def test_the_clock_is_the_programs_even_when_the_process_is_older(monkeypatch):
+    """`pip install ... && ltxv generate ...` run by `bash -c` may hand the shell's own, older process to ltxv
+    (exec of the last command): its start time would count the install too. Then the clock starts when the
+    package began loading."""
+    import time
+
+    from ltxv import _clock, generate_cli
+
+    monkeypatch.setattr(_clock, "STARTED", time.perf_counter() - 1.5)  # ltxv began loading 1.5 s ago
+    monkeypatch.setattr(generate_cli, "_process_seconds", lambda: 1.6)  # the interpreter started 0.1 s before
+    assert generate_cli.program_seconds() == 1.6
+    monkeypatch.setattr(generate_cli, "_process_seconds", lambda: 50.0)  # the shell's process, 50 s old
+    assert 1.5 <= generate_cli.program_seconds() < 2.0
+    monkeypatch.setattr(generate_cli, "_process_seconds", lambda: None)  # no /proc
+    assert 1.5 <= generate_cli.program_seconds() < 2.0

@@ -1,5 +1,6 @@
 """ltxv: realtime video latent diffusion in the LTX-Video family (Video-VAE, DiT, rectified flow)."""
 
+from . import _clock  # noqa: F401 - first: its time is when the package began loading
 from .conditioning import Condition
 from .config import (
     ChainConfig,

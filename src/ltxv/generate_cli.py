@@ -321,7 +321,6 @@ def run(args: argparse.Namespace) -> int:
     from .parallel import is_main
     from .speed import speed_from_args
 
-    started = time.perf_counter()
     prompts, chain = _segment_prompts(args), _chain_config(args)  # one prompt per segment
     _check_flags(args, len(prompts))
     speed = speed_from_args(args)  # the speed-ups, and the torchrun job they split across
@@ -382,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
             factor = "" if image else f"; realtime factor {seconds / took:.2f}"
             print(f"{made} in {took:.1f} s after the one before{factor}")
             continue
-        wall = _process_seconds() or time.perf_counter() - started  # start-up and imports count too
+        wall = program_seconds()  # start-up and imports count too
         generating = time.perf_counter() - loaded  # the writing included
         factor = ""
         if not image:
@@ -652,6 +651,21 @@ def _note(message: str) -> None:
 
     if is_main():
         print(message, file=sys.stderr)
+
+
+def program_seconds() -> float:
+    """Seconds since this program started: since its process started (Linux /proc: the interpreter's own
+    start-up counts), unless that was well before the package began loading: a shell that `exec`s the last
+    command of `pip install ... && ltxv generate ...` hands its own, older process to ltxv, and the time of
+    everything before it would count (50 s of pip, measured); then since the package began loading."""
+    from ._clock import STARTED
+
+    since_import = time.perf_counter() - STARTED
+    process = _process_seconds()
+    return since_import if process is None or process > since_import + STARTUP_SLACK else process
+
+
+STARTUP_SLACK = 2.0  # seconds: more than an interpreter takes to reach `import ltxv`
 
 
 def _process_seconds() -> float | None:
