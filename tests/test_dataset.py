@@ -232,21 +232,28 @@ def test_bucketing_of_videos_and_images(tmp_path):
 def test_skipped_clips_are_counted_and_captions_stay_aligned(tmp_path):
     (tmp_path / "v").mkdir()
     rows = []
-    for i, colour in enumerate(["red", "MISSING", "green", "CORRUPT", "blue", "SHORT", "white"]):
+    for i, colour in enumerate(["red", "MISSING", "green", "CORRUPT", "blue", "SHORT", "white", "HUGE"]):
         path = tmp_path / "v" / f"{i}.mp4"
-        if colour == "CORRUPT":
+        if colour == "HUGE":  # read_media refuses it before decoding: skipped here, not a crash mid-training
+            path = path.with_suffix(".png")
+            Image.new("RGB", (9000, 2)).save(path)
+        elif colour == "CORRUPT":
             path.write_bytes(torch.randint(0, 256, (3000,), dtype=torch.uint8).numpy().tobytes())
         elif colour == "SHORT":
             solid_clip(path, "red", frames=5)
         elif colour != "MISSING":
             solid_clip(path, colour)
-        rows.append({"media_path": f"v/{i}.mp4", "caption": f"a {colour.lower()} clip"})
+        rows.append({"media_path": f"v/{path.name}", "caption": f"a {colour.lower()} clip"})
     ds = VideoDataset(write_jsonl(tmp_path / "captions.jsonl", rows), parse_buckets("9x32x32"))
-    assert ds.summary() == "kept 4 of 7 clips: 1 missing, 1 corrupt, 1 too short (fewer than 9 frames)"
+    assert ds.summary() == (
+        "kept 4 of 8 clips: 1 missing, 1 corrupt, 1 too short (fewer than 9 frames), "
+        "1 too large (over 8192 pixels a side)"
+    )
     assert ds.skipped == {
         "missing": [str(tmp_path / "v/1.mp4")],
         "corrupt": [str(tmp_path / "v/3.mp4")],
         "too short": [str(tmp_path / "v/5.mp4")],
+        "too large": [str(tmp_path / "v/7.png")],
     }
     assert [item.row for item in ds.items] == [0, 2, 4, 6]
     sampler = BucketBatchSampler(ds.buckets_of, batch_size=2, seed=3)

@@ -37,7 +37,7 @@ COLUMNS = ("media_path", "caption")
 CAPTION_FILES = tuple(
     f"{stem}.{ext}" for stem in ("captions", "metadata") for ext in ("jsonl", "json", "csv")
 )
-SKIP_REASONS = ("missing", "corrupt", "too short")
+SKIP_REASONS = ("missing", "corrupt", "too short", "too large")
 EXIF_ORIENTATION = 0x0112  # 5-8 turn the image by 90 degrees (read_image applies it): the probe swaps sides
 CACHED_EPOCHS = 4  # epoch plans a BucketBatchSampler keeps
 
@@ -255,9 +255,12 @@ def _assign(path: Path, buckets: Sequence[Bucket]) -> tuple[Bucket | None, str]:
     if not path.is_file():
         return None, "missing"
     try:
-        bucket = choose_bucket(*probe_media(path), buckets)
+        frames, height, width = probe_media(path)
     except ValueError:
         return None, "corrupt"
+    if max(height, width) > MAX_SIDE:  # read_media refuses it (before decoding): it would fail mid-training
+        return None, "too large"
+    bucket = choose_bucket(frames, height, width, buckets)
     return (bucket, "") if bucket is not None else (None, "too short")
 
 
@@ -295,7 +298,10 @@ class VideoDataset(torch.utils.data.Dataset):
     def summary(self) -> str:
         """e.g. 'kept 10 of 13 clips: 1 missing, 1 corrupt, 1 too short (fewer than 9 frames)'."""
         shortest = min(b.frames for b in self.buckets)
-        label = {"too short": f"too short (fewer than {shortest} frame{'s' * (shortest > 1)})"}
+        label = {
+            "too short": f"too short (fewer than {shortest} frame{'s' * (shortest > 1)})",
+            "too large": f"too large (over {MAX_SIDE} pixels a side)",
+        }
         parts = [f"{len(self.skipped[r])} {label.get(r, r)}" for r in SKIP_REASONS if r in self.skipped]
         return f"kept {len(self.items)} of {self.total} clips" + (": " + ", ".join(parts) if parts else "")
 
