@@ -233,11 +233,12 @@ def test_unsupported_native_configs_are_rejected():
 @pytest.mark.parametrize(
     ("field", "value", "allowed"),
     [
-        ("guidance", float("nan"), ">= 0"),
-        ("guidance", -2.0, ">= 0"),
-        ("guidance", float("inf"), ">= 0"),
-        ("stg", float("nan"), ">= 0"),
-        ("stg", -1.0, ">= 0"),
+        ("guidance", float("nan"), "in [0, 100]"),
+        ("guidance", -2.0, "in [0, 100]"),
+        ("guidance", float("inf"), "in [0, 100]"),
+        ("guidance", 1e308, "in [0, 100]"),  # finite, and made a video of NaN
+        ("stg", float("nan"), "in [0, 100]"),
+        ("stg", -1.0, "in [0, 100]"),
         ("rescale", float("nan"), "in [0, 1]"),
         ("decode_timestep", 5.0, "in [0, 1]"),
         ("decode_noise_scale", 100.0, "in [0, 1]"),
@@ -246,7 +247,7 @@ def test_unsupported_native_configs_are_rejected():
         ("frame_rate", 1e-9, "in [0.001, 1000]"),
         ("frame_rate", float("nan"), "in [0.001, 1000]"),
         ("frame_rate", 5000.0, "in [0.001, 1000]"),
-        ("guidance_schedule", (float("nan"),), ">= 0"),
+        ("guidance_schedule", (float("nan"),), "in [0, 100]"),
     ],
 )
 def test_sample_config_rejects_non_finite_and_out_of_range_floats(field, value, allowed):
@@ -294,3 +295,18 @@ def test_sample_config_takes_lists_as_tuples():
 def test_sample_config_accepts_the_edges():
     SampleConfig(guidance=0.0, stg=0.0, rescale=1.0, decode_timestep=1.0, decode_noise_scale=0.0,
                  frame_rate=1000.0, seed=2**64 - 1, max_tokens=512, stg_blocks=(0,))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("timesteps", "message"),
+    [
+        ((0.2, 0.5), "timesteps must be strictly decreasing; these neighbours are not: [(0.2, 0.5)]"),
+        ((1.5, 0.5), "timesteps values [1.5] are outside (0, 1]"),
+        ((1.0, 0.0), "timesteps values [0.0] are outside (0, 1]"),
+    ],
+)
+def test_sample_config_checks_explicit_timesteps(timesteps, message):
+    """Checked with the config (the flag or request key named), not after the model has loaded."""
+    with pytest.raises(SampleConfigError) as e:
+        SampleConfig(timesteps=timesteps)
+    assert str(e.value).startswith(message) and e.value.field == "timesteps"

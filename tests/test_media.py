@@ -315,3 +315,14 @@ def test_gaussian_blur_matches_the_kernel_and_keeps_constants():
     image = torch.rand(1, 3, 1, 32, 48) * 2 - 1
     out = preprocess_condition(image)
     assert out.shape == image.shape and 0 < (out - image).abs().mean() < 0.5
+
+
+def test_media_over_8192_pixels_a_side_are_refused_before_decoding(tmp_path):
+    """By its header, with the reason; also through read_media's image-then-video try (unknown suffix)."""
+    from PIL import Image
+
+    Image.new("RGB", (9000, 2)).save(tmp_path / "wide.png")
+    (tmp_path / "wide.png").rename(tmp_path / "wide")  # no suffix: read_media tries an image, then a video
+    for read in (media.read_image, media.read_media):
+        with pytest.raises(ValueError, match="9000x2 pixels; at most 8192 a side: scale it down first"):
+            read(tmp_path / "wide")

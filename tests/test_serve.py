@@ -203,7 +203,7 @@ def test_notes_come_back_in_a_header(served):
         ({"prompt": "x", "stepz": 1}, "unknown request keys ['stepz']; known keys:"),
         ({"prompt": "x", "frames": "ten"}, "\"frames\": expected int, got 'ten'"),
         ({"prompt": "x", "frames": 0}, '"frames" must be >= 1'),
-        ({"prompt": "x", "guidance": -1}, '"guidance" must be a finite number >= 0, got -1.0'),
+        ({"prompt": "x", "guidance": -1}, '"guidance" must be a finite number in [0, 100], got -1.0'),
         ({"prompt": "x", "conditions": {}}, '"conditions" must be a list'),
         ({"prompt": "x", "width": 2048, "height": 2048, "frames": 1025}, "over this server's limit of"),
         ({"prompt": "x", "steps": 1e30}, '"steps" 1000000000000000019884624838656 is too large (max 1000)'),
@@ -381,6 +381,11 @@ def test_the_command_refuses_a_bad_or_busy_port(folder):
 
     r = serve("70000")
     assert r.returncode == 2 and "--port must be in 0..65535" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "ltxv", "serve", "--model", str(folder), "--port", "0", "--host", "999.1.1.1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "--host '999.1.1.1' is not an address here" in r.stderr, r.stderr
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -388,3 +393,12 @@ def test_the_command_refuses_a_bad_or_busy_port(folder):
         r = serve(str(port))
     assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
     assert "pick another --port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_text_that_is_not_unicode_and_bodies_that_are_not_utf8_get_400(served):
+    """JSON's unpaired \\ud800 escape reached the tokenizer as a lone surrogate: a TypeError, a 500."""
+    server = served[0]
+    status, _, data = call(server, "POST", "/generate", raw=b'{"prompt": "a \\ud800 red circle"}')
+    assert status == 400 and '"prompt" is not valid Unicode text (character 2' in json.loads(data)["error"]
+    status, _, data = call(server, "POST", "/generate", raw=b'{"prompt": "caf\xe9"}')
+    assert status == 400 and "the body is not UTF-8 text (byte 15)" in json.loads(data)["error"]

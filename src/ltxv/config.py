@@ -8,7 +8,9 @@ import math
 import numbers
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, TypeVar
 
 # -----------------------------------------------------------------------------------------------------------
@@ -302,11 +304,16 @@ class SampleConfig:
                 raise SampleConfigError(name, f"{getattr(self, name)} is too large (max {most})")
         if len(self.timesteps) > MAX_STEPS:
             raise SampleConfigError("timesteps", f"has {len(self.timesteps)} values (max {MAX_STEPS})")
+        if self.timesteps:
+            try:
+                validate_schedule(self.timesteps)
+            except ValueError as err:
+                raise SampleConfigError("timesteps", str(err).removeprefix("schedule ")) from None
         # name: (low, high), both inclusive; every float must also be finite (NaN would pass `x >= 0`)
         ranges = {
             "frame_rate": (MIN_FRAME_RATE, MAX_FRAME_RATE),  # a video container needs a usable rate
-            "guidance": (0.0, math.inf),  # <= 1 = off
-            "stg": (0.0, math.inf),  # 0 = off
+            "guidance": (0.0, MAX_GUIDANCE),  # <= 1 = off
+            "stg": (0.0, MAX_GUIDANCE),  # 0 = off
             "rescale": (0.0, 1.0),  # a blend factor towards the conditional std
             "image_cond_noise_scale": (0.0, 1.0),
             "decode_timestep": (0.0, 1.0),  # a timestep: 0 = data, 1 = noise
@@ -383,6 +390,21 @@ class ChainConfig:
 
 
 MAX_STEPS = 1000  # sampling steps (SampleConfig.steps)
+MAX_GUIDANCE = 100.0  # CFG and STG scales (the official configs use <= 8); 1e308 made NaN videos
+
+
+def validate_schedule(ts: Sequence[float]) -> list[float]:
+    """Check a schedule is non-empty, in (0, 1] and strictly decreasing; returns it as a list of floats."""
+    ts = [float(t) for t in ts]
+    if not ts:
+        raise ValueError("schedule is empty; pass at least one timestep in (0, 1], e.g. [1.0].")
+    outside = [t for t in ts if not 0 < t <= 1]
+    if outside:
+        raise ValueError(f"schedule values {outside} are outside (0, 1]; t=0 is implied as the final step.")
+    rising = [(a, b) for a, b in pairwise(ts) if b >= a]
+    if rising:
+        raise ValueError(f"schedule must be strictly decreasing; these neighbours are not: {rising}.")
+    return ts
 
 
 class SampleConfigError(ValueError):

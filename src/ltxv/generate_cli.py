@@ -218,6 +218,14 @@ def parse_lora(spec: str) -> tuple[str, float]:
     return parsed
 
 
+def check_lora(spec: str) -> None:
+    """ValueError naming --lora unless SPEC's scale parses and its file exists."""
+    path, _ = parse_lora(spec)
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "no such file"
+        raise ValueError(f"--lora {spec!r}: {what}; pass a LoRA .safetensors file (PATH[:SCALE])")
+
+
 def _floats(text: str | None, what: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",")) if text else ()
@@ -262,8 +270,8 @@ def _check_flags(args: argparse.Namespace, segments: int) -> None:
     for flag, value in (("--skip-steps", args.skip_steps), ("--second-skip", args.second_skip)):
         if value is not None and value < 0:
             raise ValueError(f"{flag} must be >= 0, got {value}")
-    for spec in args.lora:  # the scales now, before minutes of loading
-        parse_lora(spec)
+    for spec in args.lora:  # the scales and files now, before minutes of loading
+        check_lora(spec)
 
 
 def _segment_prompts(args: argparse.Namespace) -> list[str]:
@@ -320,12 +328,16 @@ def run(args: argparse.Namespace) -> int:
     from .media import output_path, padded_size
     from .parallel import is_main
     from .speed import speed_from_args
+    from .text import check_prompt
 
     prompts, chain = _segment_prompts(args), _chain_config(args)  # one prompt per segment
+    for i, prompt in enumerate(prompts[: len(args.then) + 1]):  # --segments repeats the last
+        check_prompt(prompt, "the prompt" if i == 0 else f"--then {prompt!r}")
     _check_flags(args, len(prompts))
     speed = speed_from_args(args)  # the speed-ups, and the torchrun job they split across
     device = resolve_device(args.device)  # a bad or unavailable --device fails before any loading
     cfg = _sample_config(args)  # validated here, before any model is loaded
+    check_prompt(cfg.negative_prompt, "--negative-prompt")
     if not all(p.strip() for p in prompts):  # the trained unconditional prompt (caption dropout): not silent
         _note(f"note: {'a' if len(prompts) > 1 else 'the'} prompt is empty: generating unconditionally")
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)

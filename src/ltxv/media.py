@@ -306,7 +306,8 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
                 if len(frames) == max_frames:
                     break
     except (av.FFmpegError, OSError, ValueError) as err:
-        raise ValueError(f"cannot read video {str(path)!r}: {_reason(err, path)}") from None
+        kind = MediaTooLarge if isinstance(err, MediaTooLarge) else ValueError
+        raise kind(f"cannot read video {str(path)!r}: {_reason(err, path)}") from None
     if not frames:
         raise ValueError(f"cannot read video {str(path)!r}: it has no decodable frames")
     if not rate:
@@ -314,11 +315,15 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
     return from_uint8_frames(np.stack(frames)), float(rate)
 
 
+class MediaTooLarge(ValueError):
+    """A file wider or taller than MAX_SIDE, refused before its pixels are decoded."""
+
+
 def _check_media_size(width: int, height: int) -> None:
-    """ValueError for a file wider or taller than MAX_SIDE, before its pixels are decoded (a 12000x12000
+    """MediaTooLarge for a file wider or taller than MAX_SIDE, before its pixels are decoded (a 12000x12000
     PNG of 0.4 MB decodes to 1.7 GB of float32)."""
     if max(width, height) > MAX_SIDE:
-        raise ValueError(f"{width}x{height} pixels; at most {MAX_SIDE} a side: scale it down first")
+        raise MediaTooLarge(f"{width}x{height} pixels; at most {MAX_SIDE} a side: scale it down first")
 
 
 def display_quarter_turns(frame: Any) -> int:
@@ -341,7 +346,8 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
             grey = _deep_grey(upright, image.format)
             array = None if grey is not None else np.asarray(upright.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot read image {str(path)!r}: {_reason(err, path)}") from None
+        kind = MediaTooLarge if isinstance(err, MediaTooLarge) else ValueError
+        raise kind(f"cannot read image {str(path)!r}: {_reason(err, path)}") from None
     if grey is None:
         return from_uint8_frames(array[None])
     video = torch.from_numpy(grey).mul_(2).sub_(1)
@@ -388,9 +394,13 @@ def read_media(path: str | os.PathLike[str], max_frames: int | None = None) -> t
         return read_video(path, max_frames)
     try:
         return read_image(path), None
+    except MediaTooLarge:  # an image, and too large: say that, not "neither"
+        raise
     except ValueError:
         try:
             return read_video(path, max_frames)
+        except MediaTooLarge:
+            raise
         except ValueError:
             raise ValueError(f"cannot read {str(path)!r}: neither a readable image nor video") from None
 

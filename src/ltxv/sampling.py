@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ltxv.config import SampleConfig, SchedulerConfig
+from ltxv.config import SampleConfig, SchedulerConfig, validate_schedule
 from ltxv.flow import broadcast_t, log_one_minus_time_shift, shift_mu, time_shift
 
 T = TypeVar("T")
@@ -67,20 +67,6 @@ def linear_quadratic_schedule(
     c = a * n_lin**2
     sigmas = [i * tau / n_lin if i < n_lin else a * i**2 + b * i + c for i in range(num_steps)]
     return [1 - s for s in sigmas]
-
-
-def validate_schedule(ts: Sequence[float]) -> list[float]:
-    """Check a schedule is non-empty, in (0, 1] and strictly decreasing; returns it as a list of floats."""
-    ts = [float(t) for t in ts]
-    if not ts:
-        raise ValueError("schedule is empty; pass at least one timestep in (0, 1], e.g. [1.0].")
-    outside = [t for t in ts if not 0 < t <= 1]
-    if outside:
-        raise ValueError(f"schedule values {outside} are outside (0, 1]; t=0 is implied as the final step.")
-    rising = [(a, b) for a, b in pairwise(ts) if b >= a]
-    if rising:
-        raise ValueError(f"schedule must be strictly decreasing; these neighbours are not: {rising}.")
-    return ts
 
 
 def schedule(sched: SchedulerConfig, cfg: SampleConfig, num_tokens: int) -> list[float]:

@@ -21,6 +21,7 @@ import html
 import ipaddress
 import json
 import queue
+import socket
 import sys
 import threading
 import traceback
@@ -195,6 +196,26 @@ def check_port(port: int) -> None:
         raise ValueError(f"--port must be in 0..65535 (0: any free port), got {port}")
 
 
+def check_address(host: str, port: int) -> None:
+    """ValueError naming --host or --port unless a server could listen there now (checked before loading)."""
+    check_port(port)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ValueError(
+            f"--host {host!r} is not an address here ({err}); e.g. 127.0.0.1 or 0.0.0.0"
+        ) from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({err.strerror or err}); pick another --port (0: any free "
+                "one), or another --host"
+            ) from None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: Server
     timeout = READ_TIMEOUT
@@ -266,6 +287,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {READ_TIMEOUT} s")
         except json.JSONDecodeError as err:
             self._error(HTTPStatus.BAD_REQUEST, f"the body is not JSON ({err})")
+        except UnicodeDecodeError as err:
+            self._error(
+                HTTPStatus.BAD_REQUEST, f"the body is not UTF-8 text (byte {err.start}): send JSON as UTF-8"
+            )
         except RecursionError:
             self._error(HTTPStatus.BAD_REQUEST, "the body's JSON is nested too deeply")
         except ValueError as err:
@@ -319,18 +344,18 @@ _PAGE_FIELDS = ("seed", "width", "height", "frames", "steps", "guidance")
 def run(args: argparse.Namespace) -> int:
     from .demo import sample_config
     from .devices import resolve_device
-    from .generate_cli import check_cond_crf, load_pipeline, parse_lora, resolve_model
+    from .generate_cli import check_cond_crf, check_lora, load_pipeline, resolve_model
     from .parallel import world_size
     from .speed import speed_from_args
 
     if world_size() > 1:
         raise ValueError("ltxv serve runs in one process; start it without torchrun")
-    check_port(args.port)
+    check_address(args.host, args.port)  # these, before minutes of loading
     check_cond_crf(args.cond_crf)
     if args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     for spec in args.lora:
-        parse_lora(spec)
+        check_lora(spec)
     model = resolve_model(args)
     base = {} if args.vae_tiling == "auto" else {"vae_tiling": args.vae_tiling == "on"}
     sample_config(model, base)  # a bad generation.json fails before the loading

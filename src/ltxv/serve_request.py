@@ -72,6 +72,7 @@ class Request:
 def parse_request(body: dict[str, Any]) -> Request:
     """A decoded JSON request -> Request, or a ValueError naming the key, the value and what to send."""
     from .config import SampleConfig, coerce_value
+    from .text import check_prompt
 
     if not isinstance(body, dict):
         raise ValueError(
@@ -83,6 +84,9 @@ def parse_request(body: dict[str, Any]) -> Request:
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
         raise ValueError(f'"prompt" must be a string (the video\'s description), got {prompt!r}')
+    check_prompt(prompt, '"prompt"')
+    if isinstance(body.get("negative_prompt"), str):
+        check_prompt(body["negative_prompt"], '"negative_prompt"')
     body = {key: value for key, value in body.items() if value is not None}  # null: as if left out
     if body.get("stg_blocks") == []:  # as an empty --stg-blocks: the model's blocks
         del body["stg_blocks"]

@@ -24,6 +24,18 @@ from .t5 import T5Encoder
 _LAYOUTS = "a root with text_encoder/ + tokenizer/, a folder with a T5 config.json + tokenizer, or a hub id"
 
 
+def check_prompt(text: str, name: str = "the prompt") -> None:
+    """ValueError unless `text` can be tokenized: valid Unicode, without lone surrogates (what Python makes of
+    command-line bytes that are not UTF-8, or JSON's unpaired \\ud800 escapes; the tokenizer raised a
+    TypeError on them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{name} is not valid Unicode text (character {err.start}, {text[err.start]!r}): send it as UTF-8"
+        ) from None
+
+
 def _resolve(path: str) -> tuple[str, str, str]:
     """-> (location, encoder subfolder, tokenizer subfolder); "" means the location itself."""
     p = Path(path).expanduser()
