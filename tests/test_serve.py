@@ -402,3 +402,26 @@ def test_text_that_is_not_unicode_and_bodies_that_are_not_utf8_get_400(served):
     assert status == 400 and '"prompt" is not valid Unicode text (character 2' in json.loads(data)["error"]
     status, _, data = call(server, "POST", "/generate", raw=b'{"prompt": "caf\xe9"}')
     assert status == 400 and "the body is not UTF-8 text (byte 15)" in json.loads(data)["error"]
+
+
+def test_progress_counts_the_steps_of_the_video_being_made(served):
+    """GET /progress from inside each denoising step of a 3-step request, then once idle."""
+    server, pipe, _ = served
+    seen, recording = [], pipe.generate
+
+    def probing(*args, **kwargs):
+        inner = kwargs["callback"]
+
+        def callback(i, t, latents):
+            inner(i, t, latents)
+            seen.append(json.loads(call(server, "GET", "/progress")[2]))
+
+        return recording(*args, **{**kwargs, "callback": callback})
+
+    pipe.generate = probing
+    try:
+        assert call(server, "POST", "/generate", {"prompt": "a red circle", "steps": 3})[0] == 200
+    finally:
+        pipe.generate = recording
+    assert seen == [{"busy": True, "step": i, "steps": 3, "waiting": 0} for i in (1, 2, 3)]
+    assert json.loads(call(server, "GET", "/progress")[2]) == {"busy": False, "waiting": 0}

@@ -3,6 +3,7 @@ generation alone (no process start, no loading): a page to type prompts into, an
 
     GET  /          the page (prompt, seed, size, steps, guidance, a first-frame image; the video plays there)
     GET  /config    the model and its generation defaults (JSON)
+    GET  /progress  {"busy", "step", "steps", "waiting"}: the video being made, and how many wait (JSON)
     POST /generate  a JSON request (`serve_request.REQUEST_KEYS`) -> the video (video/mp4; image/png for one
                     frame), its seed, generation time and notes in X-Ltxv-* headers
 
@@ -100,6 +101,7 @@ class Server(ThreadingHTTPServer):
         self.cond_crf, self.max_pixels = cond_crf, max_pixels
         self.jobs: queue.Queue[tuple[Request, Future[Rendered]]] = queue.Queue(MAX_WAITING)
         self.stopped = threading.Event()  # set when run() returns: queued and later requests get 503
+        self.working: dict[str, int] | None = None  # {"step", "steps"} of the video being made, else None
 
     def run(self) -> None:
         """Serve until `shutdown()` (from another thread) or Ctrl-C, rendering on this thread."""
@@ -113,8 +115,11 @@ class Server(ThreadingHTTPServer):
                     continue
                 if not future.set_running_or_notify_cancel():
                     continue
+                self.working = {"step": 0, "steps": 0}
                 try:
-                    made = render(self.pipe, self.model, request, self.base, self.cond_crf, self.max_pixels)
+                    made = render(
+                        self.pipe, self.model, request, self.base, self.cond_crf, self.max_pixels, self._step
+                    )
                 except Exception as err:  # noqa: BLE001 - the request's thread reports it to its client
                     future.set_exception(err)
                 except BaseException:  # Ctrl-C: this request's client hears why, then the server stops
@@ -122,11 +127,21 @@ class Server(ThreadingHTTPServer):
                     raise
                 else:
                     future.set_result(made)
+                finally:
+                    self.working = None
         finally:
             self.stopped.set()
             self.shutdown()
             while not self.jobs.empty():
                 self.jobs.get_nowait()[1].set_exception(Unavailable("the server is stopping"))
+
+    def _step(self, step: int, steps: int) -> None:
+        self.working = {"step": step, "steps": steps}  # one assignment: readers see the old or the new
+
+    def progress(self) -> dict[str, Any]:
+        """GET /progress: {"busy": false} or {"busy": true, "step": i, "steps": n}, and how many wait."""
+        working = self.working
+        return {"busy": working is not None, **(working or {}), "waiting": self.jobs.qsize()}
 
     def render(self, request: Request) -> Rendered:
         """`request` made by `run()`'s thread; called from the request's thread, which waits for its turn.
@@ -228,8 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, _page(self.server).encode(), "text/html; charset=utf-8")
         elif path == "/config":
             self._json(HTTPStatus.OK, {"model": self.server.model, "defaults": self.server.defaults()})
+        elif path == "/progress":
+            self._json(HTTPStatus.OK, self.server.progress())
         else:
-            self._error(HTTPStatus.NOT_FOUND, f"no page {path!r}; GET / or /config, POST /generate")
+            self._error(
+                HTTPStatus.NOT_FOUND, f"no page {path!r}; GET /, /config or /progress, POST /generate"
+            )
 
     def do_POST(self) -> None:  # noqa: N802
         request = self._read_request()

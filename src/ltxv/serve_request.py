@@ -13,6 +13,7 @@ import dataclasses
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,10 +174,11 @@ def render(
     base: dict[str, Any] | None = None,
     cond_crf: int = COND_CRF,
     max_pixels: int = MAX_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Rendered:
     """One request as `ltxv generate` makes it: `request.given` > `base` (the server's own settings) >
-    `model`'s generation.json; conditioning media fitted as --image/--condition are. ValueError for bad
-    input, before the model runs."""
+    `model`'s generation.json; conditioning media fitted as --image/--condition are; `progress(step, steps)`
+    after each denoising step. ValueError for bad input, before the model runs."""
     from .demo import sample_config
     from .generate_cli import check_cond_crf, fit_conditions, prompt_notes, with_model_defaults
     from .media import padded_size, write_video
@@ -207,7 +209,13 @@ def render(
         if not request.prompt.strip():
             notes.append("note: the prompt is empty: generating unconditionally")
         cfg = dataclasses.replace(cfg, seed=pipe.pick_seed(cfg))
-        result = pipe.generate(request.prompt, cfg, conditions=conditions)
+        steps = len(pipe.schedule(cfg))
+
+        def step_done(i: int, t: float, latents: object) -> None:
+            if progress is not None:
+                progress(i + 1, steps)
+
+        result = pipe.generate(request.prompt, cfg, conditions=conditions, callback=step_done)
         out = write_video(Path(tmp) / "out.mp4", result.video[0], cfg.frame_rate)  # one frame: out.png
         data = out.read_bytes()
     media_type = "image/png" if out.suffix == ".png" else "video/mp4"
