@@ -190,7 +190,7 @@ def test_notes_come_back_in_a_header(served):
     assert status == 200
     assert any("is read as its first 3" in note for note in json.loads(headers["X-Ltxv-Notes"]))
     status, headers, _ = call(server, "POST", "/generate", {"prompt": " ", "seed": 0})
-    assert status == 200 and "generating unconditionally" in headers["X-Ltxv-Notes"]
+    assert status == 200 and "generating that segment unconditionally" in headers["X-Ltxv-Notes"]
 
 
 @pytest.mark.parametrize(
@@ -425,3 +425,21 @@ def test_progress_counts_the_steps_of_the_video_being_made(served):
         pipe.generate = recording
     assert seen == [{"busy": True, "step": i, "steps": 3, "waiting": 0} for i in (1, 2, 3)]
     assert json.loads(call(server, "GET", "/progress")[2]) == {"busy": False, "waiting": 0}
+
+
+def test_a_long_video_in_segments(served, tmp_path):
+    """ "then" adds segments as generate's --then: 9 + 2 x (9 - 1) frames; progress counts every segment's
+    steps; chain keys are checked by name, and refused without "then"."""
+    server, _, made = served
+    body = {"prompt": "a red circle", "then": ["a blue circle", "a red circle"], "seed": 4, "steps": 2}
+    status, headers, data = call(server, "POST", "/generate", {**body, "adain": 0.5})
+    assert status == 200, data[:300]
+    assert decoded(data, tmp_path).shape == (25, 64, 64, 3)
+    for bad, message in [
+        ({"overlap": 4}, '"overlap" must be 1 or 8k+1 frames'),
+        ({"overlap": 9}, '"overlap" 9 leaves no new frames'),
+        ({"then": "a blue circle"}, '"then" must be a list of prompts'),
+        ({"then": [], "adain": 0.5}, "['adain'] only apply to a long video"),
+    ]:
+        status, _, reply = call(server, "POST", "/generate", {**body, **bad})
+        assert status == 400 and message in json.loads(reply)["error"], (bad, reply)

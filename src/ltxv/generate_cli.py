@@ -384,7 +384,9 @@ def run(args: argparse.Namespace) -> int:
     for i, out in enumerate(outs):
         begun = time.perf_counter()
         video_cfg = dataclasses.replace(cfg, seed=first + i)
-        _render(pipe, video_cfg, prompts, chain, conditions, init, multiscale, out)
+        steps = len(pipe.schedule(cfg)) + (len(pipe.schedule(multiscale[0])) if multiscale else 0)
+        progress = _progress(len(prompts) * steps)
+        render_video(pipe, video_cfg, prompts, chain, conditions, init, multiscale, out, progress)
         if not is_main():
             continue
         made = f"wrote {out} ({size_text}, seed {first + i})"
@@ -404,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render(
+def render_video(
     pipe: Pipeline,
     cfg: SampleConfig,
     prompts: list[str],
@@ -413,15 +415,15 @@ def _render(
     init: Tensor | None,
     multiscale: tuple[SampleConfig, LatentUpsampler, float] | None,
     out: Path,
-) -> None:
-    """One video to `out`: one pass (text/image-to-video, video-to-video) or two (multi-scale), or a chain of
-    such segments, each written to the file when it is made (memory: one segment). Under torchrun every
-    process makes the same video; rank 0 writes it."""
-    from .media import video_writer, write_video
+    progress: Callable[[int, float, object], None] | None = None,
+) -> Path:
+    """One video to `out` (`ltxv generate`, `ltxv serve`): one pass (text/image-to-video, video-to-video) or
+    two (multi-scale), or a chain of such segments, each written to the file when it is made (memory: one
+    segment); `progress` is the pipeline's step callback. Under torchrun every process makes the same video;
+    rank 0 writes it. Returns the path written (a .png for one frame)."""
+    from .media import output_path, video_writer, write_video
     from .parallel import is_main
 
-    steps = len(pipe.schedule(cfg)) + (len(pipe.schedule(multiscale[0])) if multiscale else 0)
-    progress = _progress(len(prompts) * steps)
     if len(prompts) > 1:
         with contextlib.ExitStack() as stack:
             write = stack.enter_context(video_writer(out, cfg.frame_rate)) if is_main() else _discard
@@ -429,7 +431,7 @@ def _render(
                 prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write,
                 multiscale=multiscale,
             )  # fmt: skip
-        return
+        return output_path(out, 2)
     if multiscale is not None:
         result = pipe.generate_multiscale(
             prompts[0], cfg, *multiscale, conditions=conditions, callback=progress
@@ -437,7 +439,8 @@ def _render(
     else:  # init: --video's latents (video-to-video)
         result = pipe.generate(prompts[0], cfg, conditions=conditions, init_latents=init, callback=progress)
     if is_main():
-        write_video(out, result.video[0], cfg.frame_rate)
+        return write_video(out, result.video[0], cfg.frame_rate)
+    return output_path(out, result.video.shape[2])
 
 
 def _discard(frames: object) -> None:

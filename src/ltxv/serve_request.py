@@ -1,8 +1,9 @@
 """The JSON request of `ltxv serve` (`parse_request`: JSON -> SampleConfig fields and conditioning media) and
 one request made into a file (`render`: as `ltxv generate` makes it), without the HTTP around them.
 
-Keys: `ltxv generate`'s sampling flags without the dashes (`SAMPLE_KEYS`), `prompt`, and the conditioning
-media (`MEDIA_KEYS`: `image`, `image_strength`, `conditions`). A value of null is as if the key were left out.
+Keys: `ltxv generate`'s sampling flags without the dashes (`SAMPLE_KEYS`), `prompt`, the conditioning media
+(`MEDIA_KEYS`: `image`, `image_strength`, `conditions`), and a long video's later prompts (`then`) with its
+`CHAIN_KEYS`. A value of null is as if the key were left out.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ SAMPLE_KEYS = GENERATION_FLAGS | {
 }
 KEY_NAMES = {field: f'"{key}"' for key, field in SAMPLE_KEYS.items()}  # for `sample_config`'s messages
 MEDIA_KEYS = ("image", "image_strength", "conditions")
-REQUEST_KEYS = ("prompt", *SAMPLE_KEYS, *MEDIA_KEYS)
+CHAIN_KEYS = ("overlap", "overlap_strength", "adain")  # ChainConfig fields: with "then" (a long video)
+REQUEST_KEYS = ("prompt", "then", *SAMPLE_KEYS, *MEDIA_KEYS, *CHAIN_KEYS)
 MAX_BODY = 64 * 1024 * 1024  # bytes: a request's media are base64 images or short clips
 _SUFFIXES = {  # data-URL media types -> the file suffix `read_media` reads them by
     "image/png": ".png",
@@ -68,11 +70,13 @@ class Request:
     prompt: str
     given: dict[str, Any]  # SampleConfig fields the request sets (the rest: the model's generation.json)
     media: list[Media]
+    then: list[str] = dataclasses.field(default_factory=list)  # later segments' prompts (generate's --then)
+    chain: dict[str, Any] = dataclasses.field(default_factory=dict)  # the ChainConfig fields it sets
 
 
 def parse_request(body: dict[str, Any]) -> Request:
     """A decoded JSON request -> Request, or a ValueError naming the key, the value and what to send."""
-    from .config import SampleConfig, coerce_value
+    from .config import ChainConfig, SampleConfig, coerce_value
     from .text import check_prompt
 
     if not isinstance(body, dict):
@@ -118,7 +122,19 @@ def parse_request(body: dict[str, Any]) -> Request:
             raise ValueError(f'{name}: "frame" must be an integer (-1 is the last frame), got {frame!r}')
         strength = _strength(item.get("strength", 1.0), f'{name}: "strength"')
         media.append(_media(item["media"], frame, strength, name))
-    return Request(prompt, given, media)
+    then = body.get("then", [])
+    if not (isinstance(then, list) and all(isinstance(p, str) for p in then)):
+        raise ValueError(
+            f'"then" must be a list of prompts, one per later segment of a long video; got {then!r}'
+        )
+    for i, later in enumerate(then):
+        check_prompt(later, f'"then"[{i}]')
+    chain = {key: coerce_value(ChainConfig, key, body[key], f'"{key}"') for key in CHAIN_KEYS if key in body}
+    if chain and not then:
+        raise ValueError(
+            f'{sorted(chain)} only apply to a long video: add "then" (later prompts) or drop them'
+        )
+    return Request(prompt, given, media, then, chain)
 
 
 def _strength(value: Any, name: str) -> float:
@@ -179,19 +195,27 @@ def render(
     """One request as `ltxv generate` makes it: `request.given` > `base` (the server's own settings) >
     `model`'s generation.json; conditioning media fitted as --image/--condition are; `progress(step, steps)`
     after each denoising step. ValueError for bad input, before the model runs."""
+    from .config import ChainConfig, SampleConfigError
     from .demo import sample_config
-    from .generate_cli import check_cond_crf, fit_conditions, prompt_notes, with_model_defaults
-    from .media import padded_size, write_video
+    from .generate_cli import check_cond_crf, fit_conditions, prompt_notes, render_video, with_model_defaults
+    from .media import padded_size
 
     begun = time.perf_counter()
     check_cond_crf(cond_crf, "cond_crf")
     given = (base or {}) | request.given
     cfg = sample_config(model, given, KEY_NAMES)
+    prompts = [request.prompt, *request.then]  # one per segment
+    try:
+        chain = ChainConfig(**request.chain)
+        frames = chain.total_frames(cfg.num_frames, len(prompts))
+    except SampleConfigError as err:
+        name = KEY_NAMES.get(err.field, f'"{err.field}"')
+        raise ValueError(f"{name} {err.text}") from None
     size = padded_size(cfg.height, cfg.width, cfg.num_frames)
-    if math.prod(size) > max_pixels:
+    if size[0] * size[1] * frames > max_pixels:
         raise ValueError(
-            f"{cfg.width}x{cfg.height}x{cfg.num_frames} (width x height x frames, padded {size[1]}x{size[0]}x"
-            f"{size[2]}) is over this server's limit of {max_pixels} pixels (ltxv serve --max-pixels)"
+            f"{cfg.width}x{cfg.height}x{frames} (width x height x frames; sides padded to {size[1]}x"
+            f"{size[0]}) is over this server's limit of {max_pixels} pixels (ltxv serve --max-pixels)"
         )
     stochastic = given.get("stochastic")  # None: the model's
     cfg = with_model_defaults(pipe, cfg, stg_blocks_given="stg_blocks" in given, stochastic=stochastic)
@@ -202,21 +226,23 @@ def render(
             path.write_bytes(media.data)
             items.append((str(path), media.frame, media.strength, media.name))
         try:
-            conditions, notes = fit_conditions(items, cfg, size, cond_crf)
+            conditions, notes = fit_conditions(items, cfg, size, cond_crf, chained=len(prompts) > 1)
         except (ValueError, OSError) as err:  # an unreadable upload: name it, not the temporary folder
             raise ValueError(str(err).replace(str(Path(tmp)) + "/", "")) from None
-        notes += prompt_notes(pipe, [request.prompt], cfg)
-        if not request.prompt.strip():
-            notes.append("note: the prompt is empty: generating unconditionally")
+        notes += prompt_notes(pipe, prompts, cfg)
+        if not all(p.strip() for p in prompts):
+            notes.append("note: a prompt is empty: generating that segment unconditionally")
         cfg = dataclasses.replace(cfg, seed=pipe.pick_seed(cfg))
-        steps = len(pipe.schedule(cfg))
+        steps, done = len(prompts) * len(pipe.schedule(cfg)), [0]  # every segment's steps
 
         def step_done(i: int, t: float, latents: object) -> None:
+            done[0] += 1
             if progress is not None:
-                progress(i + 1, steps)
+                progress(done[0], steps)
 
-        result = pipe.generate(request.prompt, cfg, conditions=conditions, callback=step_done)
-        out = write_video(Path(tmp) / "out.mp4", result.video[0], cfg.frame_rate)  # one frame: out.png
-        data = out.read_bytes()
+        out = render_video(
+            pipe, cfg, prompts, chain, conditions, None, None, Path(tmp) / "out.mp4", step_done
+        )
+        data = out.read_bytes()  # one frame: out.png
     media_type = "image/png" if out.suffix == ".png" else "video/mp4"
     return Rendered(data, media_type, cfg.seed, time.perf_counter() - begun, notes)
