@@ -18,7 +18,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose r
 @functools.cache
 def _help_width() -> int:
     """The terminal's width, asked once: argparse asks it again for every flag it adds (~270 times per
-    start, 0.1 s of a 2 s `ltxv generate`)."""
+    start: 0.14 s of the parser's 0.17 s under a profiler, ~0.05 s of `ltxv generate`'s wall time)."""
     return shutil.get_terminal_size().columns - 2
 
 

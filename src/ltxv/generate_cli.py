@@ -381,12 +381,13 @@ def run(args: argparse.Namespace) -> int:
         size_text = f"1 frame, {cfg.width}x{cfg.height}"
     else:
         size_text = f"{total_frames} frames, {cfg.width}x{cfg.height} @ {cfg.frame_rate:g} fps"
+    steps = len(prompts) * (
+        len(pipe.schedule(cfg)) + (len(pipe.schedule(multiscale[0])) if multiscale else 0)
+    )
     for i, out in enumerate(outs):
         begun = time.perf_counter()
         video_cfg = dataclasses.replace(cfg, seed=first + i)
-        steps = len(pipe.schedule(cfg)) + (len(pipe.schedule(multiscale[0])) if multiscale else 0)
-        progress = _progress(len(prompts) * steps)
-        render_video(pipe, video_cfg, prompts, chain, conditions, init, multiscale, out, progress)
+        render_video(pipe, video_cfg, prompts, chain, conditions, init, multiscale, out, _progress(steps))
         if not is_main():
             continue
         made = f"wrote {out} ({size_text}, seed {first + i})"
@@ -420,8 +421,8 @@ def render_video(
     """One video to `out` (`ltxv generate`, `ltxv serve`): one pass (text/image-to-video, video-to-video) or
     two (multi-scale), or a chain of such segments, each written to the file when it is made (memory: one
     segment); `progress` is the pipeline's step callback. Under torchrun every process makes the same video;
-    rank 0 writes it. Returns the path written (a .png for one frame)."""
-    from .media import output_path, video_writer, write_video
+    rank 0 writes it. Returns the path written (a .png for one frame; `out` on the other ranks)."""
+    from .media import video_writer, write_video
     from .parallel import is_main
 
     if len(prompts) > 1:
@@ -431,16 +432,14 @@ def render_video(
                 prompts, cfg, chain, conditions=conditions, callback=progress, on_frames=write,
                 multiscale=multiscale,
             )  # fmt: skip
-        return output_path(out, 2)
+        return out  # a chain has frames enough for a video
     if multiscale is not None:
         result = pipe.generate_multiscale(
             prompts[0], cfg, *multiscale, conditions=conditions, callback=progress
         )
     else:  # init: --video's latents (video-to-video)
         result = pipe.generate(prompts[0], cfg, conditions=conditions, init_latents=init, callback=progress)
-    if is_main():
-        return write_video(out, result.video[0], cfg.frame_rate)
-    return output_path(out, result.video.shape[2])
+    return write_video(out, result.video[0], cfg.frame_rate) if is_main() else out
 
 
 def _discard(frames: object) -> None:

@@ -81,7 +81,7 @@ class Unavailable(Exception):
 class Server(ThreadingHTTPServer):
     """The HTTP server around one pipeline. `run()` serves HTTP on a thread of its own and renders the
     requests, one at a time, on the thread that calls it (the one that loaded the model): on another thread
-    the bundled model's videos took 0.47-0.55 s instead of 0.33-0.34 s on this 2-core CPU (measured; a fresh
+    the bundled model's videos took 0.43-0.55 s instead of 0.32-0.35 s on this 2-core CPU (measured; a fresh
     thread per request or one persistent worker alike)."""
 
     daemon_threads = True
