@@ -210,6 +210,14 @@ def test_shape_accuracy_is_per_shape_asked_for():
     assert evaluate._accuracy_by_shape(rows, "t2v") == {"circle": 1.0, "square": pytest.approx(1 / 3)}
 
 
+def test_shape_fill_is_the_median_per_shape_asked_for():
+    def row(shape: str, fill: float | None) -> dict:
+        return {"shape": shape, "t2v": {"fill": fill}}
+
+    rows = [row("square", 0.86), row("square", 0.95), row("square", 0.90), row("circle", None)]
+    assert evaluate._fill_by_shape(rows, "t2v") == {"circle": None, "square": pytest.approx(0.90)}
+
+
 def _numbers(value) -> list:  # noqa: ANN001 - any JSON value
     if isinstance(value, dict):
         return [x for v in value.values() for x in _numbers(v)]
@@ -258,6 +266,12 @@ def test_eval_shapes_end_to_end(tmp_path, capsys):
         by_shape = report[section]["shape_accuracy"]
         assert set(by_shape) == {c["shape"] for c in report["clips"]}
         assert all(0 <= v <= 1 for v in by_shape.values())
+    for section in ("reference", "vae", "t2v", "i2v"):  # median fill ratio per shape asked for
+        fills = report[section]["shape_fill"]
+        assert set(fills) == {c["shape"] for c in report["clips"]}
+        assert all(v is None or 0 < v <= 1 for v in fills.values())
+    for c in report["clips"]:  # the rendered clips: each shape's fill on its side of the judge's cut
+        assert (c["reference"]["fill"] > judge.SQUARE_FILL) == (c["shape"] == "square"), c["caption"]
     assert len(report["clips"]) == 2 and report["clips"][0]["caption"].endswith("background")
     for key in ("psnr", "ssim"):
         assert math.isfinite(report["vae"][key])

@@ -14,7 +14,10 @@ as training data is) and reports, each averaged over the clips:
 - temporal: area coefficient of variation and colour std of the object across frames (t2v videos);
 - speed: wall seconds per text-to-video generation and the realtime factor (video seconds / wall seconds).
 vae, t2v and i2v also give the shape accuracy per shape asked for (`shape_accuracy`: {circle, square,
-triangle}).
+triangle}); reference, vae, t2v and i2v the median of the judge's fill ratio per shape asked for
+(`shape_fill`; a square is judged one above judge.SQUARE_FILL, 0.893; rendered squares read ~1, circles
+~0.79): how near the cut a model's shapes fall where the accuracy alone reads 0 or 1. Every clip's row holds
+its videos' fill and row skew.
 """
 
 from __future__ import annotations
@@ -124,6 +127,16 @@ def _accuracy_by_shape(rows: list[dict], section: str) -> dict[str, float | None
     return {s: _mean([r[section]["score"]["shape"] for r in rows if r["shape"] == s]) for s in shapes}
 
 
+def _fill_by_shape(rows: list[dict], section: str) -> dict[str, float | None]:
+    """{shape asked for: median fill ratio of those clips' `section` videos that hold an object}; None where
+    none does."""
+    fills: dict[str, list[float]] = {r["shape"]: [] for r in rows}
+    for r in rows:
+        if r[section]["fill"] is not None:
+            fills[r["shape"]].append(r[section]["fill"])
+    return {s: statistics.median(f) if f else None for s, f in sorted(fills.items())}
+
+
 def _judged(video: Tensor, record: dict) -> dict:
     """The judgement of one video as JSON-friendly fields, with its score against `record`."""
     j = judge.judge_video(video)
@@ -131,6 +144,8 @@ def _judged(video: Tensor, record: dict) -> dict:
         "found": j.found,
         **{a: getattr(j, a) for a in judge.ATTRIBUTES},
         "velocity": list(j.velocity),
+        "fill": j.fill,
+        "skew": j.skew,
         "score": judge.score(j, record),
     }
 
@@ -220,6 +235,7 @@ def summarize(cfg: ShapesEval, rows: list[dict], device: str, sample: SampleConf
         "sampling": {k: getattr(sample, k) for k in SAMPLING_KEYS},
         "reference": {
             "accuracy": _accuracy([r["reference"]["score"] for r in rows]),
+            "shape_fill": _fill_by_shape(rows, "reference"),
             "area_cv": _mean([r["reference_temporal"]["area_cv"] for r in rows]),
         },
         "vae": {
@@ -227,16 +243,19 @@ def summarize(cfg: ShapesEval, rows: list[dict], device: str, sample: SampleConf
             "ssim": _mean([r["vae"]["ssim"] for r in rows]),
             "accuracy": _accuracy([r["vae"]["score"] for r in rows]),
             "shape_accuracy": _accuracy_by_shape(rows, "vae"),
+            "shape_fill": _fill_by_shape(rows, "vae"),
         },
         "t2v": {
             "accuracy": _accuracy([r["t2v"]["score"] for r in rows]),
             "shape_accuracy": _accuracy_by_shape(rows, "t2v"),
+            "shape_fill": _fill_by_shape(rows, "t2v"),
             "found": _mean([r["t2v"]["found"] for r in rows]),
         },
         "i2v": {
             "first_frame_psnr": _mean([r["i2v"]["first_frame_psnr"] for r in rows]),
             "accuracy": _accuracy([r["i2v"]["score"] for r in rows]),
             "shape_accuracy": _accuracy_by_shape(rows, "i2v"),
+            "shape_fill": _fill_by_shape(rows, "i2v"),
         },
         "keyframes": {
             "last_frame_psnr": _mean([r["keyframes"]["last_frame_psnr"] for r in rows]),
