@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bundled demo model's recipe (MODELS.md): shapes-world data -> text encoder -> VAE -> denoising decoder ->
 # decoder polish -> latent cache -> transformer -> the whole VAE again for moving shapes -> latent cache ->
-# the transformer moved onto the new latents (three times) -> a fourth and a fifth clip stage -> the model folder
+# the transformer moved onto the new latents (three times) -> a fourth and a fifth clip stage -> the same world at
+# 192x192: data, the whole VAE, latent cache, the transformer (five stages) -> the model folder
 # src/ltxv/assets/demo. Run from an empty work folder:
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
@@ -28,6 +29,12 @@ DITV7_STEPS=${DITV7_STEPS:-2000}
 DITV8_STEPS=${DITV8_STEPS:-2500}
 CLIP4_STEPS=${CLIP4_STEPS:-6000}
 CLIP5_STEPS=${CLIP5_STEPS:-6000}
+VAE192_STEPS=${VAE192_STEPS:-3000}
+DIT192_STEPS=${DIT192_STEPS:-2500}
+DIT192B_STEPS=${DIT192B_STEPS:-800}
+DIT192C_STEPS=${DIT192C_STEPS:-4500}
+DIT192D_STEPS=${DIT192D_STEPS:-2700}
+DIT192E_STEPS=${DIT192E_STEPS:-6500}
 OUT=${OUT:-demo}
 once() {  # FILE COMMAND...: run COMMAND unless FILE, the last one it writes, exists: a re-run skips finished
     [ -e "$1" ] || "${@:2}"  # data, text encoder, cache and model folder steps (training runs resume themselves)
@@ -139,16 +146,38 @@ dit_stage runs/ditv8 runs/ditv7/model.safetensors "$DITV8_STEPS" 1e-4 1.0 cache7
 # a fourth clip cosine, the same as the third (the VAE stage leaves the transformer as it was: DiT V8's
 # transformer stays on clip 3's latents without moving it, chosen on the train split; MODELS.md)
 vae_stage runs/clip4 runs/ditv8/model.safetensors data/dit4k 25x128x128 "$CLIP4_STEPS" 2 5e-5 100
-# and a fifth, the same: the shipped file is clip 5's VAE with DiT V8's transformer (moving it onto clip 5's
-# latents, DiT V10, was not better on the train split)
+# and a fifth, the same: clip 5's VAE with DiT V8's transformer was the shipped file until 2026-12-07 (moving the
+# transformer onto clip 5's latents, DiT V10, was not better on the train split)
 vae_stage runs/clip5 runs/clip4/model.safetensors data/dit4k 25x128x128 "$CLIP5_STEPS" 2 5e-5 100
 
+# shapes at 192x192 (MODELS.md, "At 192x192 the VAE keeps the corners"): the world's objects are 1/8-1/4 of the
+# frame, so at 128 px the smallest are under two thirds of a 32 px latent token, whose corners the VAE drops; at
+# 192 px they are 24-48 px. New 2 s clips at 192 px, the whole VAE on their 25-frame starts, the latents cached,
+# and the transformer moved onto them and trained there for ~17,000 steps (EMA 0.998)
+once data/d192/captions.jsonl ltxv data synth data/d192 --clips 3072 --size 192 --frames 49 --seed 51 --holdout
+# (the run started from clip 5's file rounded to bf16, the model shipped then)
+vae_stage runs/vae192 runs/clip5/model.safetensors data/d192 25x192x192 "$VAE192_STEPS" 2 1e-4 100
+once cache192/meta.json ltxv preprocess data/d192 --model runs/vae192/model.safetensors --text-encoder t5 \
+    --out cache192 --buckets 49x192x192 --max-tokens 32 --batch-size 8
+dit192_stage() {  # OUT INIT STEPS LR WARMUP EMA T_SHIFT [more ltxv flags]
+    ltxv train dit --init "$2" --data cache192 --out "$1" --steps "$3" --batch-size 16 --lr "$4" --ema "$6" \
+        --log-every 50 --save-every 500 --val-every 100000 --compile --set optim.warmup_steps="$5" \
+        --set optim.decay=cosine --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift="$7" \
+        "${@:8}"
+}
+dit192_stage runs/dit192 runs/vae192/model.safetensors "$DIT192_STEPS" 2e-4 100 0.998 1.5
+dit192_stage runs/dit192b runs/dit192/model.safetensors "$DIT192B_STEPS" 1e-4 50 0.995 1.0     # at low noise
+# the object's tokens weigh 4x in the flow loss (at 192 px 56 of a clip's 252 tokens are object)
+dit192_stage runs/dit192c runs/dit192b/model.safetensors "$DIT192C_STEPS" 2e-4 100 0.998 1.5 --set flow.foreground=3
+dit192_stage runs/dit192d runs/dit192c/model.safetensors "$DIT192D_STEPS" 1.5e-4 100 0.998 1.5 --set flow.foreground=3
+dit192_stage runs/dit192e runs/dit192d/model.safetensors "$DIT192E_STEPS" 1.5e-4 100 0.998 1.5 --set flow.foreground=3
+
 mkdir -p "$OUT"
-once "$OUT/model.safetensors" ltxv convert runs/clip5/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+once "$OUT/model.safetensors" ltxv convert runs/dit192e/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 once "$OUT/text_encoder" cp -r t5 "$OUT/text_encoder"
 # the decoder decodes at t = 0 (where the VAE stages trained it), without decode noise (MODELS.md)
 cat > "$OUT/generation.json" <<'JSON'
-{"width": 128, "height": 128, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
+{"width": 192, "height": 192, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
  "stg": 0.0, "negative_prompt": "", "max_tokens": 32, "decode_timestep": 0.0, "decode_noise_scale": 0.0,
  "keyframe_guidance": true}
 JSON

@@ -178,7 +178,8 @@ def test_default_command_draws_the_prompt(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "realtime factor" in printed.out and "does not know" not in printed.err
     video, fps = read_video(out)
-    assert tuple(video.shape) == (1, 3, 49, 128, 128) and fps == 24
+    defaults = demo.generation_defaults(demo.DEMO_DIR)
+    assert tuple(video.shape) == (1, 3, 49, defaults["height"], defaults["width"]) and fps == 24
     verdict = judge.judge_video((video + 1) / 2)  # (1, 3, F, H, W) in [0, 1]
     assert verdict.found and (verdict.colour, verdict.background) == ("red", "black")
 
@@ -191,7 +192,8 @@ def test_bundled_model_image_to_video_keeps_the_first_frame(tmp_path):
     from ltxv.data import synth
 
     spec = synth.sample_specs(1, 5, "holdout")[0]  # a never-trained (colour, shape, motion) triple
-    clip = synth.render_clip(spec, 128, 49)  # (1, 3, F, H, W) in [0, 1]
+    size = demo.generation_defaults(demo.DEMO_DIR)["width"]  # the model's own (square) size
+    clip = synth.render_clip(spec, size, 49)  # (1, 3, F, H, W) in [0, 1]
     image = tmp_path / "first.png"
     Image.fromarray((clip[0, :, 0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(image)
     out = tmp_path / "i2v.mp4"
