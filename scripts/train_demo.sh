@@ -159,12 +159,9 @@ once data/d192/captions.jsonl ltxv data synth data/d192 --clips 3072 --size 192 
 vae_stage runs/vae192 runs/clip5/model.safetensors data/d192 25x192x192 "$VAE192_STEPS" 2 1e-4 100
 once cache192/meta.json ltxv preprocess data/d192 --model runs/vae192/model.safetensors --text-encoder t5 \
     --out cache192 --buckets 49x192x192 --max-tokens 32 --batch-size 8
-dit192_stage() {  # OUT INIT STEPS LR WARMUP EMA T_SHIFT [more ltxv flags]
-    ltxv train dit --init "$2" --data cache192 --out "$1" --steps "$3" --batch-size 16 --lr "$4" --ema "$6" \
-        --log-every 50 --save-every 500 --val-every 100000 --compile --set optim.warmup_steps="$5" \
-        --set optim.decay=cosine --set flow.first_frame_p=0.3 --set data.max_tokens=32 --set flow.t_shift="$7" \
-        "${@:8}"
-}
+dit192_stage() {  # OUT INIT STEPS LR WARMUP EMA T_SHIFT [more ltxv flags]: dit_stage on cache 192 with its own
+    dit_stage "$1" "$2" "$3" "$4" "$7" cache192 --ema "$6" --set optim.warmup_steps="$5" "${@:8}"  # EMA, warm-up
+}  # (the later --ema and --set win)
 dit192_stage runs/dit192 runs/vae192/model.safetensors "$DIT192_STEPS" 2e-4 100 0.998 1.5
 dit192_stage runs/dit192b runs/dit192/model.safetensors "$DIT192B_STEPS" 1e-4 50 0.995 1.0     # at low noise
 # the object's tokens weigh 4x in the flow loss (at 192 px 56 of a clip's 252 tokens are object)
