@@ -172,9 +172,10 @@ dit192_stage runs/dit192e runs/dit192d/model.safetensors "$DIT192E_STEPS" 1.5e-4
 mkdir -p "$OUT"
 once "$OUT/model.safetensors" ltxv convert runs/dit192e/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 once "$OUT/text_encoder" cp -r t5 "$OUT/text_encoder"
-# the decoder decodes at t = 0 (where the VAE stages trained it), without decode noise (MODELS.md)
+# the decoder decodes at t = 0 (where the VAE stages trained it), without decode noise; CFG only at the steps
+# with t >= 0.5 (MODELS.md, "Guidance only above t = 0.5")
 cat > "$OUT/generation.json" <<'JSON'
-{"width": 192, "height": 192, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0,
+{"width": 192, "height": 192, "num_frames": 49, "frame_rate": 24.0, "steps": 10, "guidance": 3.0, "guidance_until": 0.5,
  "stg": 0.0, "negative_prompt": "", "max_tokens": 32, "decode_timestep": 0.0, "decode_noise_scale": 0.0,
  "keyframe_guidance": true}
 JSON

@@ -105,6 +105,20 @@ def test_tiny_bench_writes_json(tmp_path, capsys):
     assert r["settings"]["speed"] == dataclasses.asdict(bench.SpeedConfig())
 
 
+def test_bench_counts_the_forwards_of_a_guidance_interval(tmp_path, capsys):
+    """--guidance-until 0.99 on the tiny preset's two steps (t = 1, 0.975): [uncond, cond] then [cond]."""
+    path = tmp_path / "bench.json"
+    assert bench.run(parse(*SMALL, *ONCE, "--stg", "0", "--guidance-until", "0.99", "--json", str(path))) == 0
+    assert "guidance 3 at t >= 0.99, STG 0 -> 1.5 DiT forwards/step" in capsys.readouterr().out
+    r = json.loads(path.read_text())
+    assert (
+        r["dit_forwards"] == 3 and r["forwards_per_step"] == 1.5 and r["settings"]["guidance_until"] == 0.99
+    )
+    tiny = PRESETS["tiny"].dit  # the text's share once per set of branches: 2 rows, then 1
+    expected = (3 * bench.dit_flops(tiny, 8, 256, text_cached=True) + 3 * bench.text_flops(tiny, 256)) / 1e12
+    assert r["dit_tflop_total"] == pytest.approx(expected)
+
+
 def bench_version() -> str:
     import ltxv
 
@@ -119,6 +133,8 @@ def test_compare_diffusers_on_tiny(tmp_path, capsys):
     r = json.loads(path.read_text())
     c = r["compare"]
     assert r["settings"]["stg"] == 0.0 and r["forwards_per_step"] == 2
+    settings = bench.settings_from_args(parse(*SMALL, "--compare", "diffusers", "--guidance-until", "0.5"))
+    assert settings.sample.guidance_until == 0.0 and "no guidance interval" in capsys.readouterr().err
     assert c["ratio"] > 0 and c["step_ratio"] > 0 and c["stages"]["steps"] == 2
     assert c["ratio"] == pytest.approx(c["wall_s"] / c["ltxv_wall_s_without_text"])
 

@@ -115,6 +115,7 @@ def test_image_to_video_and_padding_notice(models, tmp_path):
         (["--timesteps", "1.5,0.5"], "--timesteps values [1.5] are outside (0, 1]"),
         (["--stg", "1", "--rescale", "nan"], "--rescale must be a finite number in [0, 1]"),
         (["--decode-timestep", "5"], "--decode-timestep must be a finite number in [0, 1]"),
+        (["--guidance-until", "2"], "--guidance-until must be a finite number in [0, 1], got 2"),
         (["--decode-noise", "100"], "--decode-noise must be a finite number in [0, 1]"),
         (["--cond-crf", "-1"], "--cond-crf must be in 0..51"),
         (["--stg-blocks", "-1"], "--stg-blocks must be transformer block indices"),

@@ -248,6 +248,8 @@ def test_unsupported_native_configs_are_rejected():
         ("frame_rate", float("nan"), "in [0.001, 1000]"),
         ("frame_rate", 5000.0, "in [0.001, 1000]"),
         ("guidance_schedule", (float("nan"),), "in [0, 100]"),
+        ("guidance_until", 1.5, "in [0, 1]"),
+        ("guidance_until", float("nan"), "in [0, 1]"),
     ],
 )
 def test_sample_config_rejects_non_finite_and_out_of_range_floats(field, value, allowed):

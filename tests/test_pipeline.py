@@ -9,7 +9,7 @@ import torch
 from conftest import randomize_
 
 import ltxv
-from ltxv import Condition, Pipeline, SampleConfig, TextEmbeddings
+from ltxv import Condition, Pipeline, SampleConfig, TextEmbeddings, sampling
 from ltxv.config import SchedulerConfig
 from ltxv.devices import resolve_device
 from ltxv.presets import PRESETS
@@ -195,6 +195,41 @@ def test_multiscale_guidance_schedule_and_frame_rate(pipe):
         hook.remove()
     assert encoder.prompts == ["a cat", first.negative_prompt]
     assert r.frame_rate == 30.0 and set(rates) == {30.0}, rates
+
+
+def test_guidance_until_runs_the_low_noise_steps_unguided(pipe):
+    """CFG + STG at the steps with t >= guidance_until (three branches in one forward), the conditional branch
+    alone below it; the same video as the per-step schedule that says so."""
+    text, neg = _text()
+    cfg = dataclasses.replace(CFG, steps=4, guidance_until=0.9)
+    ts = sampling.schedule(pipe.spec.scheduler, cfg, 12)
+    rows: list[int] = []
+    hook = pipe.dit.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
+    try:
+        until = pipe.generate(text, cfg, negative=neg)
+    finally:
+        hook.remove()
+    assert rows == [3 if t >= 0.9 else 1 for t in ts] and 1 in rows and 3 in rows, (rows, ts)
+    key = Condition(torch.rand(1, 3, 1, 64, 64) * 2 - 1, 16, 1.0)  # keyframe guidance: guided at every step
+    rows.clear()
+    hook = pipe.dit.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
+    try:
+        on = dataclasses.replace(cfg, keyframe_guidance=True)
+        pipe.generate(text, on, negative=neg, conditions=[key])
+        assert rows == [2, 1] * len(ts)  # [cond, perturbed] and the unconditional branch apart, every step
+        rows.clear()
+        pipe.generate(text, cfg, negative=neg, conditions=[key])  # keyframes without keyframe guidance
+        assert rows == [3 if t >= 0.9 else 1 for t in ts]
+    finally:
+        hook.remove()
+    scheduled = dataclasses.replace(
+        CFG, steps=4, guidance_timesteps=(0.9, 0.0), guidance_schedule=(CFG.guidance, 1.0),
+        stg_schedule=(CFG.stg, 0.0),
+    )  # fmt: skip
+    torch.testing.assert_close(until.video, pipe.generate(text, scheduled, negative=neg).video)
+    assert not torch.equal(
+        until.video, pipe.generate(text, dataclasses.replace(cfg, guidance_until=0.0), negative=neg).video
+    )
 
 
 def test_offload_and_tiling_options_run(pipe):

@@ -1,5 +1,6 @@
 """Tests for ltxv.sampling: spec schedule values, exact Euler on analytic fields, and guidance formulas."""
 
+import dataclasses
 import math
 
 import pytest
@@ -248,3 +249,16 @@ def test_guidance_settings_constant_or_per_step():
     )
     assert guidance_settings(stepped, 1.0) == (1.0, 1.0, 0.7, (0,))  # value i from guidance_timesteps[i] down
     assert guidance_settings(stepped, 0.95) == (6.0, 1.0, 0.7, (1, 3))
+
+
+def test_guidance_until_turns_guidance_off_below_its_timestep():
+    plain = SampleConfig(guidance=3.0, stg=1.0, rescale=0.7, stg_blocks=(2,), guidance_until=0.85)
+    assert guidance_settings(plain, 1.0) == (3.0, 1.0, 0.7, (2,))
+    assert guidance_settings(plain, 0.85) == (3.0, 1.0, 0.7, (2,))  # inclusive
+    assert guidance_settings(plain, 0.84) == (1.0, 0.0, 0.7, (2,))  # CFG 1 and STG 0: the cond branch alone
+    stepped = dataclasses.replace(
+        plain, guidance_timesteps=(1.0, 0.9), guidance_schedule=(1.0, 6.0), guidance_until=0.5
+    )  # on top of a per-step schedule
+    assert guidance_settings(stepped, 0.6)[:2] == (6.0, 1.0)
+    assert guidance_settings(stepped, 0.4)[:2] == (1.0, 0.0)
+    assert guidance_settings(stepped, 0.4, keyframes=True)[:2] == (6.0, 1.0)  # keyframe guidance: every step

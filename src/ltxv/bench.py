@@ -30,6 +30,7 @@ from .media import crop_video, padded_size
 from .parallel import is_main, local_device
 from .pipeline import Pipeline, TextEmbeddings
 from .presets import PRESETS, get_preset
+from .sampling import guidance_settings
 from .speed import SpeedConfig, add_speed_arguments, speed_from_args
 from .vae.model import VideoVAE
 
@@ -291,12 +292,13 @@ def _report(
     height, width, frames = padded_size(cfg.height, cfg.width, cfg.num_frames, ss, st)
     latent = ((frames - 1) // st + 1, height // ss, width // ss)
     n, t = latent[0] * latent[1] * latent[2], text_tokens(pipe, cfg)
-    forwards = 1 + (cfg.guidance > 1) + (cfg.stg > 0)  # generate() batches [uncond?, cond, perturbed?]
+    rows = batch_rows(cfg, pipe.schedule(cfg, n))  # generate() batches [uncond?, cond, perturbed?] per step
     figures = stage_figures(runs)
-    cached = pipe.speed.text_cache  # then the text's share is computed once per generation, not per step
+    cached = pipe.speed.text_cache  # then the text's share is computed once per set of branches, not per step
     per_forward = dit_flops(pipe.dit.cfg, n, t, text_cached=cached)
-    total_flops = per_forward * forwards * figures["stages"]["steps"]
-    total_flops += text_flops(pipe.dit.cfg, t) * forwards if cached else 0.0
+    total_flops = per_forward * sum(rows)
+    total_flops += text_flops(pipe.dit.cfg, t) * sum(set(rows)) if cached else 0.0
+    per_step = sum(rows) / len(rows)
     achieved = total_flops / figures["stages"]["denoise_s"] / 1e12
     peak = peak_tflops(device_name(device)) if device.type == "cuda" and s.dtype != "fp32" else None
     video_s = cfg.num_frames / cfg.frame_rate
@@ -309,7 +311,8 @@ def _report(
         "settings": _settings_dict(s, cfg),
         "shape": {"padded_whf": [width, height, frames], "latent_fhw": list(latent), "tokens": n},
         "text_tokens": t,
-        "forwards_per_step": forwards,
+        "forwards_per_step": int(per_step) if per_step.is_integer() else round(per_step, 2),  # the mean
+        "dit_forwards": sum(rows),
         **figures,
         "video_seconds": video_s,
         "realtime_factor": video_s / figures["wall_s"],
@@ -324,8 +327,16 @@ def _report(
     }
 
 
+def batch_rows(cfg: SampleConfig, ts: list[float]) -> list[int]:
+    """The DiT's batch rows at each step time (one video, no keyframes): 1 + CFG's + STG's branch, where
+    `guidance_settings` turns them on (a per-step schedule, `guidance_until`)."""
+    settings = (guidance_settings(cfg, t) for t in ts)
+    return [1 + (g > 1) + (s > 0) for g, s, _, _ in settings]
+
+
 def _settings_dict(s: BenchSettings, cfg: SampleConfig) -> dict[str, Any]:
-    keys = ("width", "height", "num_frames", "frame_rate", "steps", "guidance", "stg", "stg_blocks", "seed")
+    keys = ("width", "height", "num_frames", "frame_rate", "steps", "guidance", "guidance_until", "stg")
+    keys += ("stg_blocks", "seed")
     return {
         "preset": None if s.model else s.preset,
         "model": s.model,
@@ -361,6 +372,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_generation_flag(parser, "--fps", "frame rate of the video", type=float)
     add_generation_flag(parser, "--steps", "denoising steps", type=int)
     add_generation_flag(parser, "--guidance", "CFG scale (1 = off)", type=float)
+    add_generation_flag(parser, "--guidance-until", "guidance only at t >= this (0 = every step)", type=float)
     add_generation_flag(parser, "--stg", "STG scale (0 = off; forced off by --compare)", type=float)
     add_generation_flag(parser, "--max-tokens", "text tokens (0 = the era's: 128 or 256)", type=int)
     parser.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
@@ -411,6 +423,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     if args.compare and sample.stg > 0:
         _log(f"note: --compare diffusers runs both without STG (diffusers has none): {sample.stg:g} -> 0")
         sample = dataclasses.replace(sample, stg=0.0)
+    if args.compare and sample.guidance_until > 0:
+        _log(
+            "note: --compare diffusers runs both with guidance at every step (diffusers' LTXPipeline has no "
+            f"guidance interval): --guidance-until {sample.guidance_until:g} -> 0"
+        )
+        sample = dataclasses.replace(sample, guidance_until=0.0)
     speed = speed_from_args(args)  # ValueError for an unknown backend or a negative threshold
     if args.compare and speed.cfg_parallel * speed.sequence_parallel > 1:
         raise ValueError(

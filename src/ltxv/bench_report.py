@@ -30,8 +30,10 @@ def format_report(r: dict[str, Any]) -> str:
         f"shape: {cfg['width']}x{cfg['height']}x{cfg['num_frames']} (computed {w}x{h}x{f}) -> latents "
         f"{'x'.join(map(str, r['shape']['latent_fhw']))} = {r['shape']['tokens']} tokens, "
         f"{r['text_tokens']} text tokens",
-        f"sampling: {st['steps']} steps, guidance {cfg['guidance']:g}, STG {cfg['stg']:g} -> "
-        f"{r['forwards_per_step']} DiT forwards/step; warm-up {cfg['warmup']}, repeats {cfg['repeats']}",
+        f"sampling: {st['steps']} steps, guidance {cfg['guidance']:g}"
+        + (f" at t >= {cfg['guidance_until']:g}" if cfg.get("guidance_until") else "")
+        + f", STG {cfg['stg']:g} -> {r['forwards_per_step']} DiT forwards/step; warm-up {cfg['warmup']}, "
+        f"repeats {cfg['repeats']}",
         f"total wall (median):  {_dur(r['wall_s'])}   [{', '.join(_dur(x) for x in r['wall_s_all'])}]",
         f"  text encoding:      {text}",
         f"  denoising:          {_dur(st['denoise_s'])}   (per step: mean {_dur(st['step_mean_s'])}, "

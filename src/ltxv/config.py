@@ -261,6 +261,10 @@ class SampleConfig:
     skip_initial_steps: int = 0  # start later in the schedule (video-to-video, multi-scale second pass)
     skip_final_steps: int = 0
     guidance: float = 3.0  # classifier-free guidance scale; <= 1 disables the unconditional branch
+    # guidance (CFG and STG) only at steps with t >= guidance_until (t: 1 = noise .. 0 = data); the steps
+    # below run the conditional branch alone, one forward instead of two or three. 0 = every step. Not with
+    # keyframes under keyframe guidance: that guidance runs at every step
+    guidance_until: float = 0.0
     stg: float = 1.0  # spatiotemporal guidance scale; 0 disables the perturbed branch
     stg_mode: str = "attention_values"
     stg_blocks: tuple[int, ...] = (19,)
@@ -313,6 +317,7 @@ class SampleConfig:
         ranges = {
             "frame_rate": (MIN_FRAME_RATE, MAX_FRAME_RATE),  # a video container needs a usable rate
             "guidance": (0.0, MAX_GUIDANCE),  # <= 1 = off
+            "guidance_until": (0.0, 1.0),  # a timestep: 0 = guidance at every step
             "stg": (0.0, MAX_GUIDANCE),  # 0 = off
             "rescale": (0.0, 1.0),  # a blend factor towards the conditional std
             "image_cond_noise_scale": (0.0, 1.0),

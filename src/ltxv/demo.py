@@ -28,6 +28,7 @@ GENERATION_FLAGS = {
     "fps": "frame_rate",
     "steps": "steps",
     "guidance": "guidance",
+    "guidance_until": "guidance_until",
     "stg": "stg",
     "stg_mode": "stg_mode",
     "rescale": "rescale",

@@ -44,7 +44,14 @@ from .files import check_writable, write_text_atomic
 from .media import read_video
 
 SUITES = ("shapes",)
-SAMPLING_KEYS = ("steps", "guidance", "stg", "decode_timestep", "keyframe_guidance")  # the report records
+SAMPLING_KEYS = (
+    "steps",
+    "guidance",
+    "guidance_until",
+    "stg",
+    "decode_timestep",
+    "keyframe_guidance",
+)  # the report records
 SPLITS = ("holdout", "train")
 
 
@@ -59,6 +66,7 @@ class ShapesEval:
     frames: int = 25  # 8k+1
     steps: int | None = None  # None: the checkpoint's default
     guidance: float | None = None  # CFG scale; None: the checkpoint's default
+    guidance_until: float | None = None  # SampleConfig.guidance_until; None: the checkpoint's default
     keyframe_guidance: bool | None = None  # SampleConfig.keyframe_guidance; None: the checkpoint's default
     seed: int = 0  # clips and generation noise
     fps: float = 24.0
@@ -78,6 +86,11 @@ class ShapesEval:
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 1.0):
             raise ValueError(
                 f"guidance must be a finite number >= 1 (1 = no guidance), got {self.guidance!r}"
+            )
+        if self.guidance_until is not None and not 0 <= self.guidance_until <= 1:
+            raise ValueError(
+                f"guidance_until must be a timestep in [0, 1] (0 = guidance at every step), got "
+                f"{self.guidance_until!r}"
             )
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
@@ -188,6 +201,7 @@ def evaluate_shapes(cfg: ShapesEval, log=print) -> dict:  # noqa: ANN001 - log(s
         frame_rate=cfg.fps,
         steps=cfg.steps or base.steps,
         guidance=base.guidance if cfg.guidance is None else cfg.guidance,
+        guidance_until=base.guidance_until if cfg.guidance_until is None else cfg.guidance_until,
         keyframe_guidance=base.keyframe_guidance if cfg.keyframe_guidance is None else cfg.keyframe_guidance,
     )
     rows: list[dict] = []
@@ -333,6 +347,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--guidance", type=float, default=d.guidance, help="CFG scale (default: the checkpoint's)"
     )
     parser.add_argument(
+        "--guidance-until",
+        type=float,
+        default=d.guidance_until,
+        help="guidance only at steps with t >= this, 0 = every step (default: the checkpoint's)",
+    )
+    parser.add_argument(
         "--keyframe-guidance",
         action=argparse.BooleanOptionalAction,
         default=d.keyframe_guidance,
@@ -356,6 +376,7 @@ def run(args: argparse.Namespace) -> int:
         frames=tuned.get("num_frames", ShapesEval.frames) if args.frames is None else args.frames,
         steps=args.steps,
         guidance=args.guidance,
+        guidance_until=args.guidance_until,
         keyframe_guidance=args.keyframe_guidance,
         seed=args.seed,
         split=args.split,

@@ -80,6 +80,12 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     tuned("--steps", "denoising steps", type=int)
     p.add_argument("--timesteps", help="explicit schedule, comma-separated descending values in (0, 1]")
     tuned("--guidance", "classifier-free guidance scale, 1 = off", type=float)
+    tuned(
+        "--guidance-until",
+        "guidance (CFG, STG) only at steps with t >= this (1 = noise, 0 = data); below it one transformer "
+        "forward per step instead of two; 0 = every step",
+        type=float,
+    )
     tuned("--stg", "spatiotemporal guidance scale, 0 = off", type=float)
     tuned("--stg-mode", "STG variant", choices=("attention_values", "attention_skip", "transformer_block"))
     p.add_argument(

@@ -548,14 +548,15 @@ class Pipeline:
     ) -> Tensor:
         """One Euler step with all guidance branches batched into one forward: [uncond?, cond, perturbed?]
         (with keyframe guidance and extra tokens, the unconditional branch in a forward of its own)."""
-        cfg_scale, stg_scale, rescale, blocks = sampling.guidance_settings(cfg, t)
+        keyframes = cfg.keyframe_guidance and state.num_extra > 0
+        cfg_scale, stg_scale, rescale, blocks = sampling.guidance_settings(cfg, t, keyframes)
         tokens, strength = state.tokens, state.strength
         if cfg.image_cond_noise_scale > 0 and bool((strength > 0).any()):
             eps = torch.randn(tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
             noised = state.clean + cfg.image_cond_noise_scale * eps * t**2
             tokens = torch.where((strength > 1 - 1e-6)[..., None], noised, tokens)
         t_tok = torch.minimum(torch.full_like(strength, t), 1 - strength)  # (B, N)
-        apart = cfg_scale > 1 and cfg.keyframe_guidance and state.num_extra > 0
+        apart = cfg_scale > 1 and keyframes
         branches = [("uncond", neg)] if cfg_scale > 1 and not apart else []
         branches += [("cond", text)] + ([("perturbed", text)] if stg_scale > 0 else [])
         b, k = tokens.shape[0], len(branches)

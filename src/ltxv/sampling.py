@@ -215,17 +215,23 @@ def guidance_at(guidance_timesteps: Sequence[float], values: Sequence[T], t: flo
     return values[index]
 
 
-def guidance_settings(cfg: SampleConfig, t: float) -> tuple[float, float, float, tuple[int, ...]]:
+def guidance_settings(
+    cfg: SampleConfig, t: float, keyframes: bool = False
+) -> tuple[float, float, float, tuple[int, ...]]:
     """(CFG scale, STG scale, rescale, STG blocks) at step time `t`: the per-step schedules where
-    `cfg.guidance_timesteps` gives them (`guidance_at`), else the constant values."""
+    `cfg.guidance_timesteps` gives them (`guidance_at`), else the constant values; no guidance (CFG 1, STG 0)
+    below `cfg.guidance_until`, unless `keyframes` (keyframes under keyframe guidance, whose CFG pulls the
+    video towards them down to the last step: without it there the last frame lands twice as far from a
+    given one on the bundled model, MODELS.md)."""
     gt = cfg.guidance_timesteps
 
     def pick(values: Sequence[T], default: T) -> T:
         return guidance_at(gt, values, t) if gt and values else default
 
+    guided = t >= cfg.guidance_until or keyframes
     return (
-        pick(cfg.guidance_schedule, cfg.guidance),
-        pick(cfg.stg_schedule, cfg.stg),
+        pick(cfg.guidance_schedule, cfg.guidance) if guided else 1.0,
+        pick(cfg.stg_schedule, cfg.stg) if guided else 0.0,
         pick(cfg.rescale_schedule, cfg.rescale),
         pick(cfg.stg_blocks_schedule, cfg.stg_blocks),
     )
