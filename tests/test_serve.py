@@ -120,11 +120,12 @@ def test_text_to_video_is_the_pipelines_video(served, tmp_path):
 
 def test_request_settings_override_the_models(served, tmp_path):
     server, _, made = served
-    body = {"prompt": "a blue square", "seed": 1, "width": 96, "frames": 17, "guidance": 1, "steps": 3}
+    body = {"prompt": "a blue square", "seed": 1, "width": 96, "frames": 17, "guidance": 2, "steps": 3}
+    body["guidance_until"] = 0.9
     status, _, data = call(server, "POST", "/generate", body)
     assert status == 200, data[:200]
     assert decoded(data, tmp_path).shape == (17, 64, 96, 3)
-    settings = {"width": 96, "num_frames": 17, "guidance": 1.0, "steps": 3}
+    settings = {"width": 96, "num_frames": 17, "guidance": 2.0, "guidance_until": 0.9, "steps": 3}
     check_made(served, data, tmp_path, "a blue square", seed=1, **settings)
     status, headers, data = call(server, "POST", "/generate", {"prompt": "a dot", "frames": 1, "seed": 2})
     assert status == 200 and headers["Content-Type"] == "image/png"
@@ -204,6 +205,7 @@ def test_notes_come_back_in_a_header(served):
         ({"prompt": "x", "frames": "ten"}, "\"frames\": expected int, got 'ten'"),
         ({"prompt": "x", "frames": 0}, '"frames" must be >= 1'),
         ({"prompt": "x", "guidance": -1}, '"guidance" must be a finite number in [0, 100], got -1.0'),
+        ({"prompt": "x", "guidance_until": 1.5}, '"guidance_until" must be a finite number in [0, 1]'),
         ({"prompt": "x", "conditions": {}}, '"conditions" must be a list'),
         ({"prompt": "x", "width": 2048, "height": 2048, "frames": 1025}, "over this server's limit of"),
         ({"prompt": "x", "steps": 1e30}, '"steps" 1000000000000000019884624838656 is too large (max 1000)'),
