@@ -186,6 +186,9 @@ def test_eval_requires_model(monkeypatch, tmp_path):
         evaluate.ShapesEval(model="m", frames=10)
     with pytest.raises(ValueError, match="guidance must be a finite number >= 1"):
         evaluate.ShapesEval(model="m", guidance=0.5)
+    for bad in (3.0, float("nan")):
+        with pytest.raises(ValueError, match=r"guidance_until must be a finite number in \[0, 1\]"):
+            evaluate.ShapesEval(model="m", guidance_until=bad)
 
 
 def test_eval_splits(tmp_path):

@@ -204,18 +204,13 @@ def test_guidance_until_runs_the_low_noise_steps_unguided(pipe):
     cfg = dataclasses.replace(CFG, steps=4, guidance_until=0.9)
     ts = sampling.schedule(pipe.spec.scheduler, cfg, 12)
     rows: list[int] = []
+    key = Condition(torch.rand(1, 3, 1, 64, 64) * 2 - 1, 16, 1.0)  # keyframe guidance: guided at every step
     hook = pipe.dit.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
     try:
         until = pipe.generate(text, cfg, negative=neg)
-    finally:
-        hook.remove()
-    assert rows == [3 if t >= 0.9 else 1 for t in ts] and 1 in rows and 3 in rows, (rows, ts)
-    key = Condition(torch.rand(1, 3, 1, 64, 64) * 2 - 1, 16, 1.0)  # keyframe guidance: guided at every step
-    rows.clear()
-    hook = pipe.dit.register_forward_pre_hook(lambda _m, args: rows.append(args[0].shape[0]))
-    try:
-        on = dataclasses.replace(cfg, keyframe_guidance=True)
-        pipe.generate(text, on, negative=neg, conditions=[key])
+        assert rows == [3 if t >= 0.9 else 1 for t in ts] and 1 in rows and 3 in rows, (rows, ts)
+        rows.clear()
+        pipe.generate(text, dataclasses.replace(cfg, keyframe_guidance=True), negative=neg, conditions=[key])
         assert rows == [2, 1] * len(ts)  # [cond, perturbed] and the unconditional branch apart, every step
         rows.clear()
         pipe.generate(text, cfg, negative=neg, conditions=[key])  # keyframes without keyframe guidance

@@ -87,11 +87,8 @@ class ShapesEval:
             raise ValueError(
                 f"guidance must be a finite number >= 1 (1 = no guidance), got {self.guidance!r}"
             )
-        if self.guidance_until is not None and not 0 <= self.guidance_until <= 1:
-            raise ValueError(
-                f"guidance_until must be a timestep in [0, 1] (0 = guidance at every step), got "
-                f"{self.guidance_until!r}"
-            )
+        if self.guidance_until is not None:
+            SampleConfig(guidance_until=self.guidance_until)  # SampleConfig's own range check
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         synth.SynthConfig(size=self.size, frames=self.frames, seed=self.seed)  # synth's own checks
