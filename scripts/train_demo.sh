@@ -2,7 +2,7 @@
 # The bundled demo model's recipe (MODELS.md): shapes-world data -> text encoder -> VAE -> denoising decoder ->
 # decoder polish -> latent cache -> transformer -> the whole VAE again for moving shapes -> latent cache ->
 # the transformer moved onto the new latents (three times) -> a fourth and a fifth clip stage -> the same world at
-# 192x192: data, the whole VAE, latent cache, the transformer (five stages) -> the model folder
+# 192x192: data, the whole VAE, latent cache, the transformer (eight stages) -> the model folder
 # src/ltxv/assets/demo. Run from an empty work folder:
 #   bash /path/to/ltxv/scripts/train_demo.sh
 # Every stage resumes when re-run (delete runs/<stage> to start it again).
@@ -35,6 +35,9 @@ DIT192B_STEPS=${DIT192B_STEPS:-800}
 DIT192C_STEPS=${DIT192C_STEPS:-4500}
 DIT192D_STEPS=${DIT192D_STEPS:-2700}
 DIT192E_STEPS=${DIT192E_STEPS:-6500}
+DIT192F_STEPS=${DIT192F_STEPS:-2500}
+DIT192G_STEPS=${DIT192G_STEPS:-3000}
+DIT192H_STEPS=${DIT192H_STEPS:-3000}
 OUT=${OUT:-demo}
 once() {  # FILE COMMAND...: run COMMAND unless FILE, the last one it writes, exists: a re-run skips finished
     [ -e "$1" ] || "${@:2}"  # data, text encoder, cache and model folder steps (training runs resume themselves)
@@ -168,9 +171,14 @@ dit192_stage runs/dit192b runs/dit192/model.safetensors "$DIT192B_STEPS" 1e-4 50
 dit192_stage runs/dit192c runs/dit192b/model.safetensors "$DIT192C_STEPS" 2e-4 100 0.998 1.5 --set flow.foreground=3
 dit192_stage runs/dit192d runs/dit192c/model.safetensors "$DIT192D_STEPS" 1.5e-4 100 0.998 1.5 --set flow.foreground=3
 dit192_stage runs/dit192e runs/dit192d/model.safetensors "$DIT192E_STEPS" 1.5e-4 100 0.998 1.5 --set flow.foreground=3
+# then three cosines at low noise (t_shift 1.0), where the squares' corners are settled (MODELS.md, "Low noise,
+# longer"): the squares' fill rises stage by stage
+dit192_stage runs/dit192f runs/dit192e/model.safetensors "$DIT192F_STEPS" 1e-4 50 0.998 1.0 --set flow.foreground=3
+dit192_stage runs/dit192g runs/dit192f/model.safetensors "$DIT192G_STEPS" 1e-4 50 0.998 1.0 --set flow.foreground=3
+dit192_stage runs/dit192h runs/dit192g/model.safetensors "$DIT192H_STEPS" 1e-4 50 0.998 1.0 --set flow.foreground=3
 
 mkdir -p "$OUT"
-once "$OUT/model.safetensors" ltxv convert runs/dit192e/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
+once "$OUT/model.safetensors" ltxv convert runs/dit192h/model.safetensors "$OUT/model.safetensors" --to ltxv --dtype bf16
 once "$OUT/text_encoder" cp -r t5 "$OUT/text_encoder"
 # the decoder decodes at t = 0 (where the VAE stages trained it), without decode noise; CFG only at the steps
 # with t >= 0.5 (MODELS.md, "Guidance only above t = 0.5")
