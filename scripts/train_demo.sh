@@ -172,7 +172,7 @@ dit192_stage runs/dit192c runs/dit192b/model.safetensors "$DIT192C_STEPS" 2e-4 1
 dit192_stage runs/dit192d runs/dit192c/model.safetensors "$DIT192D_STEPS" 1.5e-4 100 0.998 1.5 --set flow.foreground=3
 dit192_stage runs/dit192e runs/dit192d/model.safetensors "$DIT192E_STEPS" 1.5e-4 100 0.998 1.5 --set flow.foreground=3
 # then three cosines at low noise (t_shift 1.0), where the squares' corners are settled (MODELS.md, "Low noise,
-# longer"): the squares' fill rises stage by stage
+# longer"): the squares' fill rose over the first two and held in the third, which passed the train split
 dit192_stage runs/dit192f runs/dit192e/model.safetensors "$DIT192F_STEPS" 1e-4 50 0.998 1.0 --set flow.foreground=3
 dit192_stage runs/dit192g runs/dit192f/model.safetensors "$DIT192G_STEPS" 1e-4 50 0.998 1.0 --set flow.foreground=3
 dit192_stage runs/dit192h runs/dit192g/model.safetensors "$DIT192H_STEPS" 1e-4 50 0.998 1.0 --set flow.foreground=3
