@@ -95,6 +95,32 @@ def test_round_trip_gives_the_vae_latents_and_the_right_caption_embedding(world,
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.pt"))
 
 
+def test_a_clip_listed_with_several_captions_is_encoded_once(world, tmp_path, monkeypatch):
+    root, _, vae, t5, _ = world
+    records = [json.loads(x) for x in (root / "data" / "captions.jsonl").read_text().splitlines()]
+    first, second = records[0], records[2]  # two real clips (row 1 is the missing one)
+    rows = [first, second | {"caption": "another caption"}, first | {"caption": "a partial caption"}, second]
+    (root / "data" / "twice.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = VideoDataset(root / "data" / "twice.jsonl", parse_buckets("9x64x64"))
+    encoded = []
+    encode = vae.encode
+    monkeypatch.setattr(vae, "encode", lambda video: encoded.append(video.shape[0]) or encode(video))
+    meta = preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS, batch_size=4)
+    assert encoded == [2] and meta["count"] == 4  # one VAE call for the two distinct clips, four entries
+    cached = LatentDataset(tmp_path)
+    with torch.inference_mode():
+        for i, row in enumerate(rows):
+            sample = cached[i]
+            assert sample["caption"] == row["caption"] and sample["row"] == i
+            emb, _ = t5.encode([row["caption"]], MAX_TOKENS)
+            torch.testing.assert_close(sample["text_emb"], emb[0], atol=1e-5, rtol=1e-5)
+            alone = encode(dataset[i]["video"][None])[0]
+            torch.testing.assert_close(sample["latents"], alone, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cached[0]["latents"], cached[2]["latents"])
+    assert torch.equal(cached[1]["latents"], cached[3]["latents"])
+    assert not torch.equal(cached[0]["latents"], cached[1]["latents"])
+
+
 def test_interrupted_rewrite_leaves_no_cache_and_no_temporary_files(world, tmp_path, monkeypatch):
     _, dataset, vae, t5, _ = world
     preprocess(dataset, vae, t5, tmp_path, MAX_TOKENS)

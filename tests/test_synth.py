@@ -84,6 +84,18 @@ def test_caption_grammar_moving_and_static():
         assert f"{spec.colour} {spec.shape} {action} on a {spec.background} background" in caption(spec)
 
 
+def test_partial_captions_leave_out_the_named_phrases():
+    moving = ClipSpec("orange", "square", "up", "slow", "white")
+    still = ClipSpec("blue", "circle", "static", "none", "gray")
+    assert caption(moving, ("colour",)) == "a square moving up on a white background"
+    assert caption(moving, ("motion",)) == "an orange square on a white background"
+    assert caption(still, ("motion",)) == "a blue circle on a gray background"
+    assert caption(still, ("colour", "motion")) == "a circle on a gray background"
+    assert caption(still, ()) == caption(still)
+    with pytest.raises(ValueError, match="leave_out must be one of colour, motion; got 'shape'"):
+        caption(still, ("shape",))
+
+
 # motion and placement ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("speed", ["slow", "fast"])
 @pytest.mark.parametrize("motion", ["left", "right", "up", "down"])
@@ -204,6 +216,37 @@ def test_cli_holdout_writes_separate_split(tmp_path):
     assert not {(r["colour"], r["shape"], r["motion"]) for r in train} & set(HOLDOUT_COMBOS)
     assert all((tmp_path / r["media_path"]).is_file() for r in train + held)
     assert synth.spec_from_record(held[0]) == sample_specs(8, seed=0, split="holdout")[0]
+
+
+def test_cli_partial_captions_list_each_training_clip_again(tmp_path):
+    flags = [
+        "--clips",
+        "30",
+        "--size",
+        "32",
+        "--frames",
+        "1",
+        "--seed",
+        "5",
+        "--holdout",
+        "--partial-captions",
+    ]
+    assert synth.run(_parse([str(tmp_path / "a"), *flags])) == 0
+    rows = [json.loads(x) for x in (tmp_path / "a" / "captions.jsonl").read_text().splitlines()]
+    full, partial = rows[:30], rows[30:]
+    assert len(partial) == 30 and not any("leaves_out" in r for r in full)
+    assert [r["media_path"] for r in partial] == [r["media_path"] for r in full]  # no new videos
+    assert len(list((tmp_path / "a" / "videos").iterdir())) == 30
+    for whole, part in zip(full, partial, strict=True):
+        assert part["caption"] == caption(synth.spec_from_record(whole), part["leaves_out"])
+        assert part["caption"] != whole["caption"] and whole["shape"] in part["caption"]
+        assert (whole["colour"] in part["caption"]) == ("colour" not in part["leaves_out"])
+        assert {k: v for k, v in part.items() if k != "leaves_out"} == whole | {"caption": part["caption"]}
+    assert {tuple(r["leaves_out"]) for r in partial} == set(synth.LEAVE_OUTS)  # 30 draws: each one appears
+    held = (tmp_path / "a" / "holdout.jsonl").read_text().splitlines()
+    assert len(held) == 8 and "leaves_out" not in held[0]  # the held-out split keeps its full captions
+    assert synth.run(_parse([str(tmp_path / "b"), *flags])) == 0
+    assert (tmp_path / "b" / "captions.jsonl").read_text() == (tmp_path / "a" / "captions.jsonl").read_text()
 
 
 # command line -----------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
                                    with --keyframes also keyframes (F' - 1, C, 1, H', W') float32: pixel
                                    frames 8, 16, ..., 8(F' - 1) each encoded alone, as an image keyframe is
                                    (for flow.keyframe_p; ~75 % more disk), text_emb (L, D) float32,
-                                   text_mask (L,) int64; file k = dataset item k
+                                   text_mask (L,) int64; file k = dataset item k (rows that list
+                                   one clip with different captions share its latents, encoded once)
     OUT/null.safetensors           text_emb, text_mask of the empty prompt "" (for caption dropout)
     OUT/index.jsonl                one CacheEntry per line (file, caption, media_path, row, bucket, ...)
     OUT/meta.json                  format, vae config, latent_channels, max_tokens, text_hidden_size, count,
@@ -90,7 +91,8 @@ def preprocess(
     (out / "meta.json").unlink(missing_ok=True)  # an interrupted rewrite must not look like a cache
     vae = vae.eval().to(device)
     dtype = next(vae.parameters()).dtype
-    batches = _bucket_batches(dataset.buckets_of, batch_size)
+    rows_of = _rows_by_clip(dataset)  # a clip listed with several captions is encoded once
+    batches = _bucket_batches(dataset.buckets_of, batch_size, list(rows_of))
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers
     )
@@ -100,9 +102,11 @@ def preprocess(
             video = batch["video"].to(device, dtype)
             latents = vae.encode(video)  # (B, C, F', H', W')
             keyed = keyframe_latents(vae, video) if keyframes else None  # (B, F' - 1, C, 1, H', W')
-            emb, mask = text_encoder.encode(batch["caption"], max_tokens)  # (B, L, D), (B, L)
-            for j, i in enumerate(indices):
-                tensors = {"latents": latents[j], "text_emb": emb[j], "text_mask": mask[j]}
+            rows = [(j, i) for j, first in enumerate(indices) for i in rows_of[first]]  # (clip in batch, row)
+            captions = [dataset.items[i].caption for _, i in rows]
+            emb, mask = text_encoder.encode(captions, max_tokens)  # (R, L, D), (R, L)
+            for r, (j, i) in enumerate(rows):
+                tensors = {"latents": latents[j], "text_emb": emb[r], "text_mask": mask[r]}
                 if keyed is not None:
                     tensors["keyframes"] = keyed[j]
                 entries.append(_save_item(out, i, dataset.items[i], dataset.buckets_of[i], tensors))
@@ -152,13 +156,26 @@ def _save_item(out: Path, i: int, item: MediaItem, bucket: Bucket, tensors: dict
     return CacheEntry(file, item.caption, str(item.media_path), item.row, str(bucket), shape)
 
 
-def _bucket_batches(buckets_of: list[Bucket], batch_size: int) -> list[list[int]]:
-    """Every index once, in batches of one bucket (the last batch of a bucket may be smaller)."""
-    groups = group_by_bucket(buckets_of).values()
-    return [g[k : k + batch_size] for g in groups for k in range(0, len(g), batch_size)]
+def _rows_by_clip(dataset: VideoDataset) -> dict[int, list[int]]:
+    """{first row of each (media file, bucket): every row of it}, in dataset order: a caption file may list
+    one clip several times with different captions (e.g. `ltxv data synth --partial-captions`)."""
+    first: dict[tuple[str, Bucket], int] = {}
+    rows_of: dict[int, list[int]] = {}
+    for i, (item, bucket) in enumerate(zip(dataset.items, dataset.buckets_of, strict=True)):
+        rows_of.setdefault(first.setdefault((str(item.media_path), bucket), i), []).append(i)
+    return rows_of
 
 
-# reading --------------------------------------------------------------------------------------------------
+def _bucket_batches(buckets_of: list[Bucket], batch_size: int, indices: list[int]) -> list[list[int]]:
+    """`indices`, each once, in batches of one bucket (the last batch of a bucket may be smaller)."""
+    groups = group_by_bucket([buckets_of[i] for i in indices]).values()
+    return [
+        [indices[g] for g in group[k : k + batch_size]]
+        for group in groups
+        for k in range(0, len(group), batch_size)
+    ]
+
+
 def is_cache(path: str | os.PathLike[str]) -> bool:
     """True for a folder holding a complete cache written by `preprocess`."""
     root = Path(path)

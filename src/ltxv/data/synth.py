@@ -36,6 +36,8 @@ The world (each choice is a constant below):
   --holdout-clips clips of the "holdout" split (default 8: every held-out triple once). `media_path` is
   relative to DIR. The side must be a multiple of 32 (at least 32) so the VAE encodes it without padding;
   8k+1 frames are recommended (the CLI warns otherwise). Videos are H.264 at 24 fps via `media.write_video`.
+  With --partial-captions captions.jsonl lists every clip a second time, after all the full rows, with a
+  partial caption (`partial_caption_rows`: the colour, the motion or both left out); holdout.jsonl does not.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ HOLDOUT_COMBOS: tuple[tuple[str, str, str], ...] = (  # (colour, shape, motion):
     ("cyan", "triangle", "left"),
 )
 SPLITS = ("all", "train", "holdout")
+LEAVE_OUTS = (("colour",), ("motion",), ("colour", "motion"))  # the partial captions (`partial_caption_rows`)
 
 
 def _check_choice(name: str, value: object, choices: Collection[str]) -> None:
@@ -250,12 +253,32 @@ def render_clip(spec: ClipSpec, size: int, frames: int) -> Tensor:
     return torch.from_numpy(video)[None]
 
 
-def caption(spec: ClipSpec) -> str:
+def caption(spec: ClipSpec, leave_out: Collection[str] = ()) -> str:
     """'a {colour} {shape} moving {direction} on a {background} background', or 'standing still' if static;
-    the article is "an" before a vowel ("an orange circle")."""
-    article = "an" if spec.colour[0] in "aeiou" else "a"
-    action = "standing still" if spec.motion == "static" else f"moving {spec.motion}"
-    return f"{article} {spec.colour} {spec.shape} {action} on a {spec.background} background"
+    the article is "an" before a vowel ("an orange circle"). `leave_out` drops the colour and/or the
+    motion phrase: 'a square moving right on a black background', 'a blue square on a black background'."""
+    for part in leave_out:
+        _check_choice("leave_out", part, ("colour", "motion"))
+    words = [spec.shape] if "colour" in leave_out else [spec.colour, spec.shape]
+    if "motion" not in leave_out:
+        words.append("standing still" if spec.motion == "static" else f"moving {spec.motion}")
+    article = "an" if words[0][0] in "aeiou" else "a"
+    return f"{article} {' '.join(words)} on a {spec.background} background"
+
+
+def partial_caption_rows(records: list[dict], seed: int) -> list[dict]:
+    """One more row per record: the same clip with a partial caption, its colour, its motion or both left
+    out (one of LEAVE_OUTS per clip, drawn with `random.Random("ltxv-synth/partial/{seed}")`), and
+    "leaves_out" naming them. Training on such rows as well ties each word to what it names alone rather
+    than to the whole (colour, shape, motion) triple."""
+    rng = random.Random(f"ltxv-synth/partial/{seed}")
+    rows = []
+    for record in records:
+        leave_out = rng.choice(LEAVE_OUTS)
+        rows.append(
+            record | {"caption": caption(spec_from_record(record), leave_out), "leaves_out": list(leave_out)}
+        )
+    return rows
 
 
 def combos(split: str) -> list[tuple[str, str, str]]:
@@ -342,6 +365,7 @@ class SynthConfig:
     holdout: bool = False  # hold HOLDOUT_COMBOS out of captions.jsonl and write them to holdout.jsonl
     holdout_clips: int = len(HOLDOUT_COMBOS)  # clips in holdout.jsonl
     speeds: tuple[str, ...] = MOVING_SPEEDS  # speeds moving clips are drawn from
+    partial_captions: bool = False  # list each clip of captions.jsonl again with a partial caption
 
     def __post_init__(self) -> None:
         if not _is_int(self.clips) or self.clips < 1:
@@ -382,6 +406,8 @@ def write_dataset(out_dir: str | os.PathLike[str], cfg: SynthConfig) -> list[dic
     root = Path(out_dir)
     split = "train" if cfg.holdout else "all"
     records = _write_split(root, "videos", sample_specs(cfg.clips, cfg.seed, split, cfg.speeds), split, cfg)
+    if cfg.partial_captions:
+        records += partial_caption_rows(records, cfg.seed)
     _write_jsonl(root / "captions.jsonl", records)
     if not cfg.holdout:
         return records
@@ -412,6 +438,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speeds", nargs="+", choices=MOVING_SPEEDS, default=list(d.speeds), help="speeds of moving clips"
     )
     parser.add_argument(
+        "--partial-captions",
+        action="store_true",
+        help="list every clip of captions.jsonl a second time with its colour, its motion or both left out "
+        "of the caption (compositional training; `ltxv preprocess` encodes each clip once)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace the dataset in DIR (unlisted old files stay)"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the config and captions, write nothing")
@@ -428,6 +460,7 @@ def run(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         holdout_clips=args.holdout_clips,
         speeds=tuple(args.speeds),
+        partial_captions=args.partial_captions,
     )
     root = Path(args.dir)
     if root.exists() and not root.is_dir():
@@ -451,6 +484,8 @@ def run(args: argparse.Namespace) -> int:
         (root / "holdout.jsonl").unlink(missing_ok=True)  # stale if this run has no holdout
     records = write_dataset(root, cfg)
     held = sum(r["split"] == "holdout" for r in records)
+    partial = sum("leaves_out" in r for r in records)
     extra = f" and {held} held-out clips (holdout.jsonl)" if held else ""
-    print(f"wrote {len(records) - held} clips (captions.jsonl){extra} to {root}")
+    rows = f" with {partial} more partial-caption rows" if partial else ""
+    print(f"wrote {len(records) - held - partial} clips (captions.jsonl{rows}){extra} to {root}")
     return 0
