@@ -176,6 +176,7 @@ def _bucket_batches(buckets_of: list[Bucket], batch_size: int, indices: list[int
     ]
 
 
+# reading --------------------------------------------------------------------------------------------------
 def is_cache(path: str | os.PathLike[str]) -> bool:
     """True for a folder holding a complete cache written by `preprocess`."""
     root = Path(path)
