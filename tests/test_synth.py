@@ -249,6 +249,27 @@ def test_cli_partial_captions_list_each_training_clip_again(tmp_path):
     assert (tmp_path / "b" / "captions.jsonl").read_text() == (tmp_path / "a" / "captions.jsonl").read_text()
 
 
+def test_dry_run_prints_the_partial_captions_it_would_write(tmp_path, capsys):
+    flags = [
+        "--clips",
+        "12",
+        "--size",
+        "32",
+        "--frames",
+        "1",
+        "--seed",
+        "5",
+        "--holdout",
+        "--partial-captions",
+    ]
+    assert synth.run(_parse([str(tmp_path / "dry"), *flags, "--dry-run"])) == 0
+    printed = capsys.readouterr().out.splitlines()[1:]  # after the config line
+    assert not (tmp_path / "dry").exists()
+    assert synth.run(_parse([str(tmp_path / "a"), *flags])) == 0
+    rows = [json.loads(x) for x in (tmp_path / "a" / "captions.jsonl").read_text().splitlines()]
+    assert printed == [r["caption"] for r in rows] and len(printed) == 24
+
+
 # command line -----------------------------------------------------------------------------------------
 def test_cli_writes_readable_clips_and_captions(tmp_path):
     out = tmp_path / "data"

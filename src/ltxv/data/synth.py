@@ -268,17 +268,19 @@ def caption(spec: ClipSpec, leave_out: Collection[str] = ()) -> str:
 
 def partial_caption_rows(records: list[dict], seed: int) -> list[dict]:
     """One more row per record: the same clip with a partial caption, its colour, its motion or both left
-    out (one of LEAVE_OUTS per clip, drawn with `random.Random("ltxv-synth/partial/{seed}")`), and
-    "leaves_out" naming them. Training on such rows as well ties each word to what it names alone rather
-    than to the whole (colour, shape, motion) triple."""
+    out (`draw_leave_outs`), and "leaves_out" naming them. Training on such rows as well ties each word to
+    what it names alone rather than to the whole (colour, shape, motion) triple."""
+    return [
+        record | {"caption": caption(spec_from_record(record), leave_out), "leaves_out": list(leave_out)}
+        for record, leave_out in zip(records, draw_leave_outs(len(records), seed), strict=True)
+    ]
+
+
+def draw_leave_outs(n: int, seed: int) -> list[tuple[str, ...]]:
+    """What each of n clips' partial caption leaves out: one of LEAVE_OUTS per clip, drawn with
+    `random.Random("ltxv-synth/partial/{seed}")`."""
     rng = random.Random(f"ltxv-synth/partial/{seed}")
-    rows = []
-    for record in records:
-        leave_out = rng.choice(LEAVE_OUTS)
-        rows.append(
-            record | {"caption": caption(spec_from_record(record), leave_out), "leaves_out": list(leave_out)}
-        )
-    return rows
+    return [rng.choice(LEAVE_OUTS) for _ in range(n)]
 
 
 def combos(split: str) -> list[tuple[str, str, str]]:
@@ -475,8 +477,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg)))
         split = "train" if cfg.holdout else "all"
-        for spec in sample_specs(cfg.clips, cfg.seed, split, cfg.speeds):
+        specs = sample_specs(cfg.clips, cfg.seed, split, cfg.speeds)
+        for spec in specs:
             print(caption(spec))
+        if cfg.partial_captions:  # the rows write_dataset lists after them
+            for spec, leave_out in zip(specs, draw_leave_outs(len(specs), cfg.seed), strict=True):
+                print(caption(spec, leave_out))
         return 0
     if (root / "captions.jsonl").exists():
         if not args.overwrite:
