@@ -160,3 +160,40 @@ def test_an_error_in_a_dataloader_worker_is_one_line(capsys):
     assert (
         capsys.readouterr().err == "ltxv preprocess: error: clip.mp4: decoded 3 frames; re-encode the file\n"
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "a red circle", "--steps", "4", "--seed", "3"],
+        ["train", "dit", "--data", "cache", "--out", "runs/x", "--steps", "5"],
+        ["data", "synth", "out", "--clips", "2"],
+        ["eval", "--clips", "3"],
+        ["convert", "a.safetensors", "b", "--to", "native"],
+    ],
+)
+def test_one_subcommand_parser_parses_as_the_whole_one(argv):
+    from ltxv.cli import COMMANDS, _parser
+
+    whole, only = _parser(COMMANDS).parse_args(argv), _parser(argv[:1]).parse_args(argv)
+    assert vars(only) == vars(whole) and only.handler is not None
+    for other in set(COMMANDS) - {argv[0]}:  # the others are there, without their arguments
+        assert _parser(argv[:1]).parse_args([other]).command == other
+
+
+def test_version_and_help_import_no_torch_and_generate_no_other_subcommand():
+    for argv in (["--version"], ["--help"]):
+        code = (
+            "import sys\nfrom ltxv.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.strip().endswith("False"), (argv, out.stdout, out.stderr)
+    code = (
+        "import sys; from ltxv.cli import _parser; _parser(['generate']).parse_args(['generate', 'x']); "
+        "print(sorted(m for m in ('ltxv.serve', 'ltxv.evaluate', 'ltxv.train.command', 'ltxv.data.cache') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import NoReturn
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
@@ -45,102 +46,111 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
-    fmt = _HelpFormatter
+def _parser(commands: Collection[str] = ()) -> argparse.ArgumentParser:
+    """The command line with the arguments of `commands` (every subcommand keeps its help line, which is all
+    `ltxv --help` shows): adding every subcommand's flags and importing their modules takes ~0.1 s on a 2-core
+    CPU (measured), and a run uses one subcommand, or none (`--help`, `--version`)."""
     parser = _Parser(
-        prog="ltxv", description="Realtime video latent diffusion (LTX-Video family).", formatter_class=fmt
+        prog="ltxv",
+        description="Realtime video latent diffusion (LTX-Video family).",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, formatter_class=_HelpFormatter)
+        if name in commands:
+            add(p)
+    return parser
 
-    from . import bench, generate_cli
-    from .data import synth
 
-    generate_cli.add_arguments(
-        sub.add_parser(
-            "generate", help="generate a video from a prompt (and images/clips)", formatter_class=fmt
-        )
-    )
-    p = sub.add_parser(
-        "bench", help="time the pipeline at a named shape (random weights by default)", formatter_class=fmt
-    )
+def _add_generate(p: argparse.ArgumentParser) -> None:
+    from . import generate_cli
+
+    generate_cli.add_arguments(p)
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    from . import bench
+
     bench.add_arguments(p)
     p.set_defaults(handler=bench.run)
 
-    data = sub.add_parser("data", help="datasets: the synthetic shapes world", formatter_class=fmt)
-    data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    p = data_sub.add_parser(
-        "synth", help="render a shapes-world dataset (mp4 + captions.jsonl)", formatter_class=fmt
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    from .data import synth
+
+    data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    q = data_sub.add_parser(
+        "synth", help="render a shapes-world dataset (mp4 + captions.jsonl)", formatter_class=_HelpFormatter
     )
-    synth.add_arguments(p)
-    p.set_defaults(handler=synth.run)
-    p = data_sub.add_parser(
+    synth.add_arguments(q)
+    q.set_defaults(handler=synth.run)
+    q = data_sub.add_parser(
         "text-encoder",
         help="build a small random T5-style encoder + tokenizer trained on a dataset's captions (offline)",
-        formatter_class=fmt,
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument("out", help="folder to write (config.json, model.safetensors, tokenizer files)")
-    p.add_argument("--captions", required=True, nargs="+", help="caption files or dataset folders (corpus)")
-    p.add_argument("--d-model", type=int, default=64, help="hidden size (the DiT's caption_channels)")
-    p.add_argument("--layers", type=int, default=2, help="encoder layers")
-    p.add_argument("--heads", type=int, default=4, help="attention heads")
-    p.add_argument("--vocab-size", type=int, default=300, help="sentencepiece pieces (at most)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument(
+    q.add_argument("out", help="folder to write (config.json, model.safetensors, tokenizer files)")
+    q.add_argument("--captions", required=True, nargs="+", help="caption files or dataset folders (corpus)")
+    q.add_argument("--d-model", type=int, default=64, help="hidden size (the DiT's caption_channels)")
+    q.add_argument("--layers", type=int, default=2, help="encoder layers")
+    q.add_argument("--heads", type=int, default=4, help="attention heads")
+    q.add_argument("--vocab-size", type=int, default=300, help="sentencepiece pieces (at most)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    q.add_argument(
         "--tokenizer",
         choices=("word", "unigram", "bpe"),
         default="word",
         help="sentencepiece model type (word: one piece per word of the corpus, for closed caption grammars)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT when it is an existing folder")
-    p.set_defaults(handler=cmd_text_encoder)
+    q.add_argument("--overwrite", action="store_true", help="replace OUT when it is an existing folder")
+    q.set_defaults(handler=cmd_text_encoder)
 
+
+def _add_eval(p: argparse.ArgumentParser) -> None:
     from . import evaluate
-    from .data import cache
-    from .train import command as train_command
 
-    p = sub.add_parser("eval", help="score a model on the held-out shapes world", formatter_class=fmt)
     evaluate.add_arguments(p)
     p.set_defaults(handler=evaluate.run)
 
-    p = sub.add_parser(
-        "preprocess", help="precompute VAE latents + T5 embeddings of a dataset", formatter_class=fmt
-    )
+
+def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    from .data import cache
+
     cache.add_preprocess_arguments(p)
     p.set_defaults(handler=cache.run_preprocess)
-    train_command.add_subcommands(sub, fmt)
 
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from .train import command as train_command
+
+    train_command.add_stages(p, _HelpFormatter)
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
     from . import serve
 
-    serve.add_arguments(
-        sub.add_parser(
-            "serve",
-            help="keep a model loaded behind a local web page and JSON endpoint (a video per request)",
-            formatter_class=fmt,
-        )
-    )
+    serve.add_arguments(p)
 
-    p = sub.add_parser("info", help="show what a checkpoint contains", formatter_class=fmt)
+
+def _add_info(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "path", help="official .safetensors file, diffusers folder (root, vae/ or transformer/), or ltxv file"
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.set_defaults(handler=cmd_info)
 
-    p = sub.add_parser(
-        "convert", help="convert a checkpoint between formats (tensors unchanged)", formatter_class=fmt
-    )
+
+def _add_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint to read (any supported format)")
     p.add_argument("dst", help="file (ltxv, native) or new folder (diffusers) to write")
     p.add_argument("--to", required=True, choices=("ltxv", "native", "diffusers"), help="target format")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="cast floating tensors (default: keep)")
     p.set_defaults(handler=cmd_convert)
 
-    p = sub.add_parser(
-        "grow",
-        help="add layers that start as the identity (same outputs), to train on with --init",
-        formatter_class=fmt,
-    )
+
+def _add_grow(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="checkpoint to grow (any supported format)")
     p.add_argument("dst", help="new ltxv .safetensors file to write")
     p.add_argument(
@@ -157,7 +167,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the new encoder stages' first convolutions")
     p.set_defaults(handler=cmd_grow)
-    return parser
+
+
+# subcommand -> (its line in `ltxv --help`, what adds its arguments and handler), in the help's order
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "generate": ("generate a video from a prompt (and images/clips)", _add_generate),
+    "bench": ("time the pipeline at a named shape (random weights by default)", _add_bench),
+    "data": ("datasets: the synthetic shapes world", _add_data),
+    "eval": ("score a model on the held-out shapes world", _add_eval),
+    "preprocess": ("precompute VAE latents + T5 embeddings of a dataset", _add_preprocess),
+    "train": ("train a stage of the model (vae, decoder, dit, joint, lora, distill)", _add_train),
+    "serve": (
+        "keep a model loaded behind a local web page and JSON endpoint (a video per request)",
+        _add_serve,
+    ),
+    "info": ("show what a checkpoint contains", _add_info),
+    "convert": ("convert a checkpoint between formats (tensors unchanged)", _add_convert),
+    "grow": ("add layers that start as the identity (same outputs), to train on with --init", _add_grow),
+}
 
 
 def cmd_text_encoder(args: argparse.Namespace) -> int:
@@ -246,7 +273,8 @@ def cmd_grow(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(argv[:1])  # only the subcommand named, if any
     args = parser.parse_args(argv)
     if args.version:
         from . import __version__
@@ -261,15 +289,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> None:
-    """The `ltxv` executable: `main()`, then, after `generate`, leave without the interpreter's teardown:
+    """The `ltxv` executable: torch imported without the garbage collector (`_import_torch`) when a
+    subcommand will need it, `main()`, then, after `generate`, leave without the interpreter's teardown:
     finalising torch's modules takes ~0.45 s on a 2-core CPU (measured), a fifth of the bundled model's whole
     run. Its output is complete by then (written to a temporary name, renamed) and the streams are flushed."""
+    if sys.argv[1:2] and sys.argv[1] in COMMANDS:
+        _import_torch()
     code = main()
     if sys.argv[1:2] == ["generate"]:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     raise SystemExit(code)
+
+
+def _import_torch() -> None:
+    """Import torch with the cyclic garbage collector off, then freeze what the import made: collections
+    during it rescan its ~10^5 objects again and again (~0.2 s of the import's ~2 s on a 2-core CPU), and
+    every full collection after it would too. The collector runs as usual for what comes after."""
+    gc.disable()
+    try:
+        import torch  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

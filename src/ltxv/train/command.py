@@ -178,10 +178,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
-    train = sub.add_parser(
-        "train", help="train a stage of the model (vae, decoder, dit, joint, lora, distill)"
-    )
+def add_stages(train: argparse.ArgumentParser, fmt: type[argparse.HelpFormatter]) -> None:
+    """`ltxv train`'s subcommands, one per stage."""
     stages = train.add_subparsers(dest="stage_command", metavar="STAGE", required=True)
     for stage in TRAIN_STAGES:
         add_arguments(stages.add_parser(stage, help=STAGE_HELP[stage], formatter_class=fmt), stage)
