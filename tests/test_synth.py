@@ -218,19 +218,16 @@ def test_cli_holdout_writes_separate_split(tmp_path):
     assert synth.spec_from_record(held[0]) == sample_specs(8, seed=0, split="holdout")[0]
 
 
-def test_cli_partial_captions_list_each_training_clip_again(tmp_path):
-    flags = [
-        "--clips",
-        "30",
-        "--size",
-        "32",
-        "--frames",
-        "1",
-        "--seed",
-        "5",
+def _partial_flags(clips: int) -> list[str]:
+    """`ltxv data synth` flags: a held-out split and partial captions, 1-frame 32 px clips, seed 5."""
+    return ["--clips", str(clips), "--size", "32", "--frames", "1", "--seed", "5"] + [
         "--holdout",
         "--partial-captions",
     ]
+
+
+def test_cli_partial_captions_list_each_training_clip_again(tmp_path):
+    flags = _partial_flags(30)
     assert synth.run(_parse([str(tmp_path / "a"), *flags])) == 0
     rows = [json.loads(x) for x in (tmp_path / "a" / "captions.jsonl").read_text().splitlines()]
     full, partial = rows[:30], rows[30:]
@@ -250,18 +247,7 @@ def test_cli_partial_captions_list_each_training_clip_again(tmp_path):
 
 
 def test_dry_run_prints_the_partial_captions_it_would_write(tmp_path, capsys):
-    flags = [
-        "--clips",
-        "12",
-        "--size",
-        "32",
-        "--frames",
-        "1",
-        "--seed",
-        "5",
-        "--holdout",
-        "--partial-captions",
-    ]
+    flags = _partial_flags(12)
     assert synth.run(_parse([str(tmp_path / "dry"), *flags, "--dry-run"])) == 0
     printed = capsys.readouterr().out.splitlines()[1:]  # after the config line
     assert not (tmp_path / "dry").exists()

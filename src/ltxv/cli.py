@@ -305,7 +305,7 @@ def console() -> None:
 
 def _import_torch() -> None:
     """Import torch with the cyclic garbage collector off, then freeze what the import made: collections
-    during it rescan its ~10^5 objects again and again (~0.2 s of the import's ~2 s on a 2-core CPU), and
+    during it rescan its ~250,000 objects again and again (~0.2 s of the import's ~2 s on a 2-core CPU), and
     every full collection after it would too. The collector runs as usual for what comes after."""
     gc.disable()
     try:
