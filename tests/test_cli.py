@@ -181,6 +181,22 @@ def test_one_subcommand_parser_parses_as_the_whole_one(argv):
         assert _parser(argv[:1]).parse_args([other]).command == other
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "a red circle"],
+        ["train", "dit", "--data", "cache"],
+        ["preprocess", "clips", "--model", "m"],
+    ],
+)
+def test_short_o_is_out(argv):
+    from ltxv.cli import _parser
+
+    parser = _parser(argv[:1])
+    assert parser.parse_args([*argv, "-o", "x/y"]).out == "x/y"
+    assert vars(parser.parse_args([*argv, "-o", "x/y"])) == vars(parser.parse_args([*argv, "--out", "x/y"]))
+
+
 def test_version_and_help_import_no_torch_and_generate_no_other_subcommand():
     for argv in (["--version"], ["--help"]):
         code = (

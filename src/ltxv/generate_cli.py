@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the imports that pull torch stay inside the functions: `ltx
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", help="what the video shows")
     add_model_flags(p)
-    p.add_argument("--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
+    p.add_argument("-o", "--out", default="out.mp4", help="output .mp4 (a single frame is written as .png)")
     p.add_argument(
         "--num-videos",
         type=int,

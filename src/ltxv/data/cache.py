@@ -295,7 +295,7 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--text-encoder", help="T5 folder (model + tokenizer; default: the model folder's text_encoder/)"
     )
-    parser.add_argument("--out", required=True, help="cache folder to write")
+    parser.add_argument("-o", "--out", required=True, help="cache folder to write")
     parser.add_argument(
         "--buckets", default=d.buckets, help="FRAMESxHEIGHTxWIDTH;...: frames 8k+1 (images 1), sides /32"
     )

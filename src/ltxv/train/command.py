@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         "--data", help="caption file (csv/json/jsonl) or dataset folder; dit/lora: or a cache"
     )
     parser.add_argument(
-        "--out", required=True, help="run folder (re-running resumes from its last checkpoint)"
+        "-o", "--out", required=True, help="run folder (re-running resumes from its last checkpoint)"
     )
     parser.add_argument("--preset", default="tiny", help="model size preset (ignored with --init/--base)")
     if stage == "lora":
