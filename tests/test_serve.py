@@ -350,15 +350,20 @@ def test_a_request_during_shutdown_gets_503_not_a_hang(served):
 
 
 def test_the_command_serves_and_stops_on_ctrl_c(folder):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ltxv", "serve", "--model", str(folder), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a job started in the background (`pytest &`) ignores SIGINT, and so would the server it starts:
-        # Python installs its Ctrl-C handler only where SIGINT is not ignored at start-up
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # A job started in the background (`pytest &`) ignores SIGINT and a child inherits an ignored signal, so
+    # the server would too (Python installs its Ctrl-C handler only where SIGINT is not ignored at start-up).
+    # A handler is reset to the default action in the child instead: hold one while it starts (no
+    # preexec_fn: with threads about, a forked child can deadlock before it execs).
+    held = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ltxv", "serve", "--model", str(folder), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, held)
     try:
         assert select.select([proc.stdout], [], [], 120)[0], "no 'serving' line within 120 s"
         line = proc.stdout.readline()
